@@ -1,0 +1,355 @@
+/**
+ * The Markdown the bench prints: the machine, then (1) HTTP throughput and latency per wrk point
+ * and (2) token, event-loop and scale figures, each beside its ratio to the bare node:http server
+ * and to the raw token rate, and beside its target (reported, never asserted); then (3) asymmetric
+ * and HMAC operations beside their raw token rates, (4) authorization cost and (5) audit cost. A
+ * phase that failed shows up as a FAILED line instead of its figures; a phase not selected by
+ * BENCH_PHASES is left out.
+ */
+import { ASYM_CLIENTS, RAW_KIND_OF, type AsymOp } from './asym.js';
+import { AUDIT_CLIENTS } from './audit.js';
+import { AUTHZ_CLIENTS } from './authz.js';
+import { median } from './common.js';
+import { machineMarkdown } from './machine.js';
+import type { Results } from './run.js';
+import type { WrkResult } from './wrk.js';
+
+const int = (n: number) => Math.round(n).toLocaleString('en-US');
+const ms = (n: number) => (n < 10 ? n.toFixed(2) : n < 100 ? n.toFixed(1) : Math.round(n).toString()) + ' ms';
+const x = (n: number) =>
+  !Number.isFinite(n) ? '—' : n >= 100 ? `${Math.round(n)}×` : n >= 10 ? `${n.toFixed(1)}×` : n >= 0.1 ? `${n.toFixed(2)}×` : `${Number(n.toPrecision(2))}×`;
+const mb = (mib: number) => `${Math.round(mib * 1.048576)} MB`;
+const mark = (ok: boolean) => (ok ? '✅' : '❌');
+/** First line of a failure, plus the first line of its output that names an error. */
+function oneLine(text: string): string {
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  const detail = lines.slice(1).find((l) => /^\w*Error\b|ERR_|CKR_|"level":(50|60)/.test(l));
+  return `${lines[0] ?? ''}${detail ? ` ${detail}` : ''}`.replace(/\|/g, '\\|').slice(0, 400);
+}
+
+function row(cells: string[]): string {
+  return `| ${cells.join(' | ')} |`;
+}
+
+export function renderMarkdown(r: Results): string {
+  const rawRate = r.token?.rawPkcs11.opsPerSec ?? NaN;
+  const rawOpMs = 1000 / rawRate;
+  const bareAt = (clients: number): WrkResult | undefined => r.http?.bare.find((b) => b.clients === clients);
+  const lat = (value: number, bare: number | undefined) =>
+    `${ms(value)} (${bare === undefined ? '' : `${x(value / bare)} bare, `}${x(value / rawOpMs)} raw op)`;
+
+  const lines: string[] = [];
+  lines.push(`## p11kms benchmark`, '');
+  lines.push(machineMarkdown(r.machine));
+  lines.push(
+    `- ${r.settings.seconds} s per wrk point (wrk -t1, -t2 at 32 clients, keep-alive, one pre-signed SigV4 request replayed); ` +
+      `token loops ${r.settings.tokenSeconds} s; service log level warn; ${r.settings.workers ? `P11KMS_WORKERS=${r.settings.workers}` : 'one service process'}; ` +
+      `run ${r.startedAt}, ${Math.round(r.durationSeconds)} s in all`,
+    '',
+  );
+  for (const [phase, why] of Object.entries(r.failures)) lines.push(`**FAILED: ${phase}**: ${oneLine(why)}`, '');
+
+  const ran = (phase: string) => r.settings.phases === undefined || (r.settings.phases as string[]).includes(phase);
+  lines.push(`Phases: ${(r.settings.phases ?? []).join(', ')}`, '');
+
+  // ---- table 1: HTTP ----
+  if (ran('http')) lines.push(`### HTTP, awsJson1_1 + SigV4 over loopback (10 keys)`, '');
+  if (!ran('http')) {
+    // not selected
+  } else if (r.http) {
+    lines.push(row(['Request', 'Clients', 'req/s', '÷ bare node:http', '÷ raw token', 'p50', 'p99', 'Target']));
+    lines.push(row(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---']));
+    const httpRow = (name: string, w: WrkResult, isBare: boolean) => {
+      const bare = bareAt(w.clients);
+      const targets: string[] = [];
+      if (!isBare && name === 'Encrypt 32 B' && w.clients === 32) targets.push(`≥ 12,000 req/s ${mark(w.rps >= 12_000)}`);
+      if (!isBare && w.clients === 8) targets.push(`p99 ≤ 5 ms ${mark(w.p99Ms <= 5)}`);
+      return row([
+        name,
+        String(w.clients),
+        int(w.rps),
+        isBare ? '1.00×' : x(w.rps / (bare?.rps ?? NaN)),
+        x(w.rps / rawRate),
+        lat(w.p50Ms, isBare ? undefined : bare?.p50Ms),
+        lat(w.p99Ms, isBare ? undefined : bare?.p99Ms),
+        targets.join(', '),
+      ]);
+    };
+    const names: Record<string, string> = { Encrypt: 'Encrypt 32 B', Decrypt: 'Decrypt', GenerateDataKey: 'GenerateDataKey AES_256' };
+    for (const op of ['Encrypt', 'Decrypt', 'GenerateDataKey']) {
+      for (const w of r.http.p11kms.filter((p) => p.label === op)) lines.push(httpRow(names[op]!, w, false));
+    }
+    for (const w of r.http.bare) lines.push(httpRow('bare node:http (Encrypt-shaped reply)', w, true));
+    lines.push('');
+    lines.push(
+      `req/s ÷ raw token = HTTP rate over the raw pkcs11js AES-GCM rate (${int(rawRate)} ops/s). ` +
+        `Latency cells: value (÷ bare node:http at the same client count, ÷ one raw token op = ${(rawOpMs * 1000).toFixed(1)} µs).`,
+      '',
+    );
+  } else {
+    lines.push('FAILED (see above).', '');
+  }
+
+  // ---- table 2: token, event loop, scale ----
+  const bare1 = bareAt(1);
+  const bare8 = bareAt(8);
+  const bare32 = bareAt(32);
+  const table2 = ran('token') || ran('loop') || ran('scale') || ran('http');
+  if (table2) {
+    lines.push(`### Token, event loop, scale`, '');
+    lines.push(row(['Measure', 'Value', '÷ bare node:http', '÷ raw token', 'Target']));
+    lines.push(row(['---', '---:', '---:', '---:', '---']));
+    const failedRow = (name: string, phase: string) => lines.push(row([name, `FAILED: ${oneLine(r.failures[phase] ?? 'not run')}`, '—', '—', '']));
+
+    if (!ran('token')) {
+      // not selected
+    } else if (r.token) {
+      const rateRow = (name: string, rate: number) => row([name, `${int(rate)} ops/s (${(1e6 / rate).toFixed(1)} µs/op)`, x(rate / (bare32?.rps ?? NaN)), x(rate / rawRate), '']);
+      lines.push(rateRow('Raw token: pkcs11js C_EncryptInit+C_Encrypt, AES-256-GCM 32 B, token key, sync', rawRate));
+      lines.push(rateRow('p11kms Hsm.encryptAesGcm (same op through the project wrapper, sync mode)', r.token.hsmWrapper.opsPerSec));
+      lines.push(rateRow("Node's crypto AES-256-GCM 32 B", r.token.nodeCrypto.opsPerSec));
+    } else {
+      failedRow('Raw token / Hsm wrapper / Node crypto AES-256-GCM 32 B', 'token baselines');
+    }
+
+    const l = r.loopDelay;
+    if (!ran('loop')) {
+      // not selected
+    } else if (l) {
+      const failed = l.failed > 0 ? `; **${int(l.failed)} failed**: ${oneLine(l.errors[0]?.message ?? '')}` : '';
+      lines.push(
+        row([
+          `${int(l.keygens)} concurrent hsm.generateAesKey (pool ${l.poolSize} sessions, ${l.uvThreadpoolSize} libuv threads)`,
+          `${(l.totalMs / 1000).toFixed(1)} s, ${int(l.keysPerSec)} keys/s${failed}`,
+          '—',
+          x(l.keysPerSec / rawRate),
+          '',
+        ]),
+      );
+      lines.push(
+        row([
+          `Event-loop delay during those key generations (monitorEventLoopDelay, ${l.resolutionMs} ms sampling; idle p99 ${ms(l.idle.p99Ms)}, max ${ms(l.idle.maxMs)})`,
+          `p99 ${ms(l.busy.p99Ms)}, max ${ms(l.busy.maxMs)}`,
+          '—',
+          `p99 ${x(l.busy.p99Ms / rawOpMs)} raw op`,
+          '',
+        ]),
+      );
+    } else {
+      failedRow('Concurrent hsm.generateAesKey and event-loop delay', 'event-loop delay');
+    }
+
+    const s = r.scale;
+    if (!ran('scale')) {
+      // not selected
+    } else if (s) {
+      const keys = s.createStoppedByDeadline
+        ? `${int(s.keys)} of ${int(s.keysWanted)} keys (stopped after BENCH_CREATE_SECONDS=${r.settings.createSeconds})`
+        : s.createFailed > 0
+          ? `${int(s.keys)} of ${int(s.keysWanted)} keys`
+          : `${int(s.keys)} keys`;
+      const createFailed = s.createFailed > 0 ? `; **${int(s.createFailed)} failed**: ${oneLine(s.createErrors[0]?.message ?? '')}` : '';
+      lines.push(
+        row([
+          `CreateKey through the API (@aws-sdk/client-kms, ${s.concurrency} concurrent), ${keys}`,
+          `${s.createSeconds.toFixed(1)} s; ${s.keysPerSecAlone === undefined ? 'n/a' : int(s.keysPerSecAlone)} keys/s alone, ${int(s.keysPerSecUnderLoad)} keys/s beside the Encrypt load below${createFailed}`,
+          '—',
+          s.keysPerSecAlone === undefined ? '—' : x(s.keysPerSecAlone / rawRate),
+          '',
+        ]),
+      );
+      const e = s.encryptDuringCreate;
+      lines.push(
+        row([
+          `Encrypt at 8 clients while CreateKey ×${s.concurrency} runs (${int(s.keysCreatedDuringLoad)} keys created meanwhile)`,
+          `${int(e.rps)} req/s, p50 ${ms(e.p50Ms)}, p99 ${ms(e.p99Ms)}`,
+          `${x(e.rps / (bare8?.rps ?? NaN))} req/s, p99 ${x(e.p99Ms / (bare8?.p99Ms ?? NaN))}`,
+          x(e.rps / rawRate),
+          `p99 ≤ 5 ms ${mark(e.p99Ms <= 5)}`,
+        ]),
+      );
+      for (const [i, clients] of [1, 8].entries()) {
+        const ten = s.tenKeys[i]!;
+        const many = s.manyKeys[i]!;
+        const bare = clients === 1 ? bare1 : bare8;
+        const who = `${clients} client${clients > 1 ? 's' : ''}`;
+        lines.push(row([`Encrypt p50, ${who}, 10 keys (reference for the next row)`, ms(ten.p50Ms), x(ten.p50Ms / (bare?.p50Ms ?? NaN)), `${x(ten.p50Ms / rawOpMs)} raw op`, '']));
+        const ratio = many.p50Ms / ten.p50Ms;
+        lines.push(
+          row([
+            `Encrypt p50, ${who}, ${int(s.keys)} keys`,
+            `${ms(many.p50Ms)} = ${x(ratio)} the 10-key p50`,
+            x(many.p50Ms / (bare?.p50Ms ?? NaN)),
+            `${x(many.p50Ms / rawOpMs)} raw op`,
+            `≤ 1.2× ${mark(ratio <= 1.2)}`,
+          ]),
+        );
+      }
+      const ar = s.afterRestart;
+      lines.push(
+        row([
+          `Encrypt at 8 clients after a restart with ${int(s.keys)} keys (another key)`,
+          `${int(ar.rps)} req/s, p50 ${ms(ar.p50Ms)}, p99 ${ms(ar.p99Ms)}`,
+          `${x(ar.rps / (bare8?.rps ?? NaN))} req/s, p50 ${x(ar.p50Ms / (bare8?.p50Ms ?? NaN))}`,
+          x(ar.rps / rawRate),
+          '',
+        ]),
+      );
+      const procs = s.processes > 1 ? ` (${s.processes} processes)` : '';
+      lines.push(
+        row([
+          `Service RSS after the ${int(s.keys)}-key run${procs}`,
+          `${mb(s.rssAfterRunMiB)} (${mb(s.rssAfterRestartMiB)} after restart + load)`,
+          x(s.rssAfterRunMiB / (r.main?.bareRssMiB ?? NaN)),
+          '—',
+          `≤ 200 MB ${mark(s.rssAfterRunMiB * 1.048576 <= 200)}`,
+        ]),
+      );
+    } else {
+      failedRow('CreateKey ×N, Encrypt with many keys, RSS, start-up with many keys', 'scale');
+    }
+
+    const m = r.main;
+    if (m) {
+      lines.push(row([`Service RSS after the HTTP table above (10 keys)${m.processes > 1 ? ` (${m.processes} processes)` : ''}`, mb(m.rssMiB), x(m.rssMiB / m.bareRssMiB), '—', `≤ 200 MB ${mark(m.rssMiB * 1.048576 <= 200)}`]));
+      lines.push(row(['Bare node:http RSS after its load', mb(m.bareRssMiB), '1.00×', '—', '']));
+    }
+    if (s) {
+      lines.push(
+        row([
+          `Start-up with ${int(s.keys)} keys (spawn → first 200 on GET /healthz)`,
+          ms(s.startupMs),
+          x(s.startupMs / (m?.bareStartupMs ?? NaN)),
+          '—',
+          `≤ 3 s ${mark(s.startupMs <= 3000)}`,
+        ]),
+      );
+    }
+    if (m) {
+      const scaleEmpty = s ? `, ${ms(s.startupEmptyMs)} (scale service)` : '';
+      lines.push(row(['Start-up, empty data dir (provisions the SoftHSM2 token)', `${ms(m.startupEmptyMs)} (HTTP-table service)${scaleEmpty}`, x(m.startupEmptyMs / m.bareStartupMs), '—', '']));
+      lines.push(row(['Bare node:http start-up (spawn → first 200)', ms(m.bareStartupMs), '1.00×', '—', '']));
+    }
+    lines.push('');
+    lines.push(
+      "÷ bare node:http: token rates over the bare server's req/s at 32 clients; HTTP figures over the bare server at the same client count; " +
+        "RSS and start-up over the bare server's. ÷ raw token: rates over the raw pkcs11js rate; latencies over one raw token op. " +
+        'RSS is VmRSS (/proc) of the whole service process tree. Targets are reported, not asserted.' +
+        (s ? ` 10-key reference p50s come from ${s.tenKeysSource}.` : '') +
+        (r.token ? ` Token rates: median of ${r.token.rawPkcs11.rounds.length} alternating rounds (raw, wrapper, Node), ${r.settings.tokenSeconds} s per kind in all.` : ''),
+      '',
+    );
+  }
+
+  if (ran('asym')) asymMarkdown(r, lines);
+  if (ran('authz')) authzMarkdown(r, lines);
+  if (ran('audit')) auditMarkdown(r, lines);
+  return `${lines.join('\n')}\n`;
+}
+
+/** Median req/s, p50 and p99 of the points at `clients`. */
+function med(points: WrkResult[], clients: number): { rps: number; p50Ms: number; p99Ms: number; n: number } {
+  const at = points.filter((w) => w.clients === clients);
+  if (at.length === 0) return { rps: NaN, p50Ms: NaN, p99Ms: NaN, n: 0 };
+  return { rps: median(at.map((w) => w.rps)), p50Ms: median(at.map((w) => w.p50Ms)), p99Ms: median(at.map((w) => w.p99Ms)), n: at.length };
+}
+
+function asymMarkdown(r: Results, lines: string[]): void {
+  lines.push('### Asymmetric signatures and HMAC over HTTP (issue 3)', '');
+  if (r.failures['asym token baselines']) lines.push(`Raw token rates FAILED: ${oneLine(r.failures['asym token baselines'])}`, '');
+  const a = r.asym;
+  if (!a) {
+    lines.push(`FAILED: ${oneLine(r.failures['asym'] ?? 'not run')}`, '');
+    return;
+  }
+  const rawOf = (op: AsymOp) => r.asymToken?.rates.find((x) => x.kind === RAW_KIND_OF[op]);
+  lines.push(row(['Request', 'Clients', 'req/s', '÷ raw token (same op)', 'p50', 'p99', 'Raw token op (pkcs11js, 1 session, sync)']));
+  lines.push(row(['---', '---:', '---:', '---:', '---:', '---:', '---']));
+  const ops = [...new Set(a.points.map((p) => p.label))] as AsymOp[];
+  for (const op of ops) {
+    const raw = rawOf(op);
+    const rawMs = raw ? 1000 / raw.opsPerSec : NaN;
+    for (const clients of ASYM_CLIENTS) {
+      const w = a.points.find((p) => p.label === op && p.clients === clients);
+      if (!w) continue;
+      lines.push(
+        row([
+          op,
+          String(clients),
+          int(w.rps),
+          raw ? x(w.rps / raw.opsPerSec) : '—',
+          `${ms(w.p50Ms)}${raw ? ` (${x(w.p50Ms / rawMs)} raw op)` : ''}`,
+          `${ms(w.p99Ms)}${raw ? ` (${x(w.p99Ms / rawMs)} raw op)` : ''}`,
+          raw ? `${int(raw.opsPerSec)} ops/s (${(1e6 / raw.opsPerSec).toFixed(1)} µs/op)` : '—',
+        ]),
+      );
+    }
+  }
+  lines.push('');
+  if (r.asymToken) {
+    lines.push(
+      `Raw token loops (median of ${r.asymToken.rates[0]?.rounds.length ?? 0} alternating rounds, ${r.settings.tokenSeconds} s per op in all): ` +
+        r.asymToken.rates.map((x) => `${x.kind}: ${x.mechanism}`).join('; ') +
+        '. The service hashes RAW messages itself and feeds the token the digest, as these loops do; RSA signing runs on the libuv pool, ECDSA/HMAC synchronously.',
+      '',
+    );
+  }
+  const created = Object.entries(a.createKeyMs).map(([spec, t]) => `${spec} ${ms(t)}`).join(', ');
+  lines.push(`CreateKey (one each, through the API): ${created}.`, '');
+  const b = a.beside;
+  if (b) {
+    lines.push(row(['Encrypt 32 B, 8 clients', 'req/s', 'p50', 'p99', 'p99 ÷ alone', 'Target']));
+    lines.push(row(['---', '---:', '---:', '---:', '---:', '---']));
+    lines.push(row(['alone', int(b.without.rps), ms(b.without.p50Ms), ms(b.without.p99Ms), '1.00×', `p99 ≤ 5 ms ${mark(b.without.p99Ms <= 5)}`]));
+    lines.push(
+      row([
+        `beside ${b.concurrency} concurrent RSA-4096 CreateKey loops (${b.createdDuringPoint} keys finished during the point, ${b.created} in all; median CreateKey ${b.createMedianMs === undefined ? 'n/a' : ms(b.createMedianMs)})`,
+        int(b.with.rps),
+        ms(b.with.p50Ms),
+        ms(b.with.p99Ms),
+        x(b.with.p99Ms / b.without.p99Ms),
+        `p99 ≤ 5 ms ${mark(b.with.p99Ms <= 5)}`,
+      ]),
+    );
+    lines.push('');
+  } else if (r.settings.rsa4096Concurrency > 0) {
+    lines.push(`Encrypt beside RSA-4096 CreateKey: FAILED: ${oneLine(r.failures['asym: Encrypt beside RSA-4096 CreateKey'] ?? 'not run')}`, '');
+  }
+}
+
+function authzMarkdown(r: Results, lines: string[]): void {
+  lines.push('### Authorization cost, Encrypt 32 B (issue 4)', '');
+  const z = r.authz;
+  if (!z) {
+    lines.push(`FAILED: ${oneLine(r.failures['authz'] ?? 'not run')}`, '');
+    return;
+  }
+  lines.push(row(['Clients', '(a) root, default key policy: req/s', 'p50', 'p99', `(b) IAM user, ${z.keyPolicyStatements}-statement key policy + ${z.identityPolicyStatements}-statement identity policy, ${z.grants} grants: req/s`, 'p50', 'p99', '(b) ÷ (a) req/s', '(b) ÷ (a) p50']));
+  lines.push(row(['---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:']));
+  for (const clients of AUTHZ_CLIENTS) {
+    const a = med(z.root, clients);
+    const b = med(z.user, clients);
+    lines.push(row([String(clients), int(a.rps), ms(a.p50Ms), ms(a.p99Ms), int(b.rps), ms(b.p50Ms), ms(b.p99Ms), `**${(b.rps / a.rps).toFixed(3)}**`, (b.p50Ms / a.p50Ms).toFixed(3)]));
+  }
+  lines.push('', `One service process for both; points alternate (a)/(b), order swapped each round; median of ${z.rounds} round(s). No encryption context.`, '');
+}
+
+function auditMarkdown(r: Results, lines: string[]): void {
+  lines.push('### Audit cost, Encrypt 32 B (issue 6)', '');
+  const d = r.audit;
+  if (!d) {
+    lines.push(`FAILED: ${oneLine(r.failures['audit'] ?? 'not run')}`, '');
+    return;
+  }
+  lines.push(row(['Clients', 'audit on: req/s', 'p50', 'p99', 'P11KMS_AUDIT=off: req/s', 'p50', 'p99', 'on ÷ off req/s', 'on ÷ off p99']));
+  lines.push(row(['---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:']));
+  for (const clients of AUDIT_CLIENTS) {
+    const on = med(d.on, clients);
+    const off = med(d.off, clients);
+    lines.push(row([String(clients), int(on.rps), ms(on.p50Ms), ms(on.p99Ms), int(off.rps), ms(off.p50Ms), ms(off.p99Ms), `**${(on.rps / off.rps).toFixed(3)}**`, (on.p99Ms / off.p99Ms).toFixed(3)]));
+  }
+  lines.push('', `Two services side by side (same settings but P11KMS_AUDIT), one key each; points alternate on/off, order swapped each round; median of ${d.rounds} round(s).`, '');
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Idempotent set-up run before `npm start`, `npm test` and `npm run bench`:
+#   1. SoftHSM2 present (unless an external PKCS#11 module is configured),
+#   2. node_modules matching package-lock.json,
+#   3. TypeScript compiled when sources changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source native-config/node-headers.sh
+
+softhsm_present() {
+  for f in /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so /usr/lib64/softhsm/libsofthsm2.so \
+           /usr/lib64/pkcs11/libsofthsm2.so /usr/local/lib/softhsm/libsofthsm2.so; do
+    [ -f "$f" ] && return 0
+  done
+  return 1
+}
+
+if [ -z "${P11KMS_PKCS11_MODULE:-}" ] && ! softhsm_present; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "p11kms: installing SoftHSM2 (apt-get install softhsm2)" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null
+  else
+    echo "p11kms: SoftHSM2 is not installed. Install it as root (Debian/Ubuntu: apt-get install softhsm2;" >&2
+    echo "        Fedora/RHEL: dnf install softhsm) or set P11KMS_PKCS11_MODULE to your HSM's PKCS#11 library." >&2
+    exit 1
+  fi
+fi
+
+lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
+stamp=node_modules/.p11kms-lock-sha256
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_hash" ]; then
+  echo "p11kms: installing npm dependencies (npm ci)" >&2
+  npm ci --no-audit --no-fund --loglevel=error >&2
+  echo "$lock_hash" > "$stamp"
+fi
+
+if [ ! -f dist/.tsbuildinfo ] || [ -n "$(find src scripts tsconfig.json package-lock.json -newer dist/.tsbuildinfo -print -quit)" ]; then
+  echo "p11kms: compiling TypeScript" >&2
+  npx tsc -p tsconfig.json
+  touch dist/.tsbuildinfo
+fi

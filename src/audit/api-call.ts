@@ -1,0 +1,126 @@
+/**
+ * From one API request to its audit record: who (userIdentity, or what the request claimed when
+ * authentication failed), what (eventName, whitelisted requestParameters / responseElements), on
+ * which keys (resources: key ARNs from the output, the input's key IDs/ARNs, an alias looked up in
+ * the store, or the key named by a ciphertext header), and how it ended (errorCode/errorMessage).
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Caller } from '../auth/principals.js';
+import { keyArn } from '../kms/arn.js';
+import { parseBlob } from '../kms/ciphertext.js';
+import type { Services } from '../kms/context.js';
+import { apiCallRecord, identityOf, unknownIdentity } from './record.js';
+import type { AuditTrail } from './trail.js';
+
+export interface ApiCallAudit {
+  requestId: string;
+  eventTime: Date;
+  /** The validated operation name; undefined when the target was missing or unknown. */
+  operation: string | undefined;
+  headers: IncomingHttpHeaders;
+  sourceIp: string;
+  caller: Caller | undefined;
+  /** Validated input when validation passed, else the parsed JSON body (if any). */
+  input: unknown;
+  output: Record<string, unknown> | undefined;
+  error: { type: string; message: string } | undefined;
+}
+
+const TARGET_PREFIX = 'TrentService.';
+const KEY_ID = /^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$/;
+const KEY_MEMBERS = ['KeyId', 'TargetKeyId', 'SourceKeyId', 'DestinationKeyId'];
+
+/** eventName for a request whose operation could not be validated (still recorded). */
+function eventNameOf(a: ApiCallAudit): string {
+  if (a.operation !== undefined) return a.operation;
+  const target = a.headers['x-amz-target'];
+  if (typeof target === 'string' && target.startsWith(TARGET_PREFIX)) {
+    const name = target.slice(TARGET_PREFIX.length);
+    if (/^[A-Za-z0-9]{1,64}$/.test(name)) return name;
+  }
+  return 'UnknownOperation';
+}
+
+/** The access key a request claimed in its SigV4 Authorization header or query (for failed auth). */
+export function claimedAccessKeyId(headers: IncomingHttpHeaders): string | undefined {
+  const auth = headers.authorization;
+  if (typeof auth !== 'string') return undefined;
+  const m = /Credential=([A-Za-z0-9]{1,128})\//.exec(auth);
+  return m ? m[1] : undefined;
+}
+
+export class ApiAuditor {
+  constructor(
+    private readonly trail: AuditTrail,
+    private readonly svc: Services,
+  ) {}
+
+  get enabled(): boolean {
+    return this.trail.enabled;
+  }
+
+  async record(a: ApiCallAudit): Promise<void> {
+    if (!this.trail.enabled) return;
+    const eventName = eventNameOf(a);
+    const input = a.input !== null && typeof a.input === 'object' && !Array.isArray(a.input) ? (a.input as Record<string, unknown>) : undefined;
+    const keyArns = await this.keyArnsOf(input, a.output);
+    const userAgent = a.headers['user-agent'];
+    const record = apiCallRecord({
+      account: this.svc.account,
+      eventTime: a.eventTime,
+      eventId: randomUUID(),
+      requestId: a.requestId,
+      eventName,
+      identity: a.caller ? identityOf(a.caller) : unknownIdentity(claimedAccessKeyId(a.headers)),
+      sourceIp: a.sourceIp.startsWith('::ffff:') ? a.sourceIp.slice(7) : a.sourceIp,
+      userAgent: typeof userAgent === 'string' ? userAgent : '',
+      input,
+      output: a.output,
+      error: a.error,
+      keyArns,
+    });
+    await this.trail.append(record);
+  }
+
+  private async keyArnsOf(input: Record<string, unknown> | undefined, output: Record<string, unknown> | undefined): Promise<string[]> {
+    const arns = new Set<string>();
+    const account = this.svc.account;
+    const keyArnPrefix = `arn:${account.partition}:kms:${account.region}:${account.accountId}:key/`;
+    const fromOutput = (v: unknown) => {
+      if (typeof v === 'string' && v.startsWith(keyArnPrefix)) arns.add(v);
+    };
+    if (output) {
+      const meta = output.KeyMetadata as { Arn?: unknown } | undefined;
+      fromOutput(meta?.Arn);
+      fromOutput(output.SourceKeyId);
+      fromOutput(output.KeyId);
+    }
+    if (input) {
+      for (const member of KEY_MEMBERS) {
+        const raw = input[member];
+        if (typeof raw !== 'string') continue;
+        if (raw.startsWith(keyArnPrefix)) arns.add(raw);
+        else if (KEY_ID.test(raw)) arns.add(keyArn(account, raw));
+        else if (arns.size === 0 && (raw.startsWith('alias/') || raw.includes(':alias/'))) {
+          // Only when nothing else named the key (e.g. a denied or failed call through an alias).
+          const aliasName = raw.startsWith('alias/') ? raw : raw.slice(raw.indexOf(':alias/') + 1);
+          try {
+            const alias = await this.svc.store.getAlias(aliasName);
+            if (alias) arns.add(keyArn(account, alias.targetKeyId));
+          } catch {
+            // the record still names the alias in requestParameters
+          }
+        }
+      }
+      if (arns.size === 0 && Buffer.isBuffer(input.CiphertextBlob)) {
+        try {
+          arns.add(keyArn(account, parseBlob(input.CiphertextBlob).keyId));
+        } catch {
+          // not one of ours: no resource
+        }
+      }
+    }
+    return [...arns];
+  }
+}

@@ -1,0 +1,328 @@
+/**
+ * Offline verification of the audit trail under a data dir: every chain's records (hash links and
+ * sequence numbers), every digest (signature with the public key stored beside the digests, link
+ * to the previous digest, the record range it vouches for), and what may legitimately be missing
+ * (a prefix removed by retention, vouched for by a digest; an unsigned tail after a crash).
+ *
+ * Findings name the first record that was altered, removed or reordered. Notes are not findings.
+ */
+import { createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  AUDIT_DIR,
+  CHAIN_MEMBER,
+  DIGEST_DIR,
+  type DigestFile,
+  GENESIS_HASH,
+  parseDigestFileName,
+  parseRecordFileName,
+  sha256Hex,
+  splitDigest,
+  stringToSign,
+} from './format.js';
+
+export interface VerifyOptions {
+  /** Pin the signing key: only digests signed by this fingerprint are accepted. */
+  expectedFingerprint?: string;
+  /** With a retention period, a missing prefix must be older than this many days. */
+  retentionDays?: number;
+  now?: Date;
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  findings: string[];
+  notes: string[];
+  chains: number;
+  records: number;
+  digests: number;
+  lastVerifiedEventId: string | undefined;
+  lastVerifiedEventTime: string | undefined;
+  fingerprints: string[];
+}
+
+interface Line {
+  file: string;
+  lineNo: number;
+  raw: string;
+  hash: string;
+  seq: number | undefined;
+  prev: string | undefined;
+  eventId: string | undefined;
+  eventTime: string | undefined;
+  torn: boolean;
+}
+
+export function verifyAuditTrail(dataDir: string, options: VerifyOptions = {}): VerifyResult {
+  const dir = path.join(dataDir, AUDIT_DIR);
+  const digestDir = path.join(dir, DIGEST_DIR);
+  const result: VerifyResult = { ok: true, findings: [], notes: [], chains: 0, records: 0, digests: 0, lastVerifiedEventId: undefined, lastVerifiedEventTime: undefined, fingerprints: [] };
+  if (!fs.existsSync(dir)) {
+    result.notes.push(`no audit trail under ${dir}`);
+    return result;
+  }
+  const recordFiles = new Map<string, { part: number; name: string }[]>();
+  for (const name of fs.readdirSync(dir)) {
+    const parsed = parseRecordFileName(name);
+    if (!parsed) continue;
+    const list = recordFiles.get(parsed.chainId) ?? [];
+    list.push({ part: parsed.part, name });
+    recordFiles.set(parsed.chainId, list);
+  }
+  const digestFiles = new Map<string, { seq: number; name: string }[]>();
+  const keys = new Map<string, KeyObject>();
+  if (fs.existsSync(digestDir)) {
+    for (const name of fs.readdirSync(digestDir)) {
+      const parsed = parseDigestFileName(name);
+      if (parsed) {
+        const list = digestFiles.get(parsed.chainId) ?? [];
+        list.push({ seq: parsed.seq, name });
+        digestFiles.set(parsed.chainId, list);
+        continue;
+      }
+      const key = /^public-key-([0-9a-f]{64})\.pem$/.exec(name);
+      if (key) {
+        try {
+          const object = createPublicKey(fs.readFileSync(path.join(digestDir, name), 'utf8'));
+          const der = object.export({ type: 'spki', format: 'der' });
+          if (sha256Hex(der) !== key[1]) result.findings.push(`public key file ${name} does not match the fingerprint in its name`);
+          else keys.set(key[1]!, object);
+        } catch {
+          result.findings.push(`public key file ${name} is not a readable public key`);
+        }
+      }
+    }
+  }
+  const chainIds = [...new Set([...recordFiles.keys(), ...digestFiles.keys()])].sort();
+  const used = new Set<string>();
+  let lastVerified: Line | undefined;
+  for (const chainId of chainIds) {
+    result.chains++;
+    const last = verifyChain(chainId, dir, digestDir, recordFiles.get(chainId) ?? [], digestFiles.get(chainId) ?? [], keys, used, options, result);
+    if (last && (lastVerified === undefined || (last.eventTime ?? '') >= (lastVerified.eventTime ?? ''))) lastVerified = last;
+  }
+  // Cross-chain anchors: every chain's first digest names the newest digest of each chain that
+  // existed when its process started; those files must still be there, unchanged.
+  if (fs.existsSync(digestDir)) {
+    for (const [chainId, list] of digestFiles) {
+      const first = list.find((d) => d.seq === 1);
+      if (!first) continue;
+      let body: DigestFile;
+      try {
+        body = JSON.parse(fs.readFileSync(path.join(digestDir, first.name), 'utf8')) as DigestFile;
+      } catch {
+        continue; // reported with the chain
+      }
+      for (const anchor of body.knownChains ?? []) {
+        const file = path.join(digestDir, anchor.digestFile);
+        if (!fs.existsSync(file)) {
+          result.findings.push(`chain ${anchor.chainId}: digest ${anchor.digestFile} is missing (chain ${chainId} vouches for it; a digest or a whole chain was removed)`);
+        } else if (sha256Hex(fs.readFileSync(file)) !== anchor.digestHashValue) {
+          result.findings.push(`chain ${anchor.chainId}: digest ${anchor.digestFile} was replaced or altered (chain ${chainId} vouches for its hash)`);
+        }
+      }
+    }
+  }
+  result.fingerprints = [...used];
+  result.lastVerifiedEventId = lastVerified?.eventId;
+  result.lastVerifiedEventTime = lastVerified?.eventTime;
+  result.ok = result.findings.length === 0;
+  return result;
+}
+
+function describe(line: Line): string {
+  const id = line.eventId ? ` (eventID ${line.eventId})` : '';
+  return `record ${line.seq ?? '?'}${id} at ${line.file}:${line.lineNo}`;
+}
+
+function readLines(dir: string, files: { part: number; name: string }[], findings: string[]): Line[] {
+  const lines: Line[] = [];
+  const sorted = [...files].sort((a, b) => a.part - b.part);
+  for (let i = 0; i < sorted.length; i++) {
+    const file = sorted[i]!;
+    if (i > 0 && file.part !== sorted[i - 1]!.part + 1) findings.push(`audit file part ${sorted[i - 1]!.part + 1} of chain before ${file.name} is missing`);
+    const text = fs.readFileSync(path.join(dir, file.name), 'utf8');
+    const parts = text.split('\n');
+    const complete = text.endsWith('\n');
+    if (complete) parts.pop();
+    parts.forEach((raw, idx) => {
+      const torn = !complete && idx === parts.length - 1;
+      if (raw.length === 0 && torn) return;
+      let seq: number | undefined;
+      let prev: string | undefined;
+      let eventId: string | undefined;
+      let eventTime: string | undefined;
+      try {
+        const rec = JSON.parse(raw) as Record<string, unknown>;
+        const link = rec[CHAIN_MEMBER] as { seq?: unknown; prev?: unknown } | undefined;
+        if (typeof link?.seq === 'number') seq = link.seq;
+        if (typeof link?.prev === 'string') prev = link.prev;
+        if (typeof rec.eventID === 'string') eventId = rec.eventID;
+        if (typeof rec.eventTime === 'string') eventTime = rec.eventTime;
+      } catch {
+        // Unparseable: still hashed, and named by what can be read of it.
+        eventId = /"eventID":"([^"]*)"/.exec(raw)?.[1];
+        const s = /"seq":(\d+)/.exec(raw)?.[1];
+        seq = s === undefined ? undefined : Number(s);
+      }
+      lines.push({ file: file.name, lineNo: idx + 1, raw, hash: sha256Hex(raw), seq, prev, eventId, eventTime, torn });
+    });
+  }
+  return lines;
+}
+
+function verifyChain(
+  chainId: string,
+  dir: string,
+  digestDir: string,
+  files: { part: number; name: string }[],
+  digestNames: { seq: number; name: string }[],
+  keys: Map<string, KeyObject>,
+  used: Set<string>,
+  options: VerifyOptions,
+  result: VerifyResult,
+): Line | undefined {
+  const findings = result.findings;
+  const findingsBefore = findings.length;
+  const at = `chain ${chainId}`;
+  // ---- digests --------------------------------------------------------------------------------
+  const digests: DigestFile[] = [];
+  let previous: { body: DigestFile; hash: string; name: string } | undefined;
+  const sortedDigests = [...digestNames].sort((a, b) => a.seq - b.seq);
+  for (let i = 0; i < sortedDigests.length; i++) {
+    const { seq, name } = sortedDigests[i]!;
+    if (seq !== i + 1) {
+      findings.push(`${at}: digest ${i + 1} is missing (next present: ${name})`);
+      return undefined;
+    }
+    const content = fs.readFileSync(path.join(digestDir, name), 'utf8');
+    let d: DigestFile;
+    try {
+      d = JSON.parse(content) as DigestFile;
+    } catch {
+      findings.push(`${at}: digest ${name} is not valid JSON (altered)`);
+      return undefined;
+    }
+    const { body, signature } = splitDigest(d);
+    if (body.chainId !== chainId || body.digestSequence !== seq) findings.push(`${at}: digest ${name} names another chain or sequence`);
+    if (signature === null || body.digestPublicKeyFingerprint === null) {
+      findings.push(`${at}: digest ${name} is unsigned (the token had no signing key)`);
+    } else {
+      const key = keys.get(body.digestPublicKeyFingerprint);
+      if (options.expectedFingerprint && body.digestPublicKeyFingerprint !== options.expectedFingerprint) {
+        findings.push(`${at}: digest ${name} is signed by key ${body.digestPublicKeyFingerprint}, not the expected ${options.expectedFingerprint}`);
+      } else if (!key) {
+        findings.push(`${at}: digest ${name} names public key ${body.digestPublicKeyFingerprint}, which is not beside the digests`);
+      } else {
+        used.add(body.digestPublicKeyFingerprint);
+        let valid = false;
+        try {
+          valid = verifySignature('sha256', Buffer.from(stringToSign(body), 'utf8'), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(signature, 'hex'));
+        } catch {
+          valid = false;
+        }
+        if (!valid) findings.push(`${at}: digest ${name} has an invalid signature (digest or signature replaced or altered)`);
+      }
+    }
+    if (previous) {
+      if (body.previousDigestFile !== previous.name || body.previousDigestHashValue !== previous.hash || body.previousDigestSignature !== previous.body.digestSignature) {
+        findings.push(`${at}: digest ${name} does not link to digest ${previous.name} (a digest was replaced or altered)`);
+      }
+      if (body.firstSequence !== previous.body.lastSequence + 1) findings.push(`${at}: digest ${name} does not continue the range of ${previous.name}`);
+      if (previous.body.final) findings.push(`${at}: digest ${name} follows the final digest ${previous.name}`);
+    } else if (body.previousDigestFile !== null || body.firstSequence !== 1) {
+      findings.push(`${at}: digest ${name} is the first present but names a predecessor (earlier digests removed)`);
+    }
+    digests.push(d);
+    result.digests++;
+    previous = { body: d, hash: sha256Hex(content), name };
+  }
+  const finalDigest = digests.length > 0 && digests[digests.length - 1]!.final ? digests[digests.length - 1] : undefined;
+  const signedUpTo = digests.length > 0 ? digests[digests.length - 1]!.lastSequence : 0;
+  const digestByEnd = new Map<number, DigestFile>();
+  for (const d of digests) if (d.recordCount > 0) digestByEnd.set(d.lastSequence, d);
+
+  // ---- records --------------------------------------------------------------------------------
+  const lines = readLines(dir, files, findings);
+  if (lines.length === 0) {
+    if (signedUpTo > 0) {
+      const newest = digests[digests.length - 1]!.newestEventTime ?? digests[digests.length - 1]!.digestEndTime;
+      if (retentionAllows(newest, options)) result.notes.push(`${at}: records 1-${signedUpTo} expired (retention); digests verified`);
+      else findings.push(`${at}: records 1-${signedUpTo} vouched for by digests are missing (deleted)`);
+    }
+    return undefined;
+  }
+  let lastGood: Line | undefined;
+  let first = true;
+  let expectedPrev: string | undefined;
+  let expectedSeq = 0;
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (line.torn) {
+      const n = line.seq ?? (first ? 1 : expectedSeq);
+      if (n <= signedUpTo) findings.push(`${at}: ${line.file} truncated — record ${n} is incomplete and records ${n}-${signedUpTo} vouched for by digests are missing`);
+      else if (finalDigest) findings.push(`${describe(line)}: incomplete record after the final digest (file altered)`);
+      else result.notes.push(`${at}: last record ${line.file}:${line.lineNo} is incomplete (the process stopped mid-write; it was never acknowledged)`);
+      break;
+    }
+    if (line.seq === undefined || line.prev === undefined) {
+      findings.push(`${describe(line)}: not a valid chained record (altered)`);
+      break;
+    }
+    if (first) {
+      first = false;
+      if (line.seq !== 1 || line.prev !== GENESIS_HASH) {
+        const vouch = digestByEnd.get(line.seq - 1);
+        if (line.seq === 1) {
+          findings.push(`${describe(line)}: first record of the chain does not start from the genesis hash (altered)`);
+          break;
+        }
+        if (!vouch || vouch.lastRecordHash !== line.prev) {
+          findings.push(`${describe(line)}: records 1-${line.seq - 1} are missing and no digest vouches for this record's predecessor (records removed)`);
+          break;
+        }
+        const newest = vouch.newestEventTime ?? vouch.digestEndTime;
+        if (retentionAllows(newest, options)) result.notes.push(`${at}: records 1-${line.seq - 1} expired (retention); the remainder is anchored by a digest`);
+        else findings.push(`${at}: records 1-${line.seq - 1} were removed although younger than the retention period`);
+      }
+    } else {
+      if (line.seq !== expectedSeq) {
+        if (line.seq < expectedSeq) findings.push(`${describe(line)}: out of order — expected record ${expectedSeq} here (records reordered)`);
+        else findings.push(`${describe(line)}: records ${expectedSeq}-${line.seq - 1} before it are missing (removed)`);
+        break;
+      }
+      if (line.prev !== expectedPrev) {
+        const before = lines[i - 1]!;
+        findings.push(`${describe(before)}: altered — its hash does not match the previous-record hash of ${describe(line)}`);
+        break;
+      }
+    }
+    const vouch = digestByEnd.get(line.seq);
+    if (vouch && vouch.lastRecordHash !== line.hash) {
+      findings.push(`${describe(line)}: altered — its hash does not match digest ${vouch.chainId}/${vouch.digestSequence}`);
+      break;
+    }
+    expectedSeq = line.seq + 1;
+    expectedPrev = line.hash;
+    lastGood = line;
+    result.records++;
+  }
+  const lastSeq = lastGood?.seq ?? 0;
+  if (findings.length === findingsBefore) {
+    if (lastSeq < signedUpTo) {
+      findings.push(`${at}: records ${lastSeq + 1}-${signedUpTo} vouched for by digests are missing after ${lastGood ? describe(lastGood) : 'the start'} (truncated or removed)`);
+    } else if (lastSeq > signedUpTo) {
+      if (finalDigest) findings.push(`${at}: records ${signedUpTo + 1}-${lastSeq} follow the final digest (appended after shutdown)`);
+      else result.notes.push(`${at}: records ${signedUpTo + 1}-${lastSeq} are not yet covered by a signed digest (service running, or stopped without shutdown); their hash chain is intact`);
+    }
+  }
+  return lastGood;
+}
+
+function retentionAllows(newestEventTime: string, options: VerifyOptions): boolean {
+  if (options.retentionDays === undefined) return false;
+  const now = options.now ?? new Date();
+  // One day of slack: files are removed by their last write, digests name event times.
+  return Date.parse(newestEventTime) <= now.getTime() - (options.retentionDays - 1) * 86400_000;
+}

@@ -1,0 +1,88 @@
+/**
+ * What a grant permits (AWS KMS Developer Guide, "Grants in AWS KMS"): its grantee may perform
+ * its operations on its key, nothing else; encryption-context constraints apply to the operations
+ * that take an encryption context and are ignored by the others; a grant that includes CreateGrant
+ * lets the grantee create grants that are no more permissive than itself. RetireGrant in a grant
+ * lets the grantee retire that grant only (decided by the RetireGrant handler, not here).
+ */
+import { randomBytes } from 'node:crypto';
+import { KmsError } from '../http/errors.js';
+import type { GrantConstraints, GrantRecord } from '../store/types.js';
+import { encryptionContextOf } from './condition-keys.js';
+
+/** Grant operations that take an encryption context (where constraints apply). */
+export const OPERATIONS_WITH_ENCRYPTION_CONTEXT: ReadonlySet<string> = new Set([
+  'Decrypt', 'Encrypt', 'GenerateDataKey', 'GenerateDataKeyWithoutPlaintext', 'ReEncryptFrom', 'ReEncryptTo',
+  'GenerateDataKeyPair', 'GenerateDataKeyPairWithoutPlaintext',
+]);
+
+/** In a grant constraint the encryption context keys are case-insensitive, the values are not
+ *  (API reference, GrantConstraints). */
+export function constraintsHold(constraints: GrantConstraints | null, context: Record<string, string> | undefined): boolean {
+  if (!constraints) return true;
+  const given = new Map(Object.entries(context ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
+  const includes = (pairs: Record<string, string>) => Object.entries(pairs).every(([k, v]) => given.get(k.toLowerCase()) === v);
+  const { EncryptionContextEquals: equals, EncryptionContextSubset: subset } = constraints;
+  if (equals && (given.size !== Object.keys(equals).length || !includes(equals))) return false;
+  if (subset && !includes(subset)) return false;
+  return true;
+}
+
+/** Whether `child` constraints are at least as strict as `parent`'s. */
+function atLeastAsStrict(parent: GrantConstraints | null, child: GrantConstraints | undefined): boolean {
+  if (!parent) return true;
+  const includes = (outer: Record<string, string> | undefined, inner: Record<string, string>) =>
+    outer !== undefined && Object.entries(inner).every(([k, v]) => outer[k] === v);
+  if (parent.EncryptionContextEquals) {
+    const eq = child?.EncryptionContextEquals;
+    const p = parent.EncryptionContextEquals;
+    if (!eq || Object.keys(eq).length !== Object.keys(p).length || !includes(eq, p)) return false;
+  }
+  if (parent.EncryptionContextSubset) {
+    const p = parent.EncryptionContextSubset;
+    if (!includes(child?.EncryptionContextEquals, p) && !includes(child?.EncryptionContextSubset, p)) return false;
+  }
+  return true;
+}
+
+/** Whether `grant` lets its grantee perform `action` (kms:X) with this request input. */
+export function grantPermits(grant: GrantRecord, action: string, input: Record<string, unknown>): boolean {
+  const operation = action.startsWith('kms:') ? action.slice(4) : action;
+  if (operation === 'RetireGrant' || !grant.operations.includes(operation)) return false;
+  if (operation === 'CreateGrant') {
+    const requested = (input.Operations as string[] | undefined) ?? [];
+    return requested.every((op) => grant.operations.includes(op)) && atLeastAsStrict(grant.constraints, input.Constraints as GrantConstraints | undefined);
+  }
+  if (!OPERATIONS_WITH_ENCRYPTION_CONTEXT.has(operation)) return true;
+  return constraintsHold(grant.constraints, encryptionContextOf(action, input));
+}
+
+// Grant tokens name the grant they came from. AWS's are opaque; ours are too, to clients, but
+// carry (keyId, grantId) so RetireGrant can take a token alone. They confer nothing by themselves:
+// every use is still authorized against the caller.
+const TOKEN_PREFIX = 'p11kms-grant-token:1:';
+
+export function issueGrantToken(keyId: string, grantId: string): string {
+  return Buffer.from(`${TOKEN_PREFIX}${keyId}:${grantId}:${randomBytes(16).toString('hex')}`, 'utf8').toString('base64url');
+}
+
+const invalidGrantToken = () => new KmsError('InvalidGrantTokenException', 'The grant token is not valid.');
+
+export function parseGrantToken(token: string): { keyId: string; grantId: string } {
+  const text = Buffer.from(token, 'base64url').toString('utf8');
+  if (Buffer.from(text, 'utf8').toString('base64url') !== token || !text.startsWith(TOKEN_PREFIX)) throw invalidGrantToken();
+  const [keyId, grantId, nonce, ...rest] = text.slice(TOKEN_PREFIX.length).split(':');
+  if (!keyId || !grantId || !nonce || rest.length > 0 || !/^[0-9a-f]{64}$/.test(grantId)) throw invalidGrantToken();
+  return { keyId, grantId };
+}
+
+/** GrantTokens in a request must be tokens we issued (the grant itself may since be gone). */
+export function checkGrantTokens(input: Record<string, unknown>): void {
+  const tokens = input.GrantTokens;
+  if (tokens === undefined) return;
+  if (!Array.isArray(tokens)) throw invalidGrantToken();
+  for (const t of tokens) {
+    if (typeof t !== 'string') throw invalidGrantToken();
+    parseGrantToken(t);
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * The audit trail's signing key: an EC P-256 key pair generated inside the token
+ * (CKM_EC_KEY_PAIR_GEN), private half sensitive and non-extractable, used only to sign audit
+ * digests (CKM_ECDSA over a SHA-256 digest computed in Node: SoftHSM2 2.6.1 has no
+ * CKM_ECDSA_SHA256). The public half is exported as DER SubjectPublicKeyInfo so that digests
+ * verify offline without the token.
+ *
+ * Objects: CKA_LABEL `p11kms-audit-signing` (outside the `p11kms:` backing-key namespace, so key
+ * enumeration never sees them), CKA_ID `p11kms-audit#<16 hex>` shared by both halves. Several
+ * service processes may start at once on one token: each looks for existing pairs first, and when
+ * it generated one itself it looks again and every process settles on the pair with the lowest
+ * CKA_ID, so all of them sign with one key (a surplus pair from the race is harmless: digests
+ * name the fingerprint of the key that signed them).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+// pkcs11js is CommonJS: only the default import carries the constants.
+import pkcs11js from 'pkcs11js';
+import type * as P11 from 'pkcs11js';
+import { toHsmError } from './errors.js';
+import { HsmError } from './types.js';
+
+type Handle = P11.Handle;
+type WithSession = <T>(fn: (session: Handle) => T | Promise<T>) => Promise<T>;
+
+export const AUDIT_KEY_LABEL = 'p11kms-audit-signing';
+const ID_PREFIX = 'p11kms-audit#';
+/** DER OID of prime256v1 (CKA_EC_PARAMS). */
+const P256_PARAMS = Buffer.from('06082a8648ce3d030107', 'hex');
+/** SubjectPublicKeyInfo prefix for an uncompressed P-256 point (id-ecPublicKey, prime256v1). */
+const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
+
+export interface AuditSigningKey {
+  /** DER SubjectPublicKeyInfo of the P-256 public key. */
+  readonly publicKeySpki: Buffer;
+  /** Lower-case hex SHA-256 of publicKeySpki. */
+  readonly fingerprint: string;
+  /** ECDSA P-256 inside the token over a 32-byte digest; IEEE P1363 r‖s (64 bytes). */
+  signDigest(digest: Buffer): Promise<Buffer>;
+}
+
+export function spkiFingerprint(spki: Buffer): string {
+  return createHash('sha256').update(spki).digest('hex');
+}
+
+/**
+ * Finds (or, with `create`, generates) the audit signing key pair. Returns undefined when no
+ * pair exists and `create` is false. Throws HsmError 'unsupported' when the token has no EC.
+ */
+export async function openAuditSigningKey(
+  p: P11.PKCS11,
+  mechanisms: ReadonlySet<number>,
+  withSession: WithSession,
+  create: boolean,
+  /** Serialises token object writes (Pkcs11Hsm.tokenWrite); several processes may start at once. */
+  tokenWrite: <T>(write: () => Promise<T>) => Promise<T> = (write) => write(),
+): Promise<AuditSigningKey | undefined> {
+  let found = await withSession((s) => findPairs(p, s));
+  if (found.length === 0) {
+    if (!create) return undefined;
+    if (!mechanisms.has(pkcs11js.CKM_EC_KEY_PAIR_GEN) || !mechanisms.has(pkcs11js.CKM_ECDSA)) {
+      throw new HsmError('unsupported', 'CKR_MECHANISM_INVALID', 'C_GenerateKeyPair', 'the token offers no CKM_EC_KEY_PAIR_GEN/CKM_ECDSA for the audit signing key');
+    }
+    await tokenWrite(async () => {
+      // Another process may have generated it while this one waited for the write lock.
+      if ((await withSession((s) => findPairs(p, s))).length === 0) await withSession((s) => generatePair(p, s));
+    });
+    found = await withSession((s) => findPairs(p, s));
+    if (found.length === 0) throw new HsmError('other', 'CKR_GENERAL_ERROR', 'C_FindObjects', 'the generated audit signing key is not found');
+  }
+  const chosen = found[0]!;
+  const privateKey = chosen.privateKey;
+  return {
+    publicKeySpki: chosen.spki,
+    fingerprint: spkiFingerprint(chosen.spki),
+    signDigest: (digest: Buffer) => {
+      if (digest.length !== 32) return Promise.reject(new RangeError('the audit signing key signs 32-byte SHA-256 digests'));
+      return withSession((s) => {
+        let fn = 'C_SignInit';
+        try {
+          p.C_SignInit(s, { mechanism: pkcs11js.CKM_ECDSA }, privateKey);
+          fn = 'C_Sign';
+          return Buffer.from(p.C_Sign(s, digest, Buffer.alloc(64)));
+        } catch (err) {
+          throw toHsmError(err, fn, 'signing an audit digest');
+        }
+      });
+    },
+  };
+}
+
+interface Pair {
+  id: string;
+  privateKey: Handle;
+  spki: Buffer;
+}
+
+/** Every complete audit key pair in the token, lowest CKA_ID first. */
+function findPairs(p: P11.PKCS11, session: Handle): Pair[] {
+  const byClass = (objectClass: number): Map<string, Handle> => {
+    const out = new Map<string, Handle>();
+    let fn = 'C_FindObjectsInit';
+    try {
+      p.C_FindObjectsInit(session, [
+        { type: pkcs11js.CKA_CLASS, value: objectClass },
+        { type: pkcs11js.CKA_LABEL, value: AUDIT_KEY_LABEL },
+      ]);
+      fn = 'C_FindObjects';
+      const handles = p.C_FindObjects(session, 64);
+      fn = 'C_FindObjectsFinal';
+      p.C_FindObjectsFinal(session);
+      fn = 'C_GetAttributeValue';
+      for (const handle of handles) {
+        const id = p.C_GetAttributeValue(session, handle, [{ type: pkcs11js.CKA_ID }])[0]!.value.toString('utf8');
+        if (id.startsWith(ID_PREFIX) && !out.has(id)) out.set(id, handle);
+      }
+    } catch (err) {
+      throw toHsmError(err, fn, 'looking up the audit signing key');
+    }
+    return out;
+  };
+  const privates = byClass(pkcs11js.CKO_PRIVATE_KEY);
+  const publics = byClass(pkcs11js.CKO_PUBLIC_KEY);
+  const pairs: Pair[] = [];
+  for (const [id, privateKey] of privates) {
+    const publicKey = publics.get(id);
+    if (publicKey === undefined) continue;
+    let point: Buffer;
+    try {
+      point = p.C_GetAttributeValue(session, publicKey, [{ type: pkcs11js.CKA_EC_POINT }])[0]!.value;
+    } catch (err) {
+      throw toHsmError(err, 'C_GetAttributeValue', 'reading the audit public key');
+    }
+    const raw = unwrapPoint(point);
+    if (raw === undefined) continue;
+    pairs.push({ id, privateKey, spki: Buffer.concat([P256_SPKI_PREFIX, raw]) });
+  }
+  return pairs.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/** CKA_EC_POINT is a DER OCTET STRING around 04‖X‖Y (some tokens give the bare point). */
+function unwrapPoint(value: Buffer): Buffer | undefined {
+  if (value.length === 67 && value[0] === 0x04 && value[1] === 0x41 && value[2] === 0x04) return value.subarray(2);
+  if (value.length === 65 && value[0] === 0x04) return value;
+  return undefined;
+}
+
+async function generatePair(p: P11.PKCS11, session: Handle): Promise<void> {
+  const id = Buffer.from(ID_PREFIX + randomBytes(8).toString('hex'), 'utf8');
+  const publicTemplate: P11.Template = [
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
+    { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_EC },
+    { type: pkcs11js.CKA_TOKEN, value: true },
+    { type: pkcs11js.CKA_PRIVATE, value: false },
+    { type: pkcs11js.CKA_VERIFY, value: true },
+    { type: pkcs11js.CKA_ENCRYPT, value: false },
+    { type: pkcs11js.CKA_WRAP, value: false },
+    { type: pkcs11js.CKA_EC_PARAMS, value: P256_PARAMS },
+    { type: pkcs11js.CKA_LABEL, value: AUDIT_KEY_LABEL },
+    { type: pkcs11js.CKA_ID, value: id },
+  ];
+  const privateTemplate: P11.Template = [
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
+    { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_EC },
+    { type: pkcs11js.CKA_TOKEN, value: true },
+    { type: pkcs11js.CKA_PRIVATE, value: true },
+    { type: pkcs11js.CKA_SENSITIVE, value: true },
+    { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+    { type: pkcs11js.CKA_SIGN, value: true },
+    { type: pkcs11js.CKA_DECRYPT, value: false },
+    { type: pkcs11js.CKA_UNWRAP, value: false },
+    { type: pkcs11js.CKA_DERIVE, value: false },
+    { type: pkcs11js.CKA_LABEL, value: AUDIT_KEY_LABEL },
+    { type: pkcs11js.CKA_ID, value: id },
+  ];
+  try {
+    await p.C_GenerateKeyPairAsync(session, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, publicTemplate, privateTemplate);
+  } catch (err) {
+    throw toHsmError(err, 'C_GenerateKeyPair', 'generating the audit signing key');
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * CreateAlias, UpdateAlias, DeleteAlias, ListAliases.
+ */
+import { KmsError, notFound, validation } from '../../http/errors.js';
+import { StoreConflictError, type KeyRecord } from '../../store/types.js';
+import { aliasArn } from '../arn.js';
+import type { OperationHandler, Services } from '../context.js';
+import { authorize, requireNotPendingDeletion, resolveAuthorizedKey } from '../keys.js';
+import { paginate } from '../pagination.js';
+
+export const MAX_ALIASES_PER_KEY = 50;
+
+/** Beyond the model's pattern: the alias/ prefix, a non-empty name, and the reserved alias/aws/. */
+function checkAliasName(aliasName: string): void {
+  if (!aliasName.startsWith('alias/') || aliasName.length === 'alias/'.length) {
+    throw new KmsError('InvalidAliasNameException', `Alias must start with the prefix "alias/" followed by a name: ${aliasName}`);
+  }
+  if (aliasName.startsWith('alias/aws/')) {
+    throw new KmsError('InvalidAliasNameException', 'Alias names that begin with "alias/aws/" are reserved for AWS managed keys.');
+  }
+}
+
+const keyKind = (k: KeyRecord) => (k.keySpec === 'SYMMETRIC_DEFAULT' ? 'SYMMETRIC' : k.keySpec.startsWith('HMAC_') ? 'HMAC' : 'ASYMMETRIC');
+
+async function checkAliasQuota(svc: Services, key: KeyRecord): Promise<void> {
+  if ((await svc.store.countAliasesForKey(key.keyId)) >= MAX_ALIASES_PER_KEY) {
+    throw new KmsError('LimitExceededException', `A KMS key can have at most ${MAX_ALIASES_PER_KEY} aliases.`);
+  }
+}
+
+const createAlias: OperationHandler = async (input, ctx, svc) => {
+  const aliasName: string = input.AliasName;
+  checkAliasName(aliasName);
+  await authorize(svc, ctx, 'CreateAlias', aliasArn(svc.account, aliasName));
+  const key = await resolveAuthorizedKey(svc, ctx, input.TargetKeyId, 'CreateAlias', { allowAlias: false });
+  requireNotPendingDeletion(svc, key);
+  await checkAliasQuota(svc, key);
+  const now = svc.now();
+  try {
+    await svc.store.createAlias({ aliasName, targetKeyId: key.keyId, createdAt: now, lastUpdatedAt: now });
+  } catch (e) {
+    if (e instanceof StoreConflictError) {
+      throw new KmsError('AlreadyExistsException', `An alias with the name ${aliasArn(svc.account, aliasName)} already exists`);
+    }
+    throw e;
+  }
+  return undefined;
+};
+
+const updateAlias: OperationHandler = async (input, ctx, svc) => {
+  const aliasName: string = input.AliasName;
+  checkAliasName(aliasName);
+  await authorize(svc, ctx, 'UpdateAlias', aliasArn(svc.account, aliasName));
+  const alias = await svc.store.getAlias(aliasName);
+  if (!alias) throw notFound(`Alias '${aliasArn(svc.account, aliasName)}' is not found.`);
+  const target = await resolveAuthorizedKey(svc, ctx, input.TargetKeyId, 'UpdateAlias', { allowAlias: false });
+  requireNotPendingDeletion(svc, target);
+  const current = await svc.store.getKey(alias.targetKeyId);
+  if (current && (keyKind(current) !== keyKind(target) || current.keyUsage !== target.keyUsage)) {
+    throw validation(
+      `The new target key must be the same type and key usage as the current one (${keyKind(current)} ${current.keyUsage}); ` +
+        `use DeleteAlias and CreateAlias to move an alias to a different type of key.`,
+    );
+  }
+  if (target.keyId !== alias.targetKeyId) await checkAliasQuota(svc, target);
+  if (!(await svc.store.updateAlias(aliasName, target.keyId, svc.now()))) {
+    throw notFound(`Alias '${aliasArn(svc.account, aliasName)}' is not found.`);
+  }
+  return undefined;
+};
+
+const deleteAlias: OperationHandler = async (input, ctx, svc) => {
+  const aliasName: string = input.AliasName;
+  if (!aliasName.startsWith('alias/')) {
+    throw new KmsError('InvalidAliasNameException', `Alias must start with the prefix "alias/": ${aliasName}`);
+  }
+  await authorize(svc, ctx, 'DeleteAlias', aliasArn(svc.account, aliasName));
+  const alias = await svc.store.getAlias(aliasName);
+  if (!alias) throw notFound(`Alias '${aliasArn(svc.account, aliasName)}' is not found.`);
+  await resolveAuthorizedKey(svc, ctx, alias.targetKeyId, 'DeleteAlias', { allowAlias: false });
+  await svc.store.deleteAlias(aliasName);
+  return undefined;
+};
+
+const listAliases: OperationHandler = async (input, ctx, svc) => {
+  await authorize(svc, ctx, 'ListAliases', '*');
+  const targetKeyId = input.KeyId === undefined ? undefined : (await resolveAuthorizedKey(svc, ctx, input.KeyId, 'ListAliases', { allowAlias: false })).keyId;
+  const page = await paginate(
+    'alias',
+    input,
+    50,
+    100,
+    (afterAliasName, limit) => svc.store.listAliases({ targetKeyId, afterAliasName, limit }),
+    (a) => a.aliasName,
+  );
+  return {
+    Aliases: page.items.map((a) => ({
+      AliasName: a.aliasName,
+      AliasArn: aliasArn(svc.account, a.aliasName),
+      TargetKeyId: a.targetKeyId,
+      CreationDate: a.createdAt,
+      LastUpdatedDate: a.lastUpdatedAt,
+    })),
+    Truncated: page.Truncated,
+    NextMarker: page.NextMarker,
+  };
+};
+
+export const aliasOperations = { CreateAlias: createAlias, UpdateAlias: updateAlias, DeleteAlias: deleteAlias, ListAliases: listAliases };

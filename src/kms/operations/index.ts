@@ -1,0 +1,32 @@
+/**
+ * Operation name → handler. Operations of the model without an entry here answer
+ * UnsupportedOperationException.
+ */
+import type { OperationHandler } from '../context.js';
+import { aliasOperations } from './aliases.js';
+import { cryptoOperations } from './crypto.js';
+import { dataKeyPairOperations } from './data-key-pairs.js';
+import { grantOperations } from './grants.js';
+import { keyAgreementOperations } from './key-agreement.js';
+import { keyOperations } from './keys.js';
+import { macOperations } from './mac.js';
+import { importOperations } from './import.js';
+import { policyOperations } from './policies.js';
+import { rotationOperations } from './rotation.js';
+import { signingOperations } from './signing.js';
+import { tagOperations } from './tags.js';
+
+export const operationHandlers: Readonly<Record<string, OperationHandler>> = {
+  ...keyOperations,
+  ...aliasOperations,
+  ...tagOperations,
+  ...policyOperations,
+  ...grantOperations,
+  ...cryptoOperations,
+  ...signingOperations,
+  ...macOperations,
+  ...keyAgreementOperations,
+  ...dataKeyPairOperations,
+  ...rotationOperations,
+  ...importOperations,
+};

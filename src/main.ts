@@ -1,0 +1,69 @@
+/**
+ * `npm start`: run the service in the foreground on its configuration (environment variables).
+ * With P11KMS_WORKERS > 1 a primary process forks that many service processes sharing the port;
+ * each has its own PKCS#11 session pool and store connection (SoftHSM2 and SQLite WAL are safe
+ * across processes), so the KMS API uses more than one core.
+ */
+import cluster from 'node:cluster';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { createLogger } from './log.js';
+import { startService } from './service.js';
+
+function configOrExit(): Config {
+  try {
+    return loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`p11kms: ${e.message}`);
+      process.exit(2);
+    }
+    throw e;
+  }
+}
+
+async function runService(config: Config): Promise<void> {
+  const service = await startService(config);
+  const stop = (signal: string) => {
+    service.log.info({ signal }, 'shutting down');
+    service.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+}
+
+function runPrimary(config: Config): void {
+  const log = createLogger(config.logLevel);
+  let stopping = false;
+  const fork = () => cluster.fork();
+  for (let i = 0; i < config.workers; i++) fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      return;
+    }
+    log.error({ pid: worker.process.pid, code, signal }, 'service process exited; starting a replacement');
+    // A process that cannot start at all (bad token, port in use) would loop: give up instead.
+    if (!worker.isConnected() && code !== 0 && Date.now() - started < 10_000) {
+      log.fatal('service processes fail at start-up; stopping');
+      process.exit(1);
+    }
+    fork();
+  });
+  const started = Date.now();
+  const stop = () => {
+    stopping = true;
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM');
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+const config = configOrExit();
+const main = config.workers > 1 && cluster.isPrimary ? Promise.resolve(runPrimary(config)) : runService(config);
+main.catch((e: unknown) => {
+  console.error(`p11kms: failed to start: ${e instanceof Error ? e.message : String(e)}`);
+  process.exit(1);
+});

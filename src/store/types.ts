@@ -1,0 +1,133 @@
+/**
+ * The metadata store contract. Asynchronous so that SQLite (embedded default) and PostgreSQL
+ * (several service nodes on one database) can both satisfy it. It holds metadata only: never key
+ * material, plaintext or secrets.
+ */
+import type { KeyLifecycleStore } from './lifecycle.js';
+
+export type KeyState =
+  | 'Creating'
+  | 'Enabled'
+  | 'Disabled'
+  | 'PendingDeletion'
+  | 'PendingImport'
+  | 'PendingReplicaDeletion'
+  | 'Unavailable'
+  | 'Updating';
+
+export interface KeyRecord {
+  keyId: string;
+  accountId: string;
+  region: string;
+  createdAt: Date;
+  description: string;
+  keyState: KeyState;
+  keySpec: string;
+  keyUsage: string;
+  origin: string;
+  /** The key policy document as the caller gave it (or the default policy). */
+  policy: string;
+  /** Backing-key version that new ciphertexts use. */
+  currentVersion: number;
+  deletionDate: Date | null;
+  pendingWindowInDays: number | null;
+}
+
+export interface BackingKeyVersionRecord {
+  keyId: string;
+  version: number;
+  createdAt: Date;
+  /** 64 hex characters, as AWS's KeyMaterialId. */
+  keyMaterialId: string;
+}
+
+export interface AliasRecord {
+  aliasName: string;
+  targetKeyId: string;
+  createdAt: Date;
+  lastUpdatedAt: Date;
+}
+
+export interface TagRecord {
+  TagKey: string;
+  TagValue: string;
+}
+
+/** A grant's encryption-context constraints (CreateGrant's Constraints). */
+export interface GrantConstraints {
+  EncryptionContextEquals?: Record<string, string>;
+  EncryptionContextSubset?: Record<string, string>;
+}
+
+export interface GrantRecord {
+  /** 64 hex characters. */
+  grantId: string;
+  keyId: string;
+  name: string | null;
+  granteePrincipal: string;
+  retiringPrincipal: string | null;
+  /** ARN of the account root that owns the key (GrantListEntry.IssuingAccount). */
+  issuingAccount: string;
+  /** Grant operation names, e.g. "Encrypt", "ReEncryptFrom". */
+  operations: string[];
+  constraints: GrantConstraints | null;
+  createdAt: Date;
+}
+
+export type KeyUpdate = Partial<Pick<KeyRecord, 'description' | 'keyState' | 'deletionDate' | 'pendingWindowInDays' | 'policy' | 'currentVersion'>>;
+
+export class StoreConflictError extends Error {}
+
+export interface MetadataStore {
+  /** Rotation, imports, expiry and work claims (key-material lifecycle). */
+  readonly lifecycle: KeyLifecycleStore;
+  /** Inserts the key, its first backing version and its tags in one transaction, durable on return. */
+  createKey(key: KeyRecord, version: BackingKeyVersionRecord, tags: TagRecord[]): Promise<void>;
+  getKey(keyId: string): Promise<KeyRecord | undefined>;
+  /** Keys ordered by keyId, strictly after `afterKeyId` when given. */
+  listKeys(afterKeyId: string | undefined, limit: number): Promise<KeyRecord[]>;
+  countKeys(): Promise<number>;
+  /** Applies `update` to the key; returns false when the key does not exist. */
+  updateKey(keyId: string, update: KeyUpdate): Promise<boolean>;
+  /** Removes a key and everything that hangs off it (versions, aliases, tags). */
+  deleteKey(keyId: string): Promise<void>;
+
+  listVersions(keyId: string): Promise<BackingKeyVersionRecord[]>;
+  /** Every (keyId, version) in the store, for the token/database consistency check. */
+  listAllVersions(): Promise<Array<{ keyId: string; version: number }>>;
+
+  /** Throws StoreConflictError when the alias name exists. */
+  createAlias(alias: AliasRecord): Promise<void>;
+  getAlias(aliasName: string): Promise<AliasRecord | undefined>;
+  /** Returns false when the alias does not exist. */
+  updateAlias(aliasName: string, targetKeyId: string, at: Date): Promise<boolean>;
+  /** Returns false when the alias does not exist. */
+  deleteAlias(aliasName: string): Promise<boolean>;
+  /** Aliases ordered by name, strictly after `afterAliasName`, optionally only those of one key. */
+  listAliases(filter: { targetKeyId?: string; afterAliasName?: string; limit: number }): Promise<AliasRecord[]>;
+  countAliasesForKey(keyId: string): Promise<number>;
+
+  /** Tags ordered by TagKey. */
+  listTags(keyId: string): Promise<TagRecord[]>;
+  /** Adds or overwrites tags. */
+  putTags(keyId: string, tags: TagRecord[]): Promise<void>;
+  removeTags(keyId: string, tagKeys: string[]): Promise<void>;
+
+  createGrant(grant: GrantRecord): Promise<void>;
+  getGrant(keyId: string, grantId: string): Promise<GrantRecord | undefined>;
+  /** Grants of one key ordered by grantId, strictly after `afterGrantId`, optionally filtered. */
+  listGrants(filter: { keyId: string; grantId?: string; granteePrincipal?: string; afterGrantId?: string; limit: number }): Promise<GrantRecord[]>;
+  /** The grants on a key whose grantee is one of `granteePrincipals` (authorization). */
+  grantsForGrantees(keyId: string, granteePrincipals: string[]): Promise<GrantRecord[]>;
+  /** Grants on any key with this retiring principal, ordered by grantId. */
+  listRetirableGrants(filter: { retiringPrincipal: string; afterGrantId?: string; limit: number }): Promise<GrantRecord[]>;
+  /** Grants on a key with this name (CreateGrant's idempotency). */
+  grantsNamed(keyId: string, name: string): Promise<GrantRecord[]>;
+  countGrants(keyId: string): Promise<number>;
+  /** Returns false when the grant does not exist. */
+  deleteGrant(keyId: string, grantId: string): Promise<boolean>;
+
+  /** A real round trip to the database (health checks). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

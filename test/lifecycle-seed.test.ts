@@ -1,0 +1,156 @@
+/**
+ * Seeding (P11KMS_SEED_FILE) and strict key custody: fixed key IDs, aliases, tags, rotation and
+ * imported material from a seed; applying it twice changes nothing; the same seed on a fresh
+ * data dir yields keys that open the first run's ciphertexts.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  DecryptCommand,
+  DescribeKeyCommand,
+  EncryptCommand,
+  GetKeyRotationStatusCommand,
+  GetParametersForImportCommand,
+  CreateKeyCommand,
+  ListAliasesCommand,
+  ListKeysCommand,
+  ListResourceTagsCommand,
+} from '@aws-sdk/client-kms';
+import { afterEach, describe, expect, it } from 'vitest';
+import { additionalData, parseBlob } from '../src/kms/ciphertext.js';
+import { errorOf, startTestService, tempDir, type TestService } from './helpers/service.js';
+
+const APP_KEY = '11111111-2222-4333-8444-555555555555';
+const BYOK_KEY = '66666666-7777-4888-9999-000000000000';
+const WRAPPED_KEY = '77777777-8888-4999-aaaa-bbbbbbbbbbbb';
+const material = randomBytes(32);
+const wrappedMaterial = randomBytes(32);
+const transportKey = randomBytes(32);
+const kwp = createCipheriv('id-aes256-wrap-pad', transportKey, Buffer.from('A65959A6', 'hex'));
+const wrappedHex = Buffer.concat([kwp.update(wrappedMaterial), kwp.final()]).toString('hex');
+
+function writeSeed(dir: string, extra: Record<string, unknown> = {}): string {
+  const file = path.join(dir, 'seed.json');
+  fs.writeFileSync(
+    file,
+    JSON.stringify({
+      keys: [
+        { keyId: APP_KEY, description: 'ci app key', aliases: ['alias/ci-app'], tags: { env: 'ci' }, rotation: { enabled: true, periodInDays: 90 } },
+        { keyId: BYOK_KEY, origin: 'EXTERNAL', aliases: ['alias/ci-byok'], keyMaterial: { plainHex: material.toString('hex') } },
+        { keyId: WRAPPED_KEY, origin: 'EXTERNAL', keyMaterial: { wrappedHex, wrappingKeyHex: transportKey.toString('hex') } },
+      ],
+      ...extra,
+    }),
+  );
+  return file;
+}
+
+function openLocally(blob: Buffer, key: Buffer): string {
+  const parsed = parseBlob(blob);
+  const decipher = createDecipheriv('aes-256-gcm', key, parsed.iv);
+  decipher.setAAD(additionalData(parsed.header, undefined));
+  decipher.setAuthTag(parsed.sealed.subarray(-16));
+  return Buffer.concat([decipher.update(parsed.sealed.subarray(0, -16)), decipher.final()]).toString();
+}
+
+let running: TestService | undefined;
+afterEach(async () => {
+  await running?.stop();
+  running = undefined;
+});
+
+async function start(env: Record<string, string>): Promise<TestService> {
+  running = await startTestService(env);
+  return running;
+}
+
+describe('seed file', () => {
+  const dataDir = tempDir('p11kms-seed-');
+  const seedFile = writeSeed(tempDir('p11kms-seedfile-'));
+  let blob: Buffer;
+  let snapshot: unknown;
+
+  async function describeAll(t: TestService) {
+    const keys = (await t.client.send(new ListKeysCommand({}))).Keys!.map((k) => k.KeyId).sort();
+    const metadata = await Promise.all(keys.map(async (k) => (await t.client.send(new DescribeKeyCommand({ KeyId: k! }))).KeyMetadata));
+    const aliases = (await t.client.send(new ListAliasesCommand({}))).Aliases!.map((a) => [a.AliasName, a.TargetKeyId]);
+    const tags = (await t.client.send(new ListResourceTagsCommand({ KeyId: APP_KEY }))).Tags;
+    const rotation = await t.client.send(new GetKeyRotationStatusCommand({ KeyId: APP_KEY }));
+    return { keys, metadata, aliases, tags, rotation: [rotation.KeyRotationEnabled, rotation.RotationPeriodInDays, rotation.NextRotationDate] };
+  }
+
+  it('creates the keys with their fixed IDs, aliases, tags, rotation and imported material', async () => {
+    const t = await start({ P11KMS_DATA_DIR: dataDir, P11KMS_SEED_FILE: seedFile });
+    const app = (await t.client.send(new DescribeKeyCommand({ KeyId: 'alias/ci-app' }))).KeyMetadata!;
+    expect(app).toMatchObject({ KeyId: APP_KEY, Description: 'ci app key', KeyState: 'Enabled' });
+    expect((await t.client.send(new ListResourceTagsCommand({ KeyId: APP_KEY }))).Tags).toEqual([{ TagKey: 'env', TagValue: 'ci' }]);
+    expect((await t.client.send(new GetKeyRotationStatusCommand({ KeyId: APP_KEY })))).toMatchObject({ KeyRotationEnabled: true, RotationPeriodInDays: 90 });
+    const byok = (await t.client.send(new DescribeKeyCommand({ KeyId: 'alias/ci-byok' }))).KeyMetadata!;
+    expect(byok).toMatchObject({ KeyId: BYOK_KEY, Origin: 'EXTERNAL', KeyState: 'Enabled', ExpirationModel: 'KEY_MATERIAL_DOES_NOT_EXPIRE' });
+    blob = Buffer.from((await t.client.send(new EncryptCommand({ KeyId: 'alias/ci-byok', Plaintext: Buffer.from('ci secret') }))).CiphertextBlob!);
+    // The token really holds the seeded materials.
+    expect(openLocally(blob, material)).toBe('ci secret');
+    const wrappedBlob = Buffer.from((await t.client.send(new EncryptCommand({ KeyId: WRAPPED_KEY, Plaintext: Buffer.from('wrapped seed') }))).CiphertextBlob!);
+    expect(openLocally(wrappedBlob, wrappedMaterial)).toBe('wrapped seed');
+    snapshot = await describeAll(t);
+  });
+
+  it('changes nothing when applied again', async () => {
+    const t = await start({ P11KMS_DATA_DIR: dataDir, P11KMS_SEED_FILE: seedFile });
+    expect(await describeAll(t)).toEqual(snapshot);
+    expect(Buffer.from((await t.client.send(new DecryptCommand({ CiphertextBlob: blob }))).Plaintext!).toString()).toBe('ci secret');
+  });
+
+  it('gives a fresh data dir keys that open the ciphertexts of an earlier run', async () => {
+    const t = await start({ P11KMS_SEED_FILE: seedFile });
+    expect(Buffer.from((await t.client.send(new DecryptCommand({ CiphertextBlob: blob }))).Plaintext!).toString()).toBe('ci secret');
+  });
+
+  it('reads the same seed written as YAML', async () => {
+    const yamlFile = path.join(tempDir('p11kms-yamlseed-'), 'seed.yaml');
+    fs.writeFileSync(
+      yamlFile,
+      [
+        'keys:',
+        `  - keyId: ${BYOK_KEY}`,
+        '    origin: EXTERNAL',
+        '    aliases: [alias/ci-byok]',
+        '    keyMaterial:',
+        `      plainHex: "${material.toString('hex')}"`,
+        `  - keyId: ${APP_KEY}`,
+        '    description: yaml app key',
+        '    tags: { env: ci }',
+        '',
+      ].join('\n'),
+    );
+    const t = await start({ P11KMS_SEED_FILE: yamlFile });
+    expect((await t.client.send(new DescribeKeyCommand({ KeyId: APP_KEY }))).KeyMetadata!.Description).toBe('yaml app key');
+    expect(Buffer.from((await t.client.send(new DecryptCommand({ CiphertextBlob: blob }))).Plaintext!).toString()).toBe('ci secret');
+  });
+
+  it('stops the start with a message that names the problem but never the material', async () => {
+    const bad = writeSeed(tempDir('p11kms-badseed-'), { unexpected: true });
+    const problem = await startTestService({ P11KMS_SEED_FILE: bad }).then(
+      (t) => t.stop().then(() => ''),
+      (e: Error) => e.message,
+    );
+    expect(problem).toMatch(/seed file .* is invalid/);
+    expect(problem).not.toContain(material.toString('hex'));
+    expect(problem).not.toContain(transportKey.toString('hex'));
+  });
+});
+
+describe('strict key custody', () => {
+  it('refuses wrapping algorithms this token cannot unwrap itself, naming the mechanism', async () => {
+    const t = await start({ P11KMS_STRICT_KEY_CUSTODY: 'true' });
+    const keyId = (await t.client.send(new CreateKeyCommand({ Origin: 'EXTERNAL' }))).KeyMetadata!.KeyId!;
+    for (const WrappingAlgorithm of ['RSAES_OAEP_SHA_256', 'RSA_AES_KEY_WRAP_SHA_256'] as const) {
+      const refused = await errorOf(t.client.send(new GetParametersForImportCommand({ KeyId: keyId, WrappingAlgorithm, WrappingKeySpec: 'RSA_2048' })));
+      expect(refused.name).toBe('UnsupportedOperationException');
+      expect(refused.message).toContain('CKM_RSA_PKCS_OAEP');
+    }
+    const ok = await t.client.send(new GetParametersForImportCommand({ KeyId: keyId, WrappingAlgorithm: 'RSA_AES_KEY_WRAP_SHA_1', WrappingKeySpec: 'RSA_2048' }));
+    expect(ok.PublicKey!.length).toBeGreaterThan(200);
+  });
+});
