@@ -37,22 +37,25 @@ async function runService(config: Config): Promise<void> {
 function runPrimary(config: Config): void {
   const log = createLogger(config.logLevel);
   let stopping = false;
-  const fork = () => cluster.fork();
-  for (let i = 0; i < config.workers; i++) fork();
+  const started = Date.now();
+  let killedEarly = 0;
+  for (let i = 0; i < config.workers; i++) cluster.fork();
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) {
       if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
       return;
     }
     log.error({ pid: worker.process.pid, code, signal }, 'service process exited; starting a replacement');
-    // A process that cannot start at all (bad token, port in use) would loop: give up instead.
-    if (!worker.isConnected() && code !== 0 && Date.now() - started < 10_000) {
+    // A process that stops itself early (bad token, port in use) would do so again: give up
+    // instead of looping. One killed by a signal is replaced, unless that keeps happening.
+    const stoppedItself = code !== null && code !== 0;
+    const early = Date.now() - started < 10_000;
+    if (early && (stoppedItself || ++killedEarly > config.workers)) {
       log.fatal('service processes fail at start-up; stopping');
       process.exit(1);
     }
-    fork();
+    cluster.fork();
   });
-  const started = Date.now();
   const stop = () => {
     stopping = true;
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM');

@@ -524,6 +524,26 @@ describe('AES-GCM, keys and random (sync calls)', () => {
     await expectHsmError(hsm.encryptAesGcm(newRef(), iv, aad, Buffer.from('x')), 'key-not-found');
   });
 
+  it('waits for the cross-process object lock before writing or scanning the self-provisioned token', async () => {
+    // Another process (here: a lock file we hold) is writing token objects.
+    const lockPath = softHsmPaths(dataDir).objectWriteLockPath;
+    fs.writeFileSync(lockPath, '999999\n', { flag: 'wx' });
+    const written = newRef();
+    const settled: string[] = [];
+    const write = hsm.generateAesKey(written).then(() => settled.push('write'));
+    const scan = hsm.listBackingKeys().then(() => settled.push('scan'));
+    try {
+      await new Promise((r) => setTimeout(r, 150));
+      expect(settled).toEqual([]);
+    } finally {
+      fs.rmSync(lockPath);
+    }
+    await Promise.all([write, scan]);
+    expect(settled).toEqual(['write', 'scan']);
+    expect(await hsm.listBackingKeys()).toContainEqual(written);
+    expect(fs.existsSync(lockPath)).toBe(false);
+  });
+
   it('re-finds a key whose cached handle went stale (destroyed or replaced by another process)', async () => {
     const gone = newRef();
     const replaced = newRef();

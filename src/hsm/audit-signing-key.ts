@@ -51,10 +51,12 @@ export async function openAuditSigningKey(
   mechanisms: ReadonlySet<number>,
   withSession: WithSession,
   create: boolean,
-  /** Serialises token object writes (Pkcs11Hsm.tokenWrite); several processes may start at once. */
-  tokenWrite: <T>(write: () => Promise<T>) => Promise<T> = (write) => write(),
+  /** Cross-process serialisation of writes and of attribute scans (Pkcs11Hsm.tokenWrite/tokenScan):
+   *  several processes may start at once, and one may be generating the pair another looks for. */
+  locks: TokenLocks = { write: (write) => write(), scan: (scan) => scan() },
 ): Promise<AuditSigningKey | undefined> {
-  let found = await withSession((s) => findPairs(p, s));
+  const { write: tokenWrite, scan: tokenScan } = locks;
+  let found = await tokenScan(() => withSession((s) => findPairs(p, s)));
   if (found.length === 0) {
     if (!create) return undefined;
     if (!mechanisms.has(pkcs11js.CKM_EC_KEY_PAIR_GEN) || !mechanisms.has(pkcs11js.CKM_ECDSA)) {
@@ -64,7 +66,7 @@ export async function openAuditSigningKey(
       // Another process may have generated it while this one waited for the write lock.
       if ((await withSession((s) => findPairs(p, s))).length === 0) await withSession((s) => generatePair(p, s));
     });
-    found = await withSession((s) => findPairs(p, s));
+    found = await tokenScan(() => withSession((s) => findPairs(p, s)));
     if (found.length === 0) throw new HsmError('other', 'CKR_GENERAL_ERROR', 'C_FindObjects', 'the generated audit signing key is not found');
   }
   const chosen = found[0]!;
@@ -86,6 +88,11 @@ export async function openAuditSigningKey(
       });
     },
   };
+}
+
+export interface TokenLocks {
+  write: <T>(write: () => Promise<T>) => Promise<T>;
+  scan: <T>(scan: () => Promise<T>) => Promise<T>;
 }
 
 interface Pair {

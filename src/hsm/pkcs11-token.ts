@@ -112,8 +112,9 @@ export async function openHsm(token: TokenConfig, dataDir: string, log: HsmLog =
   }
   try {
     const hsm = new Pkcs11Hsm(connection, token, log);
-    if (token.module === undefined && token.sharedAcrossProcesses) hsm.objectWriteLockPath = softHsmPaths(dataDir).objectWriteLockPath;
-    const keys = hsm.primeHandleCache();
+    // Service workers and the CLI (doctor, audit) may use the self-provisioned token at once.
+    if (token.module === undefined) hsm.objectWriteLockPath = softHsmPaths(dataDir).objectWriteLockPath;
+    const keys = await hsm.primeHandleCache();
     log('info', `PKCS#11 token '${token.label}' (${hsm.info.libraryDescription}) open: ${keys} backing keys, ${Math.round(performance.now() - started)} ms`);
     return hsm;
   } catch (err) {
@@ -393,15 +394,17 @@ class Pkcs11Hsm implements Hsm {
   // ---- handle cache ---------------------------------------------------------------------------
 
   /** Enumerates every p11kms key object once at open so that no first use needs C_FindObjects. */
-  primeHandleCache(): number {
-    const session = this.openSession();
-    try {
-      const found = this.enumerateBackingKeys(session);
-      for (const [key, handle] of found) this.handles.set(key, handle);
-      return found.size;
-    } finally {
-      this.p.C_CloseSession(session);
-    }
+  primeHandleCache(): Promise<number> {
+    return this.tokenScan(async () => {
+      const session = this.openSession();
+      try {
+        const found = this.enumerateBackingKeys(session);
+        for (const [key, handle] of found) this.handles.set(key, handle);
+        return found.size;
+      } finally {
+        this.p.C_CloseSession(session);
+      }
+    });
   }
 
   /**
@@ -555,29 +558,41 @@ class Pkcs11Hsm implements Hsm {
   }
 
   /**
-   * Set for SoftHSM2 when several processes share the token. SoftHSM2 2.6.1 re-reads its object
-   * directory only when the token's generation counter changed since it last looked, and a
-   * process that writes an object adopts the new counter without re-reading: objects another
-   * process created just before are then invisible to it until some third write (seen with
-   * P11KMS_WORKERS=2: Encrypt on a key created by the other process failed). So token writes
-   * take a cross-process lock and refresh the object index first. Only when the service runs
-   * several processes: the refresh scans every object, which a lone process never needs.
+   * Set for the self-provisioned SoftHSM2 token, which service workers and CLI commands may use
+   * at once. SoftHSM2 2.6.1 re-reads its object directory only when the token's generation
+   * counter changed since it last looked, and a process that writes an object adopts the new
+   * counter without re-reading: objects another process created just before are then invisible
+   * to it until some third write (seen with P11KMS_WORKERS=2: Encrypt on a key created by the
+   * other process failed). So token writes take a cross-process lock and refresh the object
+   * index first; scans take the same lock (tokenScan).
    */
   objectWriteLockPath: string | undefined;
-  /** Writers of this process queue here, so only one at a time polls the file lock. */
-  private writeQueue: Promise<unknown> = Promise.resolve();
+  /** Holders of this process queue here, so only one at a time polls the file lock. */
+  private lockQueue: Promise<unknown> = Promise.resolve();
 
   /** Runs a token object creation or destruction; every such write goes through here. */
   private tokenWrite<T>(write: () => Promise<T>): Promise<T> {
-    const lockPath = this.objectWriteLockPath;
-    if (lockPath === undefined) return write();
-    const turn = this.writeQueue.then(() =>
-      withProvisionLock(lockPath, async () => {
-        await this.pool.withSession((session) => this.refreshObjectIndex(session));
-        return write();
-      }),
-    );
-    this.writeQueue = turn.catch(() => undefined);
+    if (this.objectWriteLockPath === undefined) return write();
+    return this.underObjectLock(async () => {
+      await this.pool.withSession((session) => this.refreshObjectIndex(session));
+      return write();
+    });
+  }
+
+  /**
+   * Runs a scan that reads attributes of objects another process may be creating. pkcs11js reads
+   * an attribute in two calls (length, then value); when SoftHSM2 shows an object whose
+   * attributes are still being written, the length is 0 at the first call and the second copies
+   * from a null buffer: SIGSEGV (seen with three processes starting at once). Under the write
+   * lock every object the scan sees is complete.
+   */
+  private tokenScan<T>(scan: () => Promise<T>): Promise<T> {
+    return this.objectWriteLockPath === undefined ? scan() : this.underObjectLock(scan);
+  }
+
+  private underObjectLock<T>(fn: () => Promise<T>): Promise<T> {
+    const turn = this.lockQueue.then(() => withProvisionLock(this.objectWriteLockPath!, fn));
+    this.lockQueue = turn.catch(() => undefined);
     return turn;
   }
 
@@ -739,7 +754,7 @@ class Pkcs11Hsm implements Hsm {
   }
 
   async listBackingKeys(): Promise<BackingKeyRef[]> {
-    const found = await this.pool.withSession((session) => this.enumerateBackingKeys(session));
+    const found = await this.tokenScan(() => this.pool.withSession((session) => this.enumerateBackingKeys(session)));
     const refs: BackingKeyRef[] = [];
     for (const [key, handle] of found) {
       this.handles.set(key, handle);
@@ -755,7 +770,10 @@ class Pkcs11Hsm implements Hsm {
 
   async auditSigningKey(create: boolean): Promise<AuditSigningKey | undefined> {
     if (this.closing) throw closedError('auditSigningKey');
-    this.auditKey ??= await openAuditSigningKey(this.p, this.mechanisms, (fn) => this.pool.withSession(fn), create, (write) => this.tokenWrite(write));
+    this.auditKey ??= await openAuditSigningKey(this.p, this.mechanisms, (fn) => this.pool.withSession(fn), create, {
+      write: (write) => this.tokenWrite(write),
+      scan: (scan) => this.tokenScan(scan),
+    });
     return this.auditKey;
   }
 
