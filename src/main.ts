@@ -7,6 +7,7 @@
 import cluster from 'node:cluster';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { createLogger } from './log.js';
+import { serveClusterMetrics } from './metrics.js';
 import { startService } from './service.js';
 
 function configOrExit(): Config {
@@ -39,6 +40,7 @@ function runPrimary(config: Config): void {
   let stopping = false;
   const started = Date.now();
   let killedEarly = 0;
+  serveClusterMetrics();
   for (let i = 0; i < config.workers; i++) cluster.fork();
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) {

@@ -3,7 +3,12 @@
  * (tests run several services in one process). Hot-path updates go through label children cached
  * in plain Maps, so a request costs two Map lookups, one counter increment and one histogram
  * observation; gauges that describe state (session pool, audit) are read at scrape time.
+ *
+ * With P11KMS_WORKERS > 1 a scrape reaches whichever worker accepted the connection, so that
+ * worker asks the primary, which merges every worker's registry (prom-client's
+ * AggregatorRegistry): /metrics always describes the whole service.
  */
+import cluster from 'node:cluster';
 import client from 'prom-client';
 import type { AuditObserver } from './audit/trail.js';
 import type { Pkcs11Observer } from './hsm/instrument.js';
@@ -30,6 +35,10 @@ export class Metrics {
 
   constructor(hsm: Hsm) {
     const registers = [this.registry];
+    if (cluster.isWorker) {
+      client.AggregatorRegistry.setRegistries([this.registry]);
+      new client.AggregatorRegistry(); // answers the primary's collection requests
+    }
     client.collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
     this.requests = new client.Counter({
       name: 'p11kms_requests_total',
@@ -73,14 +82,16 @@ export class Metrics {
     });
     this.tokenUp = new client.Gauge({
       name: 'p11kms_token_up',
-      help: 'Whether the last health check reached the token (1) or not (0).',
+      help: 'Whether the last health check reached the token (1) or not (0); the lowest across workers.',
       registers,
+      aggregator: 'min',
     });
     const tokenInfo = new client.Gauge({
       name: 'p11kms_token_info',
       help: 'The PKCS#11 token in use (value 1).',
       labelNames: ['label', 'model', 'manufacturer', 'library'],
       registers,
+      aggregator: 'max',
     });
     tokenInfo.set({ label: hsm.info.label, model: hsm.info.model, manufacturer: hsm.info.manufacturerId, library: hsm.info.libraryDescription }, 1);
     this.tokenUp.set(1);
@@ -150,6 +161,51 @@ export class Metrics {
   }
 
   render(): Promise<string> {
-    return this.registry.metrics();
+    return cluster.isWorker && process.send ? askPrimaryForMetrics() : this.registry.metrics();
   }
+}
+
+const METRICS_REQUEST = 'p11kms:metrics-request';
+const METRICS_REPLY = 'p11kms:metrics-reply';
+let nextRequestId = 0;
+
+interface MetricsReply {
+  type: typeof METRICS_REPLY;
+  id: number;
+  text?: string;
+  error?: string;
+}
+
+function askPrimaryForMetrics(): Promise<string> {
+  const id = nextRequestId++;
+  return new Promise((resolve, reject) => {
+    const onReply = (message: MetricsReply) => {
+      if (message?.type !== METRICS_REPLY || message.id !== id) return;
+      process.off('message', onReply);
+      clearTimeout(timer);
+      if (message.text !== undefined) resolve(message.text);
+      else reject(new Error(message.error ?? 'no metrics'));
+    };
+    const timer = setTimeout(() => {
+      process.off('message', onReply);
+      reject(new Error('the primary process did not answer the metrics request'));
+    }, 10_000);
+    process.on('message', onReply);
+    process.send!({ type: METRICS_REQUEST, id });
+  });
+}
+
+/** In the primary of a multi-process service: merges the workers' metrics for whichever asks. */
+export function serveClusterMetrics(): void {
+  const aggregator = new client.AggregatorRegistry();
+  cluster.on('message', (worker, message: { type?: string; id?: number }) => {
+    if (message?.type !== METRICS_REQUEST) return;
+    const reply = (fields: Partial<MetricsReply>) => {
+      if (worker.isConnected()) worker.send({ type: METRICS_REPLY, id: message.id, ...fields });
+    };
+    aggregator.clusterMetrics().then(
+      (text) => reply({ text }),
+      (err: unknown) => reply({ error: err instanceof Error ? err.message : String(err) }),
+    );
+  });
 }

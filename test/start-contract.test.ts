@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CreateAliasCommand, CreateKeyCommand, DecryptCommand, DescribeKeyCommand, EncryptCommand, KMSClient, ListAliasesCommand } from '@aws-sdk/client-kms';
 import { describe, expect, it } from 'vitest';
+import { parsePrometheusText, sampleOf } from './helpers/prom-text.js';
 import { freePort, spawnService, waitHealthy } from './helpers/process.js';
 import { REGION, tempDir } from './helpers/service.js';
 
@@ -122,6 +123,17 @@ describe('P11KMS_WORKERS', () => {
         }
       }
       for (const c of clients) c.destroy();
+
+      // Whichever worker answers the scrape, /metrics counts every worker's requests.
+      for (let scrape = 0; scrape < 3; scrape++) {
+        const res = await fetch(`${url}/metrics`, { headers: { connection: 'close' } });
+        expect(res.status).toBe(200);
+        const families = parsePrometheusText(await res.text());
+        expect(sampleOf(families, 'p11kms_requests_total', 'p11kms_requests_total', { operation: 'Encrypt', code: 'OK' })?.value).toBe(16);
+        expect(sampleOf(families, 'p11kms_requests_total', 'p11kms_requests_total', { operation: 'Decrypt', code: 'OK' })?.value).toBe(16);
+        expect(sampleOf(families, 'p11kms_requests_total', 'p11kms_requests_total', { operation: 'CreateKey', code: 'OK' })?.value).toBe(4);
+        expect(sampleOf(families, 'p11kms_token_up', 'p11kms_token_up')?.value).toBe(1);
+      }
     } finally {
       expect(await proc.stop()).toBe(0);
     }
