@@ -125,6 +125,17 @@ describe('ImportKeyMaterial', () => {
     });
   }
 
+  it('refuses AES material that is not 256 bits, whatever the wrapping algorithm', async () => {
+    const keyId = await createExternalKey();
+    for (const algorithm of ['RSAES_OAEP_SHA_1', 'RSAES_OAEP_SHA_256', 'RSA_AES_KEY_WRAP_SHA_1', 'RSA_AES_KEY_WRAP_SHA_256'] as const) {
+      for (const bytes of [16, 24, 31, 33, 40]) {
+        const err = await errorOf(importMaterial(keyId, randomBytes(bytes), { algorithm }));
+        expect(`${algorithm} ${bytes}: ${err.name}`).toBe(`${algorithm} ${bytes}: IncorrectKeyMaterialException`);
+      }
+    }
+    expect((await send(new DescribeKeyCommand({ KeyId: keyId }))).KeyMetadata.KeyState).toBe('PendingImport');
+  });
+
   it('refuses tokens of another key, tampered tokens and material that does not open', async () => {
     const a = await createExternalKey();
     const b = await createExternalKey();
@@ -219,6 +230,8 @@ describe('imported HMAC keys', () => {
     const keyId = (await send(new CreateKeyCommand({ Origin: 'EXTERNAL', KeySpec: 'HMAC_256', KeyUsage: 'GENERATE_VERIFY_MAC' }))).KeyMetadata.KeyId;
     expect((await errorOf(importMaterial(keyId, randomBytes(16), { algorithm: 'RSA_AES_KEY_WRAP_SHA_1' }))).name).toBe('IncorrectKeyMaterialException');
     expect((await errorOf(importMaterial(keyId, randomBytes(16)))).name).toBe('IncorrectKeyMaterialException');
+    expect((await errorOf(importMaterial(keyId, randomBytes(100)))).name).toBe('IncorrectKeyMaterialException');
+    expect((await errorOf(importMaterial(keyId, randomBytes(100), { algorithm: 'RSA_AES_KEY_WRAP_SHA_256' }))).name).toBe('IncorrectKeyMaterialException');
     const secret = randomBytes(48);
     await importMaterial(keyId, secret, { algorithm: 'RSA_AES_KEY_WRAP_SHA_1' });
     expect((await send(new DescribeKeyCommand({ KeyId: keyId }))).KeyMetadata).toMatchObject({ KeyState: 'Enabled', ExpirationModel: 'KEY_MATERIAL_DOES_NOT_EXPIRE' });

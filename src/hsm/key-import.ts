@@ -14,6 +14,8 @@
  *    token and the OAEP padding is removed in the service (oaep-decode.ts); the secret (the material, or for
  *    RSA_AES_KEY_WRAP only the ephemeral key) then enters the token with C_CreateObject and the
  *    buffers are wiped. The caller may forbid this (strict key custody); results say which path ran.
+ *  - CKA_VALUE_LEN stays 0 on unwrapped keys, so an RSAES_OAEP_* ciphertext does not tell how long
+ *    the secret is: unwrappedLength measures it inside the token (AES-KWP output size).
  *
  * Asymmetric material (a PKCS#8 private key) enters the token solely through C_UnwrapKey
  * (CKM_AES_KEY_WRAP_PAD under the ephemeral key, or CKM_RSA_PKCS_OAEP for ECC keys wrapped with
@@ -294,7 +296,10 @@ export class KeyImporter {
 
   /** RSAES_OAEP_*: the RSA ciphertext is the material itself. */
   private async rsaUnwrap(session: Handle, privateKey: Handle, wrapped: Buffer, hash: 'sha1' | 'sha256', software: boolean, template: P11.Template, kind: SecretMaterial): Promise<Handle> {
-    if (!software) return this.unwrapKey(session, oaepMechanism(hash), privateKey, wrapped, template);
+    if (!software) {
+      if (!roundedLengthFits(kind, await this.unwrappedLength(session, privateKey, wrapped, hash))) throw wrongLength(kind);
+      return this.unwrapKey(session, oaepMechanism(hash), privateKey, wrapped, template);
+    }
     const material = this.rawRsaOaepDecrypt(session, privateKey, wrapped);
     try {
       if (!lengthFits(kind, material.length)) throw wrongLength(kind);
@@ -304,13 +309,57 @@ export class KeyImporter {
     }
   }
 
+  /**
+   * How long the secret inside an RSA-OAEP ciphertext is, rounded up to 8 bytes, without it
+   * leaving the token in the clear. The ciphertext alone does not tell, and SoftHSM2 leaves
+   * CKA_VALUE_LEN at 0 for unwrapped keys (so a 16-byte "AES-256" import would silently become
+   * AES-128). The secret is unwrapped once more as a session object that may only be wrapped,
+   * wrapped with AES-KWP under a throwaway session key (output: 8 + the length rounded up to 8),
+   * and both objects are destroyed at once.
+   */
+  private async unwrappedLength(session: Handle, privateKey: Handle, wrapped: Buffer, hash: 'sha1' | 'sha256'): Promise<number> {
+    const probe = await this.unwrapKey(session, oaepMechanism(hash), privateKey, wrapped, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
+      { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_GENERIC_SECRET },
+      { type: pkcs11js.CKA_TOKEN, value: false },
+      { type: pkcs11js.CKA_SENSITIVE, value: true },
+      { type: pkcs11js.CKA_EXTRACTABLE, value: true },
+      { type: pkcs11js.CKA_SIGN, value: false },
+      { type: pkcs11js.CKA_VERIFY, value: false },
+      { type: pkcs11js.CKA_DERIVE, value: false },
+    ]);
+    let kek: Handle | undefined;
+    let fn = 'C_GenerateKey';
+    try {
+      kek = this.t.p.C_GenerateKey(session, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, [
+        { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
+        { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
+        { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
+        { type: pkcs11js.CKA_TOKEN, value: false },
+        { type: pkcs11js.CKA_SENSITIVE, value: true },
+        { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+        { type: pkcs11js.CKA_WRAP, value: true },
+        { type: pkcs11js.CKA_UNWRAP, value: false },
+        { type: pkcs11js.CKA_ENCRYPT, value: false },
+        { type: pkcs11js.CKA_DECRYPT, value: false },
+      ]);
+      fn = 'C_WrapKey';
+      const sealed = this.t.p.C_WrapKey(session, { mechanism: pkcs11js.CKM_AES_KEY_WRAP_PAD }, kek, probe, Buffer.alloc(wrapped.length + 16));
+      return sealed.length - 8;
+    } catch (err) {
+      throw toHsmError(err, fn, 'measuring imported key material');
+    } finally {
+      this.destroyQuietly(session, probe);
+      if (kek !== undefined) this.destroyQuietly(session, kek);
+    }
+  }
+
   /** RSA_AES_KEY_WRAP_*: RSA-OAEP(ephemeral AES key) ‖ AES-KWP(material), emulated in two
    *  unwraps because the token has no CKM_RSA_AES_KEY_WRAP. */
   private async rsaAesUnwrap(session: Handle, privateKey: Handle, wrapped: Buffer, hash: 'sha1' | 'sha256', software: boolean, template: P11.Template, kind: SecretMaterial): Promise<Handle> {
     const { rsaPart, kwpPart } = this.splitRsaAes(session, privateKey, wrapped);
     // AES-KWP output is the input rounded up to 8 bytes plus an 8-byte block.
-    const [min, max] = kind.kind === 'aes' ? [kind.bytes, kind.bytes] : [kind.minBytes, kind.maxBytes];
-    if (kwpPart.length < Math.ceil(min / 8) * 8 + 8 || kwpPart.length > Math.ceil(max / 8) * 8 + 8) throw wrongLength(kind);
+    if (!roundedLengthFits(kind, kwpPart.length - 8)) throw wrongLength(kind);
     const ephemeral = await this.ephemeralKeyOf(session, privateKey, rsaPart, hash, software);
     try {
       return await this.unwrapKey(session, { mechanism: pkcs11js.CKM_AES_KEY_WRAP_PAD }, ephemeral, kwpPart, template);
@@ -780,6 +829,12 @@ const wrongLength = (kind: MaterialKind) =>
 
 function lengthFits(kind: SecretMaterial, length: number): boolean {
   return kind.kind === 'aes' ? length === kind.bytes : length >= kind.minBytes && length <= kind.maxBytes;
+}
+
+/** lengthFits for a length known only rounded up to a multiple of 8 (AES-KWP output sizes). */
+function roundedLengthFits(kind: SecretMaterial, roundedLength: number): boolean {
+  const [min, max] = kind.kind === 'aes' ? [kind.bytes, kind.bytes] : [kind.minBytes, kind.maxBytes];
+  return roundedLength >= Math.ceil(min / 8) * 8 && roundedLength <= Math.ceil(max / 8) * 8;
 }
 
 const HMAC_MECHANISMS: Record<HashName, number> = {
