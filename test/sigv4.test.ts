@@ -219,7 +219,7 @@ describe('SigV4Verifier with signatures from @smithy/signature-v4', () => {
 
   it('treats odd or absent signed header names as a plain mismatch', async () => {
     const req = await sign();
-    for (const names of ['constructor;host;x-amz-date', '__proto__;host;toString;x-amz-date', 'host;x-amz-date;x-not-sent']) {
+    for (const names of ['constructor;host;x-amz-date;x-amz-target', '__proto__;host;toString;x-amz-date;x-amz-target', 'host;x-amz-date;x-amz-target;x-not-sent']) {
       const authorization = req.headers.authorization!.replace(/SignedHeaders=[^,]+/, `SignedHeaders=${names}`);
       const err = rejected(withHeaders(req, { authorization }));
       expect(err.type, names).toBe('InvalidSignatureException');
@@ -257,6 +257,17 @@ describe('SigV4Verifier with signatures from @smithy/signature-v4', () => {
     const dateUnsigned = req.headers.authorization!.replace(';x-amz-date', '');
     expect(dateUnsigned).not.toBe(req.headers.authorization);
     expect(rejected(withHeaders(req, { authorization: dateUnsigned })).message).toMatch(/'X-Amz-Date' must be a 'SignedHeader'/);
+  });
+
+  it('requires X-Amz-Target to be signed, so a request cannot be replayed as another operation', () => {
+    const headers = { host: 'kms.local', 'x-amz-date': '20260101T001000Z' };
+    const authorization = manualAuthorization(headers, '{}'); // signs host and x-amz-date only
+    const req = { method: 'POST', url: '/', headers: { ...headers, 'x-amz-target': 'TrentService.ListKeys', authorization }, body: Buffer.from('{}') };
+    const err = rejected(req);
+    expect(err.type).toBe('IncompleteSignatureException');
+    expect(err.message).toMatch(/'X-Amz-Target' must be a 'SignedHeader'/);
+    const { 'x-amz-target': _, ...untargeted } = req.headers;
+    expect(verifier().verify({ ...req, headers: untargeted })).toBe(AKID); // the signature itself is good
   });
 
   it('falls back to the HTTP Date header when X-Amz-Date is absent', () => {

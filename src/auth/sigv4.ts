@@ -114,6 +114,12 @@ export class SigV4Verifier {
     if (!auth.signedHeaders.includes(dateHeader)) {
       throw incomplete(`'${dateHeader === 'date' ? 'Date' : 'X-Amz-Date'}' must be a 'SignedHeader' in the AWS Authorization.`);
     }
+    // The operation name travels in a header: unsigned, a captured request could be replayed
+    // as another operation with the same body shape (EnableKey as ScheduleKeyDeletion). Every
+    // AWS SDK and the CLI sign it.
+    if (req.headers['x-amz-target'] !== undefined && !auth.signedHeaders.includes('x-amz-target')) {
+      throw incomplete("'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization.");
+    }
     // We issue no session tokens, so any token is one we cannot recognise.
     if (req.headers['x-amz-security-token'] !== undefined) throw unrecognized();
     this.checkScope(auth.scope, longDate);
