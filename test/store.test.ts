@@ -285,6 +285,37 @@ describe('listKeys pagination', () => {
   });
 });
 
+describe('key record cache (getKey)', () => {
+  it("sees this connection's writes at once and another connection's within a few tens of ms", async () => {
+    const key = await createKey('k1');
+    expect(await store.getKey('k1')).toEqual(key); // now cached
+    await store.updateKey('k1', { keyState: 'Disabled' });
+    expect((await store.getKey('k1'))?.keyState).toBe('Disabled');
+
+    // Another process (here: another connection) changes the row behind the cache.
+    const other = await openSqliteStore(dbFile);
+    try {
+      expect(await store.getKey('missing')).toBeUndefined();
+      await other.updateKey('k1', { keyState: 'Enabled', description: 'changed elsewhere' });
+      await other.createKey(makeKey('missing'), makeVersion('missing'), []);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(await store.getKey('k1')).toMatchObject({ keyState: 'Enabled', description: 'changed elsewhere' });
+      expect(await store.getKey('missing')).toBeDefined();
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('hands out records that callers cannot change for each other', async () => {
+    await createKey('k1');
+    const read = await store.getKey('k1');
+    expect(() => {
+      (read as { keyState: string }).keyState = 'Disabled';
+    }).toThrow(TypeError);
+    expect((await store.getKey('k1'))?.keyState).toBe('Enabled');
+  });
+});
+
 describe('updateKey', () => {
   it('changes only the members present and leaves the rest alone', async () => {
     const key = await createKey('k1');

@@ -14,7 +14,7 @@
  * itself linked to the previous digest (hash of its file and its signature), so altering,
  * removing, reordering or truncating records, or replacing a digest, all break something signed.
  */
-import { createHash } from 'node:crypto';
+import crypto, { createHash } from 'node:crypto';
 
 export const AUDIT_DIR = 'audit';
 export const DIGEST_DIR = 'digests';
@@ -28,7 +28,11 @@ export interface ChainLink {
   prev: string;
 }
 
-export const sha256Hex = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
+// crypto.hash (Node >= 20.12) is a one-shot without the Hash object; same result.
+const oneShot = (crypto as { hash?: (algorithm: string, data: string | Buffer, encoding: 'hex') => string }).hash;
+export const sha256Hex = oneShot
+  ? (data: string | Buffer) => oneShot('sha256', data, 'hex')
+  : (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
 
 const RECORD_FILE = /^(.+)_(\d{5})\.jsonl$/;
 const DIGEST_FILE = /^(.+)_(\d{6})\.json$/;

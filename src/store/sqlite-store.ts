@@ -26,6 +26,9 @@ export { SchemaTooNewError } from './migrations.js';
 
 /** How long a writer waits for another process's write lock before failing with SQLITE_BUSY. */
 export const BUSY_TIMEOUT_MS = 5000;
+/** Bound on how late getKey sees a commit by another process (P11KMS_WORKERS > 1, CLI tools). */
+const KEY_CACHE_RECHECK_MS = 20;
+const KEY_CACHE_SIZE = 10_000;
 
 /** Opens (creating and migrating if needed) the store at `file`. */
 export async function openSqliteStore(file: string): Promise<MetadataStore> {
@@ -174,8 +177,23 @@ class SqliteMetadataStore implements MetadataStore {
 
   readonly lifecycle: SqliteKeyLifecycleStore;
 
+  /**
+   * Decoded key rows by key ID (getKey runs on every Encrypt: ~5-10 us of read transaction, WAL
+   * shm locks and row decoding). Valid while this connection made no change (total_changes(), no
+   * read transaction, ~0.05 us) and no other connection committed (PRAGMA data_version, checked at
+   * most every KEY_CACHE_RECHECK_MS: another process's write is seen that late at most).
+   */
+  private readonly keyCache = new Map<string, KeyRecord | undefined>();
+  private readonly totalChangesStmt;
+  private readonly dataVersionStmt;
+  private cachedTotalChanges = -1;
+  private cachedDataVersion = -1;
+  private dataVersionCheckedAt = -Infinity;
+
   constructor(private readonly db: Database.Database) {
     this.lifecycle = new SqliteKeyLifecycleStore(db);
+    this.totalChangesStmt = db.prepare<[], number>('SELECT total_changes()').pluck();
+    this.dataVersionStmt = db.prepare<[], number>('PRAGMA data_version').pluck();
     this.insertKeyStmt = db.prepare<KeyRow>(
       `INSERT INTO keys (${KEY_COLUMNS}) VALUES (${placeholdersFor(KEY_COLUMN_NAMES)})`,
     );
@@ -261,8 +279,31 @@ class SqliteMetadataStore implements MetadataStore {
   }
 
   async getKey(keyId: string): Promise<KeyRecord | undefined> {
+    this.validateKeyCache();
+    if (this.keyCache.has(keyId)) return this.keyCache.get(keyId);
     const row = this.selectKeyStmt.get(keyId);
-    return row && rowToKey(row);
+    const key = row && Object.freeze(rowToKey(row));
+    if (this.keyCache.size >= KEY_CACHE_SIZE) this.keyCache.delete(this.keyCache.keys().next().value!);
+    // Misses are not cached: a key created by another process must not stay "not found".
+    if (key) this.keyCache.set(keyId, key);
+    return key;
+  }
+
+  private validateKeyCache(): void {
+    const changes = this.totalChangesStmt.get()!;
+    if (changes !== this.cachedTotalChanges) {
+      this.keyCache.clear();
+      this.cachedTotalChanges = changes;
+    }
+    const now = performance.now();
+    if (now - this.dataVersionCheckedAt >= KEY_CACHE_RECHECK_MS) {
+      this.dataVersionCheckedAt = now;
+      const version = this.dataVersionStmt.get()!;
+      if (version !== this.cachedDataVersion) {
+        this.keyCache.clear();
+        this.cachedDataVersion = version;
+      }
+    }
   }
 
   async listKeys(afterKeyId: string | undefined, limit: number): Promise<KeyRecord[]> {

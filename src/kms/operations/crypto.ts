@@ -63,8 +63,23 @@ async function decryptionKey(svc: Services, ctx: RequestContext, blob: Buffer, r
   return { key, parsed };
 }
 
+/** A backing version's KeyMaterialId never changes once written, and Decrypt and GenerateDataKey
+ *  answer it on every call: remembered per store instead of a query per request. */
+const knownMaterialIds = new WeakMap<object, Map<string, string>>();
+const MATERIAL_IDS_REMEMBERED = 10_000;
+
 export async function materialIdOf(svc: Services, keyId: string, version: number): Promise<string | undefined> {
-  return (await svc.store.listVersions(keyId)).find((v) => v.version === version)?.keyMaterialId;
+  let known = knownMaterialIds.get(svc.store);
+  if (known === undefined) knownMaterialIds.set(svc.store, (known = new Map()));
+  const ref = `${keyId}#${version}`;
+  const remembered = known.get(ref);
+  if (remembered !== undefined) return remembered;
+  const id = (await svc.store.listVersions(keyId)).find((v) => v.version === version)?.keyMaterialId;
+  if (id !== undefined) {
+    if (known.size >= MATERIAL_IDS_REMEMBERED) known.clear();
+    known.set(ref, id);
+  }
+  return id;
 }
 
 const encrypt: OperationHandler = async (input, ctx, svc) => {
