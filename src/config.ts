@@ -62,6 +62,9 @@ export interface TokenConfig {
   pinFile?: string;
   poolSize: number;
   symmetricCalls: 'sync' | 'async';
+  /** Several service processes use the token (P11KMS_WORKERS > 1): SoftHSM2 then needs object
+   *  writes and scans serialised across processes (see src/hsm/pkcs11-token.ts tokenWrite). */
+  sharedAcrossProcesses?: boolean;
 }
 
 export interface Config {
@@ -133,6 +136,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       pinFile: e.P11KMS_PIN_FILE,
       poolSize: e.P11KMS_SESSION_POOL_SIZE,
       symmetricCalls: e.P11KMS_SYMMETRIC_CALLS,
+      sharedAcrossProcesses: e.P11KMS_WORKERS > 1,
     },
     logLevel: e.P11KMS_LOG_LEVEL,
     workers: e.P11KMS_WORKERS,

@@ -524,26 +524,6 @@ describe('AES-GCM, keys and random (sync calls)', () => {
     await expectHsmError(hsm.encryptAesGcm(newRef(), iv, aad, Buffer.from('x')), 'key-not-found');
   });
 
-  it('waits for the cross-process object lock before writing or scanning the self-provisioned token', async () => {
-    // Another process (here: a lock file we hold) is writing token objects.
-    const lockPath = softHsmPaths(dataDir).objectWriteLockPath;
-    fs.writeFileSync(lockPath, '999999\n', { flag: 'wx' });
-    const written = newRef();
-    const settled: string[] = [];
-    const write = hsm.generateAesKey(written).then(() => settled.push('write'));
-    const scan = hsm.listBackingKeys().then(() => settled.push('scan'));
-    try {
-      await new Promise((r) => setTimeout(r, 150));
-      expect(settled).toEqual([]);
-    } finally {
-      fs.rmSync(lockPath);
-    }
-    await Promise.all([write, scan]);
-    expect(settled).toEqual(['write', 'scan']);
-    expect(await hsm.listBackingKeys()).toContainEqual(written);
-    expect(fs.existsSync(lockPath)).toBe(false);
-  });
-
   it('re-finds a key whose cached handle went stale (destroyed or replaced by another process)', async () => {
     const gone = newRef();
     const replaced = newRef();
@@ -660,5 +640,36 @@ describe('async calls', () => {
     await expectHsmError(hsm.decryptAesGcm(r, iv, Buffer.from('x'), tag), 'invalid-ciphertext');
     await hsm.destroyKey(r);
     await expectHsmError(hsm.encryptAesGcm(r, iv, Buffer.alloc(0), Buffer.from('x')), 'key-not-found');
+  });
+});
+
+describe('a token shared by several service processes (P11KMS_WORKERS > 1)', () => {
+  const dataDir = makeTempDir('p11kms-hsm-shared-');
+  let hsm: Hsm;
+  beforeAll(async () => {
+    hsm = await openHsm(tokenConfig({ sharedAcrossProcesses: true }), dataDir);
+  });
+  afterAll(async () => {
+    await hsm?.close();
+  });
+
+  it('waits for the cross-process object lock before writing or scanning', async () => {
+    // Another service process (here: a lock file we hold) is writing token objects.
+    const lockPath = softHsmPaths(dataDir).objectWriteLockPath;
+    fs.writeFileSync(lockPath, '999999\n', { flag: 'wx' });
+    const written = newRef();
+    const settled: string[] = [];
+    const write = hsm.generateAesKey(written).then(() => settled.push('write'));
+    const scan = hsm.listBackingKeys().then(() => settled.push('scan'));
+    try {
+      await new Promise((r) => setTimeout(r, 150));
+      expect(settled).toEqual([]);
+    } finally {
+      fs.rmSync(lockPath);
+    }
+    await Promise.all([write, scan]);
+    expect(settled).toEqual(['write', 'scan']);
+    expect(await hsm.listBackingKeys()).toContainEqual(written);
+    expect(fs.existsSync(lockPath)).toBe(false);
   });
 });

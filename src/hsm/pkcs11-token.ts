@@ -112,8 +112,7 @@ export async function openHsm(token: TokenConfig, dataDir: string, log: HsmLog =
   }
   try {
     const hsm = new Pkcs11Hsm(connection, token, log);
-    // Service workers and the CLI (doctor, audit) may use the self-provisioned token at once.
-    if (token.module === undefined) hsm.objectWriteLockPath = softHsmPaths(dataDir).objectWriteLockPath;
+    if (token.module === undefined && token.sharedAcrossProcesses) hsm.objectWriteLockPath = softHsmPaths(dataDir).objectWriteLockPath;
     const keys = await hsm.primeHandleCache();
     log('info', `PKCS#11 token '${token.label}' (${hsm.info.libraryDescription}) open: ${keys} backing keys, ${Math.round(performance.now() - started)} ms`);
     return hsm;
@@ -558,13 +557,15 @@ class Pkcs11Hsm implements Hsm {
   }
 
   /**
-   * Set for the self-provisioned SoftHSM2 token, which service workers and CLI commands may use
-   * at once. SoftHSM2 2.6.1 re-reads its object directory only when the token's generation
-   * counter changed since it last looked, and a process that writes an object adopts the new
-   * counter without re-reading: objects another process created just before are then invisible
-   * to it until some third write (seen with P11KMS_WORKERS=2: Encrypt on a key created by the
-   * other process failed). So token writes take a cross-process lock and refresh the object
-   * index first; scans take the same lock (tokenScan).
+   * Set for the self-provisioned SoftHSM2 token when several service processes share it
+   * (P11KMS_WORKERS > 1). SoftHSM2 2.6.1 re-reads its object directory only when the token's
+   * generation counter changed since it last looked, and a process that writes an object adopts
+   * the new counter without re-reading: objects another process created just before are then
+   * invisible to it until some third write (seen with P11KMS_WORKERS=2: Encrypt on a key created
+   * by the other process failed). So token writes take a cross-process lock and refresh the object
+   * index first; scans take the same lock (tokenScan). Not for a lone process: serialised writes
+   * and the synchronous refresh cut its key generation rate to a fifth (398 -> 84 keys/s) and
+   * stall the event loop for milliseconds.
    */
   objectWriteLockPath: string | undefined;
   /** Holders of this process queue here, so only one at a time polls the file lock. */
