@@ -63,7 +63,7 @@ export interface TokenConfig {
   poolSize: number;
   symmetricCalls: 'sync' | 'async';
   /** Several service processes use the token (P11KMS_WORKERS > 1): SoftHSM2 then needs object
-   *  writes and scans serialised across processes (see src/hsm/pkcs11-token.ts tokenWrite). */
+   *  writes and scans serialised across processes (see src/hsm/pkcs11-hsm.ts tokenWrite). */
   sharedAcrossProcesses?: boolean;
 }
 

@@ -38,7 +38,7 @@ import {
 } from './mechanisms.js';
 import { labelFor, objectIdFor, refKey } from './object-naming.js';
 import { decodeOaep } from './oaep-decode.js';
-import type { TokenAccess } from './pkcs11-token.js';
+import type { TokenAccess } from './token-access.js';
 import {
   type BackingKeyRef,
   type ExportedKeyPair,
