@@ -17,6 +17,7 @@ import { PrincipalRegistry, type Principal } from '../src/auth/principals.js';
 import { defaultKeyPolicy } from '../src/kms/policy-defaults.js';
 import { openSqliteStore } from '../src/store/sqlite-store.js';
 import type { KeyRecord } from '../src/store/types.js';
+import { appIdentityPolicy, tenStatementPolicy } from './bench/authz-fixture.js';
 
 const ACCT = '111122223333';
 const KEY_ID = '1234abcd-12ab-34cd-56ef-1234567890ab';
@@ -24,35 +25,9 @@ const KEY_ARN = `arn:aws:kms:us-east-1:${ACCT}:key/${KEY_ID}`;
 
 const user = (name: string, policies: unknown[] = []): Principal => ({ arn: `arn:aws:iam::${ACCT}:user/${name}`, accountId: ACCT, isRoot: false, policies, tags: { team: 'blue' } });
 const root: Principal = { arn: `arn:aws:iam::${ACCT}:root`, accountId: ACCT, isRoot: true, policies: [], tags: {} };
-const app = user('app', [
-  {
-    Version: '2012-10-17',
-    Statement: [
-      { Effect: 'Allow', Action: ['kms:Encrypt', 'kms:Decrypt', 'kms:GenerateDataKey*'], Resource: `arn:aws:kms:*:${ACCT}:key/*` },
-      { Effect: 'Deny', Action: 'kms:*', Resource: '*', Condition: { Bool: { 'aws:SecureTransport': 'true' }, StringEquals: { 'aws:PrincipalTag/team': 'red' } } },
-    ],
-  },
-]);
+const app = user('app', [appIdentityPolicy(ACCT)]);
 const grantee = user('grantee');
 const stranger = user('stranger');
-
-/** A realistic 10-statement key policy: root delegation, admins, users with conditions, denies. */
-function tenStatementPolicy(): string {
-  const admins = [`arn:aws:iam::${ACCT}:user/grantee`, `arn:aws:iam::${ACCT}:user/stranger`];
-  const statements = [
-    { Sid: 'root', Effect: 'Allow', Principal: { AWS: `arn:aws:iam::${ACCT}:root` }, Action: 'kms:*', Resource: '*' },
-    { Sid: 'admins', Effect: 'Allow', Principal: { AWS: admins }, Action: ['kms:Create*', 'kms:Describe*', 'kms:Enable*', 'kms:List*', 'kms:Put*', 'kms:Update*', 'kms:Revoke*', 'kms:Disable*', 'kms:Get*', 'kms:Delete*', 'kms:TagResource', 'kms:UntagResource', 'kms:ScheduleKeyDeletion', 'kms:CancelKeyDeletion'], Resource: '*' },
-    { Sid: 'use', Effect: 'Allow', Principal: { AWS: admins }, Action: ['kms:Decrypt', 'kms:GenerateDataKey*'], Resource: '*', Condition: { StringEquals: { 'kms:EncryptionContext:app': 'billing' } } },
-    { Sid: 'grants', Effect: 'Allow', Principal: { AWS: admins }, Action: ['kms:CreateGrant', 'kms:ListGrants', 'kms:RevokeGrant'], Resource: '*', Condition: { Bool: { 'kms:GrantIsForAWSResource': 'true' } } },
-    { Sid: 'ip', Effect: 'Deny', Principal: '*', Action: 'kms:*', Resource: '*', Condition: { NotIpAddress: { 'aws:SourceIp': ['127.0.0.0/8', '10.0.0.0/8', '::1/128'] } } },
-    { Sid: 'deletion', Effect: 'Deny', Principal: '*', Action: 'kms:ScheduleKeyDeletion', Resource: '*', Condition: { NumericLessThan: { 'kms:ScheduleKeyDeletionPendingWindowInDays': 30 } } },
-    { Sid: 'ec-keys', Effect: 'Deny', Principal: '*', Action: 'kms:Encrypt', Resource: '*', Condition: { 'ForAnyValue:StringLike': { 'kms:EncryptionContextKeys': 'forbidden*' } } },
-    { Sid: 'account', Effect: 'Deny', Principal: '*', Action: 'kms:*', Resource: '*', Condition: { StringNotEquals: { 'kms:CallerAccount': [ACCT, '444455556666'] } } },
-    { Sid: 'time', Effect: 'Deny', Principal: '*', Action: 'kms:*', Resource: '*', Condition: { DateGreaterThan: { 'aws:CurrentTime': '2099-01-01T00:00:00Z' } } },
-    { Sid: 'bypass', Effect: 'Deny', Principal: '*', Action: 'kms:PutKeyPolicy', Resource: '*', Condition: { Bool: { 'kms:BypassPolicyLockoutSafetyCheck': 'true' } } },
-  ];
-  return JSON.stringify({ Version: '2012-10-17', Statement: statements });
-}
 
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p11kms-authz-bench-'));
@@ -65,7 +40,7 @@ async function main(): Promise<void> {
     keyId, accountId: ACCT, region: 'us-east-1', createdAt: new Date(), description: '', keyState: 'Enabled', keySpec: 'SYMMETRIC_DEFAULT',
     keyUsage: 'ENCRYPT_DECRYPT', origin: 'AWS_KMS', policy, currentVersion: 1, deletionDate: null, pendingWindowInDays: null,
   });
-  const policied = key(tenStatementPolicy());
+  const policied = key(tenStatementPolicy(ACCT, [grantee.arn, stranger.arn]));
   await store.createKey(policied, { keyId: KEY_ID, version: 1, createdAt: new Date(), keyMaterialId: '0'.repeat(64) }, []);
   for (let i = 0; i < 100; i++) {
     await store.createGrant({

@@ -13,16 +13,10 @@ import {
   UntagResourceCommand,
   UpdateAliasCommand,
 } from '@aws-sdk/client-kms';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ACCOUNT_ID, REGION, errorOf, startTestService, type TestService } from './helpers/service.js';
+import { describe, expect, it } from 'vitest';
+import { ACCOUNT_ID, REGION, errorOf, useTestService } from './helpers/service.js';
 
-let t: TestService;
-beforeAll(async () => {
-  t = await startTestService();
-});
-afterAll(async () => {
-  await t?.stop();
-});
+const t = useTestService();
 
 const newKey = async (tags?: { TagKey: string; TagValue: string }[]) =>
   (await t.client.send(new CreateKeyCommand({ Tags: tags }))).KeyMetadata!;
@@ -118,6 +112,8 @@ describe('tags', () => {
     expect(rest.Tags).toHaveLength(30);
     expect(rest.Truncated).toBe(false);
     expect(first.Tags![0]).toEqual({ TagKey: 't00', TagValue: 'overwrite is fine' });
+    const other = await newKey();
+    expect((await errorOf(t.client.send(new ListResourceTagsCommand({ KeyId: other.KeyId, Marker: first.NextMarker })))).name).toBe('InvalidMarkerException');
   });
 
   it('refuses tag changes on keys pending deletion', async () => {

@@ -18,16 +18,10 @@ import {
   type SigningAlgorithmSpec,
   VerifyCommand,
 } from '@aws-sdk/client-kms';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { errorOf, startTestService, type TestService } from './helpers/service.js';
+import { describe, expect, it } from 'vitest';
+import { errorOf, useTestService } from './helpers/service.js';
 
-let t: TestService;
-beforeAll(async () => {
-  t = await startTestService();
-});
-afterAll(async () => {
-  await t?.stop();
-});
+const t = useTestService();
 
 async function createKey(input: CreateKeyCommandInput): Promise<KeyMetadata> {
   return (await t.client.send(new CreateKeyCommand(input))).KeyMetadata!;

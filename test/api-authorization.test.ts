@@ -12,16 +12,15 @@ import {
   EncryptCommand,
   GenerateDataKeyCommand,
   GetKeyPolicyCommand,
-  KMSClient,
   ListKeyPoliciesCommand,
   ListKeysCommand,
   PutKeyPolicyCommand,
   ScheduleKeyDeletionCommand,
 } from '@aws-sdk/client-kms';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { assembleBlob, encodeHeader } from '../src/kms/ciphertext.js';
-import { OTHER_ACCOUNT_ID, credentials, identityPolicy, testUser, writePrincipalsFile } from './helpers/principals.js';
-import { ACCOUNT_ID, errorOf, startTestService, type TestService } from './helpers/service.js';
+import { OTHER_ACCOUNT_ID, clientsByPrincipal, identityPolicy, testUser, writePrincipalsFile } from './helpers/principals.js';
+import { ACCOUNT_ID, errorOf, useTestService } from './helpers/service.js';
 
 const ROOT_ARN = `arn:aws:iam::${ACCOUNT_ID}:root`;
 const admin = testUser('admin', [identityPolicy({ Effect: 'Allow', Action: 'kms:*', Resource: '*' })]);
@@ -35,23 +34,11 @@ const nobody = testUser('nobody');
 const partner = testUser('partner', [identityPolicy({ Effect: 'Allow', Action: ['kms:Encrypt', 'kms:Decrypt', 'kms:DescribeKey', 'kms:ScheduleKeyDeletion'], Resource: '*' })], OTHER_ACCOUNT_ID);
 const outsider = testUser('outsider', [], OTHER_ACCOUNT_ID);
 
-let t: TestService;
-let as: (p: typeof admin) => KMSClient;
+const t = useTestService(() => ({ P11KMS_PRINCIPALS_FILE: writePrincipalsFile([admin, app, nobody, partner, outsider]) }));
+const as = clientsByPrincipal(t);
 const bytes = (s: string) => new TextEncoder().encode(s);
 const policyText = (...statements: Array<Record<string, unknown>>) => JSON.stringify({ Version: '2012-10-17', Statement: statements });
 const rootStatement = { Sid: 'Enable IAM User Permissions', Effect: 'Allow', Principal: { AWS: ROOT_ARN }, Action: 'kms:*', Resource: '*' };
-
-beforeAll(async () => {
-  t = await startTestService({ P11KMS_PRINCIPALS_FILE: writePrincipalsFile([admin, app, nobody, partner, outsider]) });
-  const clients = new Map<string, KMSClient>();
-  as = (p) => {
-    if (!clients.has(p.arn)) clients.set(p.arn, t.clientFor(credentials(p)));
-    return clients.get(p.arn)!;
-  };
-});
-afterAll(async () => {
-  await t?.stop();
-});
 
 describe('default key policy with identity policies', () => {
   it('lets the root and principals whose IAM policy allows the action use the key', async () => {

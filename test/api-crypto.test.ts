@@ -15,22 +15,18 @@ import {
   ReEncryptCommand,
   ScheduleKeyDeletionCommand,
 } from '@aws-sdk/client-kms';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { errorOf, startTestService, type TestService } from './helpers/service.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { errorOf, useTestService } from './helpers/service.js';
 
-let t: TestService;
+const t = useTestService();
 let keyA: { KeyId: string; Arn: string };
 let keyB: { KeyId: string; Arn: string };
 
 beforeAll(async () => {
-  t = await startTestService();
   const create = async () => (await t.client.send(new CreateKeyCommand({}))).KeyMetadata as { KeyId: string; Arn: string };
   keyA = await create();
   keyB = await create();
   await t.client.send(new CreateAliasCommand({ AliasName: 'alias/crypto-a', TargetKeyId: keyA.KeyId }));
-});
-afterAll(async () => {
-  await t?.stop();
 });
 
 const bytes = (s: string) => Buffer.from(s, 'utf8');

@@ -10,7 +10,6 @@ import {
   DisableKeyCommand,
   EncryptCommand,
   GenerateDataKeyCommand,
-  KMSClient,
   ListGrantsCommand,
   ListRetirableGrantsCommand,
   RetireGrantCommand,
@@ -19,11 +18,11 @@ import {
 } from '@aws-sdk/client-kms';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { MAX_GRANTS_PER_KEY } from '../src/kms/operations/grants.js';
 import { DATABASE_FILE } from '../src/service.js';
-import { OTHER_ACCOUNT_ID, credentials, identityPolicy, testUser, writePrincipalsFile } from './helpers/principals.js';
-import { ACCOUNT_ID, errorOf, startTestService, type TestService } from './helpers/service.js';
+import { OTHER_ACCOUNT_ID, clientsByPrincipal, identityPolicy, testUser, writePrincipalsFile } from './helpers/principals.js';
+import { ACCOUNT_ID, errorOf, useTestService } from './helpers/service.js';
 
 const ROOT_ARN = `arn:aws:iam::${ACCOUNT_ID}:root`;
 const operator = testUser('operator', [identityPolicy({ Effect: 'Allow', Action: 'kms:ListRetirableGrants', Resource: '*' })]);
@@ -31,22 +30,11 @@ const worker = testUser('worker');
 const helper = testUser('helper');
 const foreign = testUser('foreign', [], OTHER_ACCOUNT_ID);
 
-let t: TestService;
-let as: (p: typeof worker) => KMSClient;
+const t = useTestService(() => ({ P11KMS_PRINCIPALS_FILE: writePrincipalsFile([operator, worker, helper, foreign]) }));
+const as = clientsByPrincipal(t);
 let key: KeyMetadata;
 const bytes = (s: string) => new TextEncoder().encode(s);
 
-beforeAll(async () => {
-  t = await startTestService({ P11KMS_PRINCIPALS_FILE: writePrincipalsFile([operator, worker, helper, foreign]) });
-  const clients = new Map<string, KMSClient>();
-  as = (p) => {
-    if (!clients.has(p.arn)) clients.set(p.arn, t.clientFor(credentials(p)));
-    return clients.get(p.arn)!;
-  };
-});
-afterAll(async () => {
-  await t?.stop();
-});
 beforeEach(async () => {
   key = (await t.client.send(new CreateKeyCommand({}))).KeyMetadata!;
 });
@@ -168,6 +156,9 @@ describe('ListGrants and ListRetirableGrants', () => {
     const page2 = await t.client.send(new ListGrantsCommand({ KeyId: key.KeyId, Limit: 1, Marker: page1.NextMarker }));
     expect(page2.Truncated).toBe(false);
     expect([page1.Grants![0]!.GrantId, page2.Grants![0]!.GrantId].sort()).toEqual([a.GrantId, b.GrantId].sort());
+    // A marker belongs to its key's listing.
+    const otherKey = (await t.client.send(new CreateKeyCommand({}))).KeyMetadata!;
+    expect((await errorOf(t.client.send(new ListGrantsCommand({ KeyId: otherKey.KeyId, Limit: 1, Marker: page1.NextMarker })))).name).toBe('InvalidMarkerException');
 
     const retirable = await as(operator).send(new ListRetirableGrantsCommand({ RetiringPrincipal: operator.arn }));
     expect(retirable.Grants!.map((g) => g.GrantId)).toContain(a.GrantId);

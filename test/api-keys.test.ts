@@ -7,6 +7,7 @@ import {
   CancelKeyDeletionCommand,
   CreateAliasCommand,
   CreateKeyCommand,
+  DescribeCustomKeyStoresCommand,
   DescribeKeyCommand,
   DisableKeyCommand,
   EnableKeyCommand,
@@ -17,16 +18,10 @@ import {
   ScheduleKeyDeletionCommand,
   UpdateKeyDescriptionCommand,
 } from '@aws-sdk/client-kms';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ACCOUNT_ID, REGION, errorOf, startTestService, type TestService } from './helpers/service.js';
+import { describe, expect, it } from 'vitest';
+import { ACCOUNT_ID, REGION, errorOf, useTestService } from './helpers/service.js';
 
-let t: TestService;
-beforeAll(async () => {
-  t = await startTestService();
-});
-afterAll(async () => {
-  await t?.stop();
-});
+const t = useTestService();
 
 const arnOf = (keyId: string) => `arn:aws:kms:${REGION}:${ACCOUNT_ID}:key/${keyId}`;
 
@@ -209,5 +204,15 @@ describe('key states', () => {
     const m = await createKey();
     const s = await t.client.send(new ScheduleKeyDeletionCommand({ KeyId: m.KeyId, PendingWindowInDays: 7 }));
     expect(s.PendingWindowInDays).toBe(7);
+  });
+});
+
+describe('DescribeCustomKeyStores', () => {
+  it('lists none: every key lives in the configured token', async () => {
+    expect(await t.client.send(new DescribeCustomKeyStoresCommand({}))).toMatchObject({ CustomKeyStores: [], Truncated: false });
+    for (const named of [{ CustomKeyStoreId: 'cks-1234567890abcdef0' }, { CustomKeyStoreName: 'my-store' }]) {
+      expect(await errorOf(t.client.send(new DescribeCustomKeyStoresCommand(named)))).toMatchObject({ name: 'CustomKeyStoreNotFoundException', status: 400 });
+    }
+    expect((await errorOf(t.client.send(new DescribeCustomKeyStoresCommand({ Marker: 'abc' })))).name).toBe('InvalidMarkerException');
   });
 });

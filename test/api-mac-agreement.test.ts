@@ -21,17 +21,11 @@ import {
   VerifyCommand,
   VerifyMacCommand,
 } from '@aws-sdk/client-kms';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { inspectBackingKey } from '../src/hsm/pkcs11-token.js';
-import { errorOf, startTestService, type TestService } from './helpers/service.js';
+import { errorOf, useTestService } from './helpers/service.js';
 
-let t: TestService;
-beforeAll(async () => {
-  t = await startTestService();
-});
-afterAll(async () => {
-  await t?.stop();
-});
+const t = useTestService();
 
 const created: KeyMetadata[] = [];
 async function createKey(input: CreateKeyCommandInput): Promise<KeyMetadata> {

@@ -2,28 +2,17 @@
  * The wire protocol as AWS answers it: awsJson1_1 errors, status codes, request IDs, SigV4
  * failures, health check, unsupported operations, and deny-by-default for non-root principals.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { CreateCustomKeyStoreCommand, CreateKeyCommand, ListKeysCommand, UpdatePrimaryRegionCommand } from '@aws-sdk/client-kms';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { writePrincipalsFile } from './helpers/principals.js';
 import { rawCall } from './helpers/raw.js';
-import { ACCOUNT_ID, errorOf, startTestService, tempDir, type TestService } from './helpers/service.js';
+import { ACCOUNT_ID, errorOf, useTestService } from './helpers/service.js';
 
 const ALICE = { accessKeyId: 'AKIAALICE00000000001', secretAccessKey: 'alice-secret-0123456789abcdefghij' };
 
-let t: TestService;
-beforeAll(async () => {
-  const dir = tempDir('p11kms-principals-');
-  const principalsFile = path.join(dir, 'principals.json');
-  fs.writeFileSync(
-    principalsFile,
-    JSON.stringify({ principals: [{ arn: `arn:aws:iam::${ACCOUNT_ID}:user/alice`, ...ALICE, policies: [] }] }),
-  );
-  t = await startTestService({ P11KMS_PRINCIPALS_FILE: principalsFile });
-});
-afterAll(async () => {
-  await t?.stop();
-});
+const t = useTestService(() => ({
+  P11KMS_PRINCIPALS_FILE: writePrincipalsFile([{ arn: `arn:aws:iam::${ACCOUNT_ID}:user/alice`, ...ALICE, policies: [] }]),
+}));
 
 describe('awsJson1_1 protocol', () => {
   it('answers a signed request with 200, the JSON content type and x-amzn-RequestId', async () => {

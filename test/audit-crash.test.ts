@@ -4,24 +4,16 @@
  * request a client saw acknowledged has its record. A restart on the same data dir starts a new
  * chain, and after a clean stop everything verifies again.
  */
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CreateKeyCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { describe, expect, it } from 'vitest';
-import { freePort, spawnService, waitHealthy } from './helpers/process.js';
+import { freePort, runCli, spawnService, waitHealthy } from './helpers/process.js';
 import { REGION, ROOT, tempDir } from './helpers/service.js';
 
-const CLI = path.resolve(import.meta.dirname, '../dist/src/cli.js');
 const SECRET = 'CRASH-PLAINTEXT-5e1b7c03';
 
-function verify(dataDir: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, 'audit', 'verify'], { env: { PATH: process.env.PATH ?? '', P11KMS_DATA_DIR: dataDir } }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const verify = (dataDir: string) => runCli(['audit', 'verify'], dataDir);
 
 function recordedRequestIds(dataDir: string): Set<string> {
   const dir = path.join(dataDir, 'audit');

@@ -5,36 +5,17 @@
  * that retention did not expire is a finding. Service events recorded through
  * `audit.recordServiceEvent` take CloudTrail's AwsServiceEvent shape.
  */
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CreateKeyCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../src/config.js';
 import { startService } from '../src/service.js';
-import { ACCOUNT_ID, REGION, ROOT, tempDir } from './helpers/service.js';
+import { runCli } from './helpers/process.js';
+import { ACCOUNT_ID, REGION, ROOT, tempDir, testConfig } from './helpers/service.js';
 
-const CLI = path.resolve(import.meta.dirname, '../dist/src/cli.js');
 const DAY = 86400_000;
 
-function verify(dataDir: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, 'audit', 'verify'], { env: { PATH: process.env.PATH ?? '', P11KMS_DATA_DIR: dataDir, ...env } }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
-
-function config(dataDir: string, env: Record<string, string> = {}) {
-  return loadConfig({
-    P11KMS_DATA_DIR: dataDir,
-    P11KMS_PORT: '0',
-    P11KMS_ROOT_ACCESS_KEY_ID: ROOT.accessKeyId,
-    P11KMS_ROOT_SECRET_ACCESS_KEY: ROOT.secretAccessKey,
-    P11KMS_LOG_LEVEL: 'silent',
-    ...env,
-  });
-}
+const verify = (dataDir: string, env: Record<string, string> = {}) => runCli(['audit', 'verify'], dataDir, env);
 
 const recordFiles = (dataDir: string) =>
   fs
@@ -47,7 +28,7 @@ describe('audit file rolling and retention', () => {
     const dataDir = tempDir('p11kms-audit-retention-');
     // An old chain: the service clock is 10 days back, files roll at 1 MiB.
     const past = new Date(Date.now() - 10 * DAY);
-    const old = await startService(config(dataDir, { P11KMS_AUDIT_FILE_MAX_MB: '1' }), { now: () => new Date(past) });
+    const old = await startService(testConfig(dataDir, { P11KMS_AUDIT_FILE_MAX_MB: '1' }), { now: () => new Date(past) });
     const client = new KMSClient({ endpoint: old.url, region: REGION, credentials: ROOT, maxAttempts: 1, systemClockOffset: -10 * DAY });
     const keyId = (await client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
     // ~3 KB records (a large encryption context), so that 1 MiB rolls after ~350 of them.
@@ -100,7 +81,7 @@ describe('audit file rolling and retention', () => {
     // Every file but the last is 10 days old; a service with 7 days' retention deletes them.
     const oldTime = new Date(Date.now() - 10 * DAY);
     for (const f of files.slice(0, -1)) fs.utimesSync(path.join(dataDir, 'audit', f), oldTime, oldTime);
-    const fresh = await startService(config(dataDir, { P11KMS_AUDIT_RETENTION_DAYS: '7' }));
+    const fresh = await startService(testConfig(dataDir, { P11KMS_AUDIT_RETENTION_DAYS: '7' }));
     await fresh.close();
     const remaining = recordFiles(dataDir);
     for (const f of files.slice(0, -1)) expect(remaining).not.toContain(f);

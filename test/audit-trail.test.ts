@@ -5,7 +5,6 @@
  * no plaintext the session sent appears anywhere in the data dir or the logs; `audit query` and
  * `usage` read the same records.
  */
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -19,13 +18,12 @@ import {
   KMSClient,
 } from '@aws-sdk/client-kms';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
 import { startService, type RunningService } from '../src/service.js';
+import { runCli } from './helpers/process.js';
 import { rawCall } from './helpers/raw.js';
-import { ACCOUNT_ID, REGION, ROOT, errorOf, tempDir } from './helpers/service.js';
+import { ACCOUNT_ID, REGION, ROOT, errorOf, tempDir, testConfig } from './helpers/service.js';
 
-const CLI = path.resolve(import.meta.dirname, '../dist/src/cli.js');
 const ALICE = { accessKeyId: 'AKIAP11KMSAUDITALICE', secretAccessKey: 'alice-audit-secret-0123456789abcdef' };
 const ALICE_ARN = `arn:aws:iam::${ACCOUNT_ID}:user/alice`;
 const ROOT_ARN = `arn:aws:iam::${ACCOUNT_ID}:root`;
@@ -34,14 +32,6 @@ const SECRET_A = 'PLAINTEXT-AUDIT-SECRET-A-7f3c9e2b';
 const SECRET_B = 'PLAINTEXT-AUDIT-SECRET-B-1d8a4f60';
 
 type Rec = Record<string, any>;
-
-function runCli(args: string[], dataDir: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', P11KMS_DATA_DIR: dataDir } }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
 
 function readRecords(dataDir: string): Rec[] {
   const dir = path.join(dataDir, 'audit');
@@ -79,6 +69,8 @@ describe('audit trail', () => {
   let root: KMSClient;
   let alice: KMSClient;
   const expected: { requestId: string | undefined; eventName: string; check: (r: Rec) => void }[] = [];
+  /** The next record must be `eventName`, carry `requestId` (when the SDK call returned one) and pass `check`. */
+  const expectRecord = (requestId: string | undefined, eventName: string, check: (r: Rec) => void) => expected.push({ requestId, eventName, check });
   let records: Rec[] = [];
   let keyId = '';
   let keyArn = '';
@@ -87,14 +79,7 @@ describe('audit trail', () => {
     const principalsFile = path.join(dataDir, 'principals.json');
     fs.mkdirSync(dataDir, { recursive: true });
     fs.writeFileSync(principalsFile, JSON.stringify({ principals: [{ arn: ALICE_ARN, ...ALICE, policies: [] }] }));
-    const config = loadConfig({
-      P11KMS_DATA_DIR: dataDir,
-      P11KMS_PORT: '0',
-      P11KMS_ROOT_ACCESS_KEY_ID: ROOT.accessKeyId,
-      P11KMS_ROOT_SECRET_ACCESS_KEY: ROOT.secretAccessKey,
-      P11KMS_PRINCIPALS_FILE: principalsFile,
-      P11KMS_LOG_LEVEL: 'debug',
-    });
+    const config = testConfig(dataDir, { P11KMS_PRINCIPALS_FILE: principalsFile, P11KMS_LOG_LEVEL: 'debug' });
     const sink = new Writable({
       write(chunk: Buffer, _enc, cb) {
         logText += chunk.toString();
@@ -109,70 +94,46 @@ describe('audit trail', () => {
     const created = await root.send(new CreateKeyCommand({ Description: 'audited key', Tags: [{ TagKey: 'team', TagValue: 'audit' }] }));
     keyId = created.KeyMetadata!.KeyId!;
     keyArn = created.KeyMetadata!.Arn!;
-    expected.push({
-      requestId: created.$metadata.requestId,
-      eventName: 'CreateKey',
-      check: (r) => {
-        expect(r.userIdentity).toEqual({ type: 'Root', principalId: ACCOUNT_ID, arn: ROOT_ARN, accountId: ACCOUNT_ID, accessKeyId: ROOT.accessKeyId });
-        expect(r.requestParameters).toMatchObject({ description: 'audited key', tags: [{ tagKey: 'team', tagValue: 'audit' }] });
-        expect(r.responseElements.keyMetadata).toMatchObject({ AWSAccountId: ACCOUNT_ID, keyId, arn: keyArn, keyState: 'Enabled', keyUsage: 'ENCRYPT_DECRYPT', enabled: true });
-        expect(r.responseElements.keyMetadata.creationDate).toMatch(/^[A-Z][a-z]{2} \d{1,2}, \d{4}, \d{1,2}:\d{2}:\d{2} [AP]M$/);
-        expect(r.readOnly).toBe(false);
-      },
+    expectRecord(created.$metadata.requestId, 'CreateKey', (r) => {
+      expect(r.userIdentity).toEqual({ type: 'Root', principalId: ACCOUNT_ID, arn: ROOT_ARN, accountId: ACCOUNT_ID, accessKeyId: ROOT.accessKeyId });
+      expect(r.requestParameters).toMatchObject({ description: 'audited key', tags: [{ tagKey: 'team', tagValue: 'audit' }] });
+      expect(r.responseElements.keyMetadata).toMatchObject({ AWSAccountId: ACCOUNT_ID, keyId, arn: keyArn, keyState: 'Enabled', keyUsage: 'ENCRYPT_DECRYPT', enabled: true });
+      expect(r.responseElements.keyMetadata.creationDate).toMatch(/^[A-Z][a-z]{2} \d{1,2}, \d{4}, \d{1,2}:\d{2}:\d{2} [AP]M$/);
+      expect(r.readOnly).toBe(false);
     });
 
     const alias = await root.send(new CreateAliasCommand({ AliasName: 'alias/audited', TargetKeyId: keyId }));
-    expected.push({
-      requestId: alias.$metadata.requestId,
-      eventName: 'CreateAlias',
-      check: (r) => {
-        expect(r.requestParameters).toEqual({ aliasName: 'alias/audited', targetKeyId: keyId });
-        expect(r.responseElements).toBeNull();
-      },
+    expectRecord(alias.$metadata.requestId, 'CreateAlias', (r) => {
+      expect(r.requestParameters).toEqual({ aliasName: 'alias/audited', targetKeyId: keyId });
+      expect(r.responseElements).toBeNull();
     });
 
     const enc = await root.send(new EncryptCommand({ KeyId: 'alias/audited', Plaintext: Buffer.from(SECRET_A), EncryptionContext: { dept: 'eng' } }));
-    expected.push({
-      requestId: enc.$metadata.requestId,
-      eventName: 'Encrypt',
-      check: (r) => {
-        expect(r.requestParameters).toEqual({ keyId: 'alias/audited', encryptionContext: { dept: 'eng' } });
-        expect(r.responseElements).toBeNull();
-        expect(r.readOnly).toBe(true);
-      },
+    expectRecord(enc.$metadata.requestId, 'Encrypt', (r) => {
+      expect(r.requestParameters).toEqual({ keyId: 'alias/audited', encryptionContext: { dept: 'eng' } });
+      expect(r.responseElements).toBeNull();
+      expect(r.readOnly).toBe(true);
     });
 
     const dec = await root.send(new DecryptCommand({ CiphertextBlob: enc.CiphertextBlob, EncryptionContext: { dept: 'eng' } }));
     expect(Buffer.from(dec.Plaintext!).toString()).toBe(SECRET_A);
-    expected.push({
-      requestId: dec.$metadata.requestId,
-      eventName: 'Decrypt',
-      check: (r) => {
-        expect(r.requestParameters).toEqual({ encryptionContext: { dept: 'eng' }, encryptionAlgorithm: 'SYMMETRIC_DEFAULT' });
-        expect(r.responseElements).toBeNull();
-      },
+    expectRecord(dec.$metadata.requestId, 'Decrypt', (r) => {
+      expect(r.requestParameters).toEqual({ encryptionContext: { dept: 'eng' }, encryptionAlgorithm: 'SYMMETRIC_DEFAULT' });
+      expect(r.responseElements).toBeNull();
     });
 
     const gdk = await root.send(new GenerateDataKeyCommand({ KeyId: keyArn, KeySpec: 'AES_256' }));
-    expected.push({
-      requestId: gdk.$metadata.requestId,
-      eventName: 'GenerateDataKey',
-      check: (r) => expect(r.requestParameters).toEqual({ keyId: keyArn, keySpec: 'AES_256' }),
-    });
+    expectRecord(gdk.$metadata.requestId, 'GenerateDataKey', (r) => expect(r.requestParameters).toEqual({ keyId: keyArn, keySpec: 'AES_256' }));
 
     // Denied: alice has no policy that allows kms:Encrypt.
     const denied = await errorOf(alice.send(new EncryptCommand({ KeyId: 'alias/audited', Plaintext: Buffer.from(SECRET_B) })));
     expect(denied.name).toBe('AccessDeniedException');
-    expected.push({
-      requestId: undefined,
-      eventName: 'Encrypt',
-      check: (r) => {
-        expect(r.errorCode).toBe('AccessDenied');
-        expect(typeof r.errorMessage).toBe('string');
-        expect(r.userIdentity).toMatchObject({ type: 'IAMUser', arn: ALICE_ARN, accountId: ACCOUNT_ID, accessKeyId: ALICE.accessKeyId, userName: 'alice' });
-        expect(r.requestParameters).toEqual({ keyId: 'alias/audited' });
-        expect(r.responseElements).toBeNull();
-      },
+    expectRecord(undefined, 'Encrypt', (r) => {
+      expect(r.errorCode).toBe('AccessDenied');
+      expect(typeof r.errorMessage).toBe('string');
+      expect(r.userIdentity).toMatchObject({ type: 'IAMUser', arn: ALICE_ARN, accountId: ACCOUNT_ID, accessKeyId: ALICE.accessKeyId, userName: 'alice' });
+      expect(r.requestParameters).toEqual({ keyId: 'alias/audited' });
+      expect(r.responseElements).toBeNull();
     });
 
     // Failed: a ciphertext with a flipped tag byte.
@@ -180,50 +141,30 @@ describe('audit trail', () => {
     bad[bad.length - 1] ^= 0xff;
     const invalid = await errorOf(root.send(new DecryptCommand({ CiphertextBlob: bad, EncryptionContext: { dept: 'eng' } })));
     expect(invalid.name).toBe('InvalidCiphertextException');
-    expected.push({
-      requestId: undefined,
-      eventName: 'Decrypt',
-      check: (r) => expect(r.errorCode).toBe('InvalidCiphertextException'),
-    });
+    expectRecord(undefined, 'Decrypt', (r) => expect(r.errorCode).toBe('InvalidCiphertextException'));
 
     const missing = await errorOf(root.send(new DescribeKeyCommand({ KeyId: '00000000-0000-0000-0000-000000000000' })));
     expect(missing.name).toBe('NotFoundException');
-    expected.push({
-      requestId: undefined,
-      eventName: 'DescribeKey',
-      check: (r) => {
-        expect(r.errorCode).toBe('NotFoundException');
-        expect(r.resources).toEqual([{ accountId: ACCOUNT_ID, type: 'AWS::KMS::Key', ARN: `arn:aws:kms:${REGION}:${ACCOUNT_ID}:key/00000000-0000-0000-0000-000000000000` }]);
-      },
+    expectRecord(undefined, 'DescribeKey', (r) => {
+      expect(r.errorCode).toBe('NotFoundException');
+      expect(r.resources).toEqual([{ accountId: ACCOUNT_ID, type: 'AWS::KMS::Key', ARN: `arn:aws:kms:${REGION}:${ACCOUNT_ID}:key/00000000-0000-0000-0000-000000000000` }]);
     });
 
     // Malformed: bad signature, unknown operation, invalid JSON.
     const badSig = await rawCall(service.url, { target: 'TrentService.ListKeys', credentials: { accessKeyId: ROOT.accessKeyId, secretAccessKey: 'wrong-secret-wrong-secret-0123' } });
     expect(badSig.status).toBe(400);
-    expected.push({
-      requestId: badSig.headers.get('x-amzn-requestid') ?? undefined,
-      eventName: 'ListKeys',
-      check: (r) => {
-        expect(r.userIdentity).toEqual({ type: 'Unknown', accessKeyId: ROOT.accessKeyId });
-        expect(r.errorCode).toBe(badSig.json.__type);
-      },
+    expectRecord(badSig.headers.get('x-amzn-requestid') ?? undefined, 'ListKeys', (r) => {
+      expect(r.userIdentity).toEqual({ type: 'Unknown', accessKeyId: ROOT.accessKeyId });
+      expect(r.errorCode).toBe(badSig.json.__type);
     });
     const unknownOp = await rawCall(service.url, { target: 'TrentService.FlyToTheMoon' });
-    expected.push({
-      requestId: unknownOp.headers.get('x-amzn-requestid') ?? undefined,
-      eventName: 'FlyToTheMoon',
-      check: (r) => expect(r.errorCode).toBe('UnknownOperationException'),
-    });
+    expectRecord(unknownOp.headers.get('x-amzn-requestid') ?? undefined, 'FlyToTheMoon', (r) => expect(r.errorCode).toBe('UnknownOperationException'));
     const badJson = await rawCall(service.url, { target: 'TrentService.Encrypt', body: `{"KeyId": "${keyId}", "Plaintext": ` });
     expect(badJson.json.__type).toBe('SerializationException');
-    expected.push({
-      requestId: badJson.headers.get('x-amzn-requestid') ?? undefined,
-      eventName: 'Encrypt',
-      check: (r) => {
-        expect(r.errorCode).toBe('SerializationException');
-        expect(r.userIdentity.type).toBe('Root');
-        expect(r.requestParameters).toBeNull();
-      },
+    expectRecord(badJson.headers.get('x-amzn-requestid') ?? undefined, 'Encrypt', (r) => {
+      expect(r.errorCode).toBe('SerializationException');
+      expect(r.userIdentity.type).toBe('Root');
+      expect(r.requestParameters).toBeNull();
     });
 
     await service.close();

@@ -6,20 +6,19 @@
 import { CreateKeyCommand, DisableKeyCommand, KMS } from '@aws-sdk/client-kms';
 import { buildClient, CommitmentPolicy, KmsKeyringNode } from '@aws-crypto/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REGION, ROOT, startTestService, type TestService } from './helpers/service.js';
+import { REGION, ROOT, useTestService } from './helpers/service.js';
 
 const { encrypt, decrypt } = buildClient(CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT);
 
-let t: TestService;
+const t = useTestService();
 /** The SDK calls the aggregated client's methods (generateDataKey, encrypt, decrypt). */
 let sdkClient: KMS;
-beforeAll(async () => {
-  t = await startTestService();
+beforeAll(() => {
   sdkClient = new KMS({ endpoint: t.service.url, region: REGION, credentials: ROOT, maxAttempts: 1 });
 });
-afterAll(async () => {
+// afterAll hooks run in reverse order: this client goes before the service stops.
+afterAll(() => {
   sdkClient?.destroy();
-  await t?.stop();
 });
 
 /** The SDK asks for a client per region; every region is this service. */

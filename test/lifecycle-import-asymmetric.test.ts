@@ -22,18 +22,12 @@ import {
   VerifyCommand,
   type WrappingKeySpec,
 } from '@aws-sdk/client-kms';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { keyImporterOf } from '../src/hsm/key-import.js';
 import { inspectBackingKey } from '../src/hsm/pkcs11-token.js';
-import { errorOf, startTestService, type TestService } from './helpers/service.js';
+import { errorOf, useTestService } from './helpers/service.js';
 
-let t: TestService;
-beforeAll(async () => {
-  t = await startTestService();
-});
-afterAll(async () => {
-  await t?.stop();
-});
+const t = useTestService();
 
 const send = <T>(command: T) => t.client.send(command as never) as Promise<any>;
 

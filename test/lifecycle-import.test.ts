@@ -20,20 +20,14 @@ import {
   type ImportKeyMaterialCommandInput,
   type WrappingKeySpec,
 } from '@aws-sdk/client-kms';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { additionalData, parseBlob } from '../src/kms/ciphertext.js';
 import { DAY_MS, TestClock } from './helpers/clock.js';
-import { errorOf, startTestService, type TestService } from './helpers/service.js';
+import { errorOf, useTestService } from './helpers/service.js';
 
 const clock = new TestClock();
-let t: TestService;
-beforeAll(async () => {
-  t = await startTestService({}, clock.now);
-  clock.connect(t.service.url);
-});
-afterAll(async () => {
-  await t?.stop();
-});
+const t = useTestService({}, clock.now);
+beforeAll(() => clock.connect(t.service.url));
 
 const send = <T>(command: T) => clock.client.send(command as never) as Promise<any>;
 

@@ -18,9 +18,9 @@ import pkcs11js from 'pkcs11js';
 import type * as P11 from 'pkcs11js';
 import type { TokenConfig } from '../../src/config.js';
 import { openHsm } from '../../src/hsm/pkcs11-token.js';
-import { objectIdFor } from '../../src/hsm/object-naming.js';
-import { findTokenSlot, locateSoftHsmModule, readPinFile, softHsmPaths } from '../../src/hsm/provision.js';
 import type { BackingKeyRef } from '../../src/hsm/types.js';
+import { summariseRounds } from './common.js';
+import { openRawSession } from './raw-token.js';
 
 interface Args {
   dataDir: string;
@@ -61,17 +61,6 @@ function timed(seconds: number, op: () => unknown): { ops: number; elapsed: numb
   return { ops: n, elapsed: (performance.now() - start) / 1000 };
 }
 
-function find(p: P11.PKCS11, session: P11.Handle, cls: number, ref: BackingKeyRef): P11.Handle {
-  p.C_FindObjectsInit(session, [
-    { type: pkcs11js.CKA_CLASS, value: cls },
-    { type: pkcs11js.CKA_ID, value: objectIdFor(ref) },
-  ]);
-  const [handle] = p.C_FindObjects(session, 1);
-  p.C_FindObjectsFinal(session);
-  if (handle === undefined) throw new Error(`token object ${ref.keyId} (class ${cls}) not found`);
-  return handle;
-}
-
 const sha256 = (data: Buffer) => crypto.createHash('sha256').update(data).digest();
 
 async function main(): Promise<void> {
@@ -85,19 +74,13 @@ async function main(): Promise<void> {
   await setup.generateHmacKey(HMAC, 'sha256', 32);
   await setup.close();
 
-  // openHsm set SOFTHSM2_CONF to this token's config.
-  const p = new pkcs11js.PKCS11();
-  p.load(locateSoftHsmModule());
-  p.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+  const raw = openRawSession(args.dataDir, LABEL);
   try {
-    const slot = findTokenSlot(p, LABEL);
-    if (slot === undefined) throw new Error('token not found after provisioning');
-    const session = p.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
-    p.C_Login(session, pkcs11js.CKU_USER, readPinFile(softHsmPaths(args.dataDir).userPinPath));
-    const ecPriv = find(p, session, pkcs11js.CKO_PRIVATE_KEY, EC);
-    const ecPub = find(p, session, pkcs11js.CKO_PUBLIC_KEY, EC);
-    const rsaPriv = find(p, session, pkcs11js.CKO_PRIVATE_KEY, RSA);
-    const hmacKey = find(p, session, pkcs11js.CKO_SECRET_KEY, HMAC);
+    const { p, session } = raw;
+    const ecPriv = raw.find(pkcs11js.CKO_PRIVATE_KEY, EC);
+    const ecPub = raw.find(pkcs11js.CKO_PUBLIC_KEY, EC);
+    const rsaPriv = raw.find(pkcs11js.CKO_PRIVATE_KEY, RSA);
+    const hmacKey = raw.find(pkcs11js.CKO_SECRET_KEY, HMAC);
 
     const ecdsa: P11.Mechanism = { mechanism: pkcs11js.CKM_ECDSA };
     const pssParams: P11.RsaPSS = { type: pkcs11js.CK_PARAMS_RSA_PSS, hashAlg: pkcs11js.CKM_SHA256, mgf: pkcs11js.CKG_MGF1_SHA256, saltLen: 32 };
@@ -143,25 +126,12 @@ async function main(): Promise<void> {
     for (let round = 0; round < rounds; round++) {
       for (const kind of kinds) samples.get(kind)!.push(timed(slice, ops[kind].run));
     }
-    p.C_Logout(session);
-    p.C_CloseSession(session);
+    raw.logout();
 
-    const result: AsymTokenRate[] = kinds.map((kind) => {
-      const s = samples.get(kind)!;
-      const rates = s.map((r) => r.ops / r.elapsed).sort((a, b) => a - b);
-      const mid = rates.length >> 1;
-      return {
-        kind,
-        mechanism: ops[kind].mechanism,
-        ops: s.reduce((sum, r) => sum + r.ops, 0),
-        opsPerSec: rates.length % 2 ? rates[mid]! : (rates[mid - 1]! + rates[mid]!) / 2,
-        rounds: rates,
-      };
-    });
+    const result: AsymTokenRate[] = kinds.map((kind) => ({ kind, mechanism: ops[kind].mechanism, ...summariseRounds(samples.get(kind)!) }));
     process.stdout.write(`BENCH_RESULT ${JSON.stringify({ rates: result })}\n`);
   } finally {
-    p.C_Finalize();
-    p.close();
+    raw.finalize();
   }
 }
 

@@ -5,7 +5,7 @@
  * (on/off, then off/on in the next round), BENCH_AUDIT_ROUNDS rounds, median reported.
  */
 import path from 'node:path';
-import { median, progress, type Settings } from './common.js';
+import { alternately, medianRps, progress, type Settings } from './common.js';
 import { WARM_UP_SECONDS, firstKeys, startService, stopService, wrkPoint, type Service, type Target } from './kms.js';
 import type { WrkResult } from './wrk.js';
 
@@ -32,18 +32,12 @@ export async function auditPhase(wrk: string, settings: Settings, work: string):
         const warm = round === 0 && clients === AUDIT_CLIENTS[0] ? WARM_UP_SECONDS : 0;
         const a = async () => result.on.push(await wrkPoint(wrk, settings, work, 'Encrypt, audit on', 'Encrypt', onTarget, clients, `r${round}`, warm));
         const b = async () => result.off.push(await wrkPoint(wrk, settings, work, 'Encrypt, audit off', 'Encrypt', offTarget, clients, `r${round}`, warm));
-        if (round % 2 === 0) {
-          await a();
-          await b();
-        } else {
-          await b();
-          await a();
-        }
+        await alternately(round, a, b);
       }
     }
     for (const clients of AUDIT_CLIENTS) {
-      const rOn = median(result.on.filter((w) => w.clients === clients).map((w) => w.rps));
-      const rOff = median(result.off.filter((w) => w.clients === clients).map((w) => w.rps));
+      const rOn = medianRps(result.on, clients);
+      const rOff = medianRps(result.off, clients);
       progress(`audit c=${clients}: on/off req/s = ${(rOn / rOff).toFixed(3)}`);
     }
     return result;

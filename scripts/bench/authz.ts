@@ -11,7 +11,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CreateGrantCommand, CreateKeyCommand, type KMSClient } from '@aws-sdk/client-kms';
-import { median, progress, type Settings } from './common.js';
+import { appIdentityPolicy, tenStatementPolicy } from './authz-fixture.js';
+import { alternately, medianRps, progress, type Settings } from './common.js';
 import { WARM_UP_SECONDS, errorMessage, inputFor, signedWrkPoint, startService, stopService, type Target } from './kms.js';
 import type { Credentials } from './sign.js';
 import type { WrkResult } from './wrk.js';
@@ -33,36 +34,9 @@ const user = (name: string, n: number, policies: unknown[] = []): BenchPrincipal
   tags: { team: 'blue' },
 });
 
-/** The caller of case (b): Encrypt/Decrypt/GenerateDataKey* on the account's keys, and a
- *  conditional Deny that does not match. */
-const APP = user('bench-app', 1, [
-  {
-    Version: '2012-10-17',
-    Statement: [
-      { Effect: 'Allow', Action: ['kms:Encrypt', 'kms:Decrypt', 'kms:GenerateDataKey*'], Resource: `arn:aws:kms:*:${ACCT}:key/*` },
-      { Effect: 'Deny', Action: 'kms:*', Resource: '*', Condition: { Bool: { 'aws:SecureTransport': 'true' }, StringEquals: { 'aws:PrincipalTag/team': 'red' } } },
-    ],
-  },
-]);
+/** The caller of case (b). */
+const APP = user('bench-app', 1, [appIdentityPolicy(ACCT)]);
 const ADMINS = [user('bench-admin', 2), user('bench-auditor', 3)];
-
-/** 10 statements: root delegation, admins, users with conditions, denies that do not match. */
-function tenStatementPolicy(): string {
-  const admins = ADMINS.map((a) => a.arn);
-  const statements = [
-    { Sid: 'root', Effect: 'Allow', Principal: { AWS: `arn:aws:iam::${ACCT}:root` }, Action: 'kms:*', Resource: '*' },
-    { Sid: 'admins', Effect: 'Allow', Principal: { AWS: admins }, Action: ['kms:Create*', 'kms:Describe*', 'kms:Enable*', 'kms:List*', 'kms:Put*', 'kms:Update*', 'kms:Revoke*', 'kms:Disable*', 'kms:Get*', 'kms:Delete*', 'kms:TagResource', 'kms:UntagResource', 'kms:ScheduleKeyDeletion', 'kms:CancelKeyDeletion'], Resource: '*' },
-    { Sid: 'use', Effect: 'Allow', Principal: { AWS: admins }, Action: ['kms:Decrypt', 'kms:GenerateDataKey*'], Resource: '*', Condition: { StringEquals: { 'kms:EncryptionContext:app': 'billing' } } },
-    { Sid: 'grants', Effect: 'Allow', Principal: { AWS: admins }, Action: ['kms:CreateGrant', 'kms:ListGrants', 'kms:RevokeGrant'], Resource: '*', Condition: { Bool: { 'kms:GrantIsForAWSResource': 'true' } } },
-    { Sid: 'ip', Effect: 'Deny', Principal: '*', Action: 'kms:*', Resource: '*', Condition: { NotIpAddress: { 'aws:SourceIp': ['127.0.0.0/8', '10.0.0.0/8', '::1/128'] } } },
-    { Sid: 'deletion', Effect: 'Deny', Principal: '*', Action: 'kms:ScheduleKeyDeletion', Resource: '*', Condition: { NumericLessThan: { 'kms:ScheduleKeyDeletionPendingWindowInDays': 30 } } },
-    { Sid: 'ec-keys', Effect: 'Deny', Principal: '*', Action: 'kms:Encrypt', Resource: '*', Condition: { 'ForAnyValue:StringLike': { 'kms:EncryptionContextKeys': 'forbidden*' } } },
-    { Sid: 'account', Effect: 'Deny', Principal: '*', Action: 'kms:*', Resource: '*', Condition: { StringNotEquals: { 'kms:CallerAccount': [ACCT, '444455556666'] } } },
-    { Sid: 'time', Effect: 'Deny', Principal: '*', Action: 'kms:*', Resource: '*', Condition: { DateGreaterThan: { 'aws:CurrentTime': '2099-01-01T00:00:00Z' } } },
-    { Sid: 'bypass', Effect: 'Deny', Principal: '*', Action: 'kms:PutKeyPolicy', Resource: '*', Condition: { Bool: { 'kms:BypassPolicyLockoutSafetyCheck': 'true' } } },
-  ];
-  return JSON.stringify({ Version: '2012-10-17', Statement: statements });
-}
 
 export interface AuthzResult {
   keyPolicyStatements: number;
@@ -106,7 +80,7 @@ export async function authzPhase(wrk: string, settings: Settings, work: string):
   const service = await startService('service-authz', path.join(work, 'authz-data'), work, settings, { P11KMS_PRINCIPALS_FILE: principalsFile, P11KMS_ACCOUNT_ID: ACCT });
   try {
     const plain = (await service.client.send(new CreateKeyCommand({ Description: 'p11kms bench authz: default policy' }))).KeyMetadata!.KeyId!;
-    const policied = (await service.client.send(new CreateKeyCommand({ Description: 'p11kms bench authz: 10 statements', Policy: tenStatementPolicy() }))).KeyMetadata!.KeyId!;
+    const policied = (await service.client.send(new CreateKeyCommand({ Description: 'p11kms bench authz: 10 statements', Policy: tenStatementPolicy(ACCT, ADMINS.map((a) => a.arn)) }))).KeyMetadata!.KeyId!;
     await createGrants(service.client, policied, settings.grants);
     // Both requests are sent once (must be 200) before wrk replays them: signedWrkPoint checks.
 
@@ -141,19 +115,12 @@ export async function authzPhase(wrk: string, settings: Settings, work: string):
               warmUpSeconds: round === 0 && clients === AUTHZ_CLIENTS[0] ? WARM_UP_SECONDS : 0,
             }),
           );
-        // Alternate the order between rounds so that neither side always goes first.
-        if (round % 2 === 0) {
-          await a();
-          await b();
-        } else {
-          await b();
-          await a();
-        }
+        await alternately(round, a, b);
       }
     }
     for (const clients of AUTHZ_CLIENTS) {
-      const ra = median(root.filter((w) => w.clients === clients).map((w) => w.rps));
-      const rb = median(userPoints.filter((w) => w.clients === clients).map((w) => w.rps));
+      const ra = medianRps(root, clients);
+      const rb = medianRps(userPoints, clients);
       progress(`authz c=${clients}: user/root req/s = ${(rb / ra).toFixed(3)}`);
     }
     return { keyPolicyStatements: 10, identityPolicyStatements: 2, grants: settings.grants, rounds: settings.authzRounds, root, user: userPoints };

@@ -5,7 +5,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -235,16 +234,7 @@ export async function runNodeJson<T>(name: string, script: string, arg: unknown,
 
 // ---- network ------------------------------------------------------------------------------------
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from './free-port.js';
 
 function getStatus(port: number, urlPath: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -337,4 +327,23 @@ export function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
   const mid = s.length >> 1;
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** A token loop's rate over its rounds: all ops, the median ops/s, and each round's ops/s (sorted). */
+export function summariseRounds(rounds: { ops: number; elapsed: number }[]): { ops: number; opsPerSec: number; rounds: number[] } {
+  const rates = rounds.map((r) => r.ops / r.elapsed).sort((a, b) => a - b);
+  return { ops: rounds.reduce((sum, r) => sum + r.ops, 0), opsPerSec: median(rates), rounds: rates };
+}
+
+/** Median req/s of the wrk points measured at `clients` (one per round). */
+export function medianRps(points: { clients: number; rps: number }[], clients: number): number {
+  return median(points.filter((w) => w.clients === clients).map((w) => w.rps));
+}
+
+/** Runs two measurements of a round in an order that alternates with the round (a, b; then b, a),
+ *  so that neither side always goes first onto a warmer or cooler machine. */
+export async function alternately(round: number, a: () => Promise<unknown>, b: () => Promise<unknown>): Promise<void> {
+  const [first, second] = round % 2 === 0 ? [a, b] : [b, a];
+  await first();
+  await second();
 }

@@ -15,22 +15,15 @@ import pkcs11js from 'pkcs11js';
 import type * as P11 from 'pkcs11js';
 import type { TokenConfig } from '../../src/config.js';
 import { openHsm } from '../../src/hsm/pkcs11-token.js';
-import { objectIdFor } from '../../src/hsm/object-naming.js';
-import { findTokenSlot, locateSoftHsmModule, readPinFile, softHsmPaths } from '../../src/hsm/provision.js';
 import type { BackingKeyRef, TokenInfo } from '../../src/hsm/types.js';
+import { summariseRounds } from './common.js';
+import { openRawSession } from './raw-token.js';
 
 interface Args {
   dataDir: string;
   /** Total seconds per kind, split over the rounds. */
   seconds: number;
   rounds?: number;
-}
-
-interface Rate {
-  ops: number;
-  opsPerSec: number;
-  /** ops/s of each round. */
-  rounds: number[];
 }
 
 const args = JSON.parse(process.argv[2]!) as Args;
@@ -85,21 +78,10 @@ async function wrapperRound(seconds: number): Promise<{ ops: number; elapsed: nu
 /** Raw pkcs11js on the same token and key: one session, one C_EncryptInit + C_Encrypt per op.
  *  (openHsm set SOFTHSM2_CONF to this token's config.) */
 async function rawRound(seconds: number): Promise<{ ops: number; elapsed: number }> {
-  const p = new pkcs11js.PKCS11();
-  p.load(locateSoftHsmModule());
-  p.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+  const raw = openRawSession(args.dataDir, LABEL);
   try {
-    const slot = findTokenSlot(p, LABEL);
-    if (slot === undefined) throw new Error('token not found after provisioning');
-    const session = p.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
-    p.C_Login(session, pkcs11js.CKU_USER, readPinFile(softHsmPaths(args.dataDir).userPinPath));
-    p.C_FindObjectsInit(session, [
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
-      { type: pkcs11js.CKA_ID, value: objectIdFor(REF) },
-    ]);
-    const [key] = p.C_FindObjects(session, 1);
-    p.C_FindObjectsFinal(session);
-    if (key === undefined) throw new Error('token key not found');
+    const { p, session } = raw;
+    const key = raw.find(pkcs11js.CKO_SECRET_KEY, REF);
     const iv = Buffer.alloc(12);
     const mechanism: P11.Mechanism = {
       mechanism: pkcs11js.CKM_AES_GCM,
@@ -114,12 +96,10 @@ async function rawRound(seconds: number): Promise<{ ops: number; elapsed: number
     const first = encrypt();
     if (first.length !== 48) throw new Error(`C_Encrypt returned ${first.length} bytes, expected 48`);
     const result = await timed(seconds, encrypt, false);
-    p.C_Logout(session);
-    p.C_CloseSession(session);
+    raw.logout();
     return result;
   } finally {
-    p.C_Finalize();
-    p.close();
+    raw.finalize();
   }
 }
 
@@ -138,16 +118,6 @@ async function nodeRound(seconds: number): Promise<{ ops: number; elapsed: numbe
     },
     false,
   );
-}
-
-function summarise(rounds: { ops: number; elapsed: number }[]): Rate {
-  const rates = rounds.map((r) => r.ops / r.elapsed).sort((a, b) => a - b);
-  const mid = rates.length >> 1;
-  return {
-    ops: rounds.reduce((s, r) => s + r.ops, 0),
-    opsPerSec: rates.length % 2 ? rates[mid]! : (rates[mid - 1]! + rates[mid]!) / 2,
-    rounds: rates,
-  };
 }
 
 async function main(): Promise<void> {
@@ -174,9 +144,9 @@ async function main(): Promise<void> {
   process.stdout.write(
     `BENCH_RESULT ${JSON.stringify({
       token: { library: info!.libraryDescription, model: info!.model, manufacturer: info!.manufacturerId },
-      rawPkcs11: summarise(raw),
-      hsmWrapper: summarise(wrapper),
-      nodeCrypto: summarise(node),
+      rawPkcs11: summariseRounds(raw),
+      hsmWrapper: summariseRounds(wrapper),
+      nodeCrypto: summariseRounds(node),
     })}\n`,
   );
 }

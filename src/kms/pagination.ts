@@ -1,6 +1,8 @@
 /**
  * Limit/Marker pagination as AWS's List* operations do it: an opaque marker, NextMarker only when
- * Truncated is true. Markers encode the last item returned, so pages stay stable under inserts.
+ * Truncated is true. Markers encode the last item returned, so pages stay stable under inserts,
+ * and the listing they belong to (kind, plus the key for per-key lists), so a marker from another
+ * listing is InvalidMarkerException rather than a silently wrong page.
  */
 import { KmsError, constraintViolation } from '../http/errors.js';
 

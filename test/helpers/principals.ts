@@ -4,7 +4,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { ACCOUNT_ID, tempDir } from './service.js';
+import type { KMSClient } from '@aws-sdk/client-kms';
+import { ACCOUNT_ID, tempDir, type TestService } from './service.js';
 
 export const OTHER_ACCOUNT_ID = '444455556666';
 
@@ -37,3 +38,12 @@ export function writePrincipalsFile(principals: TestPrincipal[]): string {
 }
 
 export const credentials = (p: TestPrincipal) => ({ accessKeyId: p.accessKeyId, secretAccessKey: p.secretAccessKey });
+
+/** `as(p)`: the service's client signing as principal `p`, made on first use and reused after. */
+export function clientsByPrincipal(t: TestService): (p: TestPrincipal) => KMSClient {
+  const clients = new Map<string, KMSClient>();
+  return (p) => {
+    if (!clients.has(p.arn)) clients.set(p.arn, t.clientFor(credentials(p)));
+    return clients.get(p.arn)!;
+  };
+}

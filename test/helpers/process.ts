@@ -1,21 +1,23 @@
 /**
- * Runs the built service (`node dist/src/main.js`, what `npm start` runs after its set-up) as a
- * child process, as an operator would.
+ * Runs the built service (`node dist/src/main.js`, what `npm start` runs after its set-up) and
+ * CLI (`node dist/src/cli.js`) as child processes, as an operator would.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 
-const MAIN = path.resolve(import.meta.dirname, '../../dist/src/main.js');
+// The bench's helper: a plain node:net module, no bench plumbing and no vitest on either side.
+export { freePort } from '../../scripts/bench/free-port.js';
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
+const MAIN = path.resolve(import.meta.dirname, '../../dist/src/main.js');
+const CLI = path.resolve(import.meta.dirname, '../../dist/src/cli.js');
+
+/** Runs the built CLI (`node dist/src/cli.js …args`) on `dataDir` with nothing of this process's
+ *  environment but PATH; resolves with its exit code and output (never rejects). */
+export function runCli(args: string[], dataDir: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', P11KMS_DATA_DIR: dataDir, ...env } }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
   });
 }
 

@@ -86,7 +86,7 @@ const listAliases: OperationHandler = async (input, ctx, svc) => {
   await authorize(svc, ctx, 'ListAliases', '*');
   const targetKeyId = input.KeyId === undefined ? undefined : (await resolveAuthorizedKey(svc, ctx, input.KeyId, 'ListAliases', { allowAlias: false })).keyId;
   const page = await paginate(
-    'alias',
+    `alias:${targetKeyId ?? '*'}`,
     input,
     50,
     100,

@@ -127,7 +127,7 @@ const listGrants: OperationHandler = async (input, ctx, svc) => {
   const key = await resolveAuthorizedKey(svc, ctx, input.KeyId, 'ListGrants', { allowAlias: false });
   if (input.GrantId !== undefined) checkGrantId(input.GrantId);
   const page = await paginate(
-    'grant',
+    `grant:${key.keyId}`, // a marker from another key's listing is invalid here
     input,
     50,
     100,
@@ -148,7 +148,7 @@ const listRetirableGrants: OperationHandler = async (input, ctx, svc) => {
     );
   }
   const page = await paginate(
-    'retirable',
+    `retirable:${input.RetiringPrincipal}`,
     input,
     50,
     100,

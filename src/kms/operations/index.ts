@@ -5,6 +5,7 @@
 import type { OperationHandler } from '../context.js';
 import { aliasOperations } from './aliases.js';
 import { cryptoOperations } from './crypto.js';
+import { customKeyStoreOperations } from './custom-key-stores.js';
 import { dataKeyPairOperations } from './data-key-pairs.js';
 import { grantOperations } from './grants.js';
 import { keyAgreementOperations } from './key-agreement.js';
@@ -29,4 +30,5 @@ export const operationHandlers: Readonly<Record<string, OperationHandler>> = {
   ...dataKeyPairOperations,
   ...rotationOperations,
   ...importOperations,
+  ...customKeyStoreOperations,
 };

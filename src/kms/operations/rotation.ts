@@ -114,7 +114,7 @@ const listKeyRotations: OperationHandler = async (input, ctx, svc) => {
   const includeAll = input.IncludeKeyMaterial === 'ALL_KEY_MATERIAL';
   const materials = (await svc.store.lifecycle.listMaterials(key.keyId)).filter((m) => includeAll || m.rotatedAt !== null);
   const page = await paginate(
-    'rotation',
+    `rotation:${key.keyId}`,
     input,
     100,
     1000,

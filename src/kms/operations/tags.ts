@@ -45,7 +45,7 @@ const listResourceTags: OperationHandler = async (input, ctx, svc: Services) => 
   const key = await resolveAuthorizedKey(svc, ctx, input.KeyId, 'ListResourceTags', { allowAlias: false });
   const all = await svc.store.listTags(key.keyId);
   const page = await paginate(
-    'tag',
+    `tag:${key.keyId}`,
     input,
     50,
     50,
