@@ -48,6 +48,9 @@ const envSchema = z.object({
   /** Refuse imports that the token cannot unwrap itself (e.g. OAEP-SHA-256 on SoftHSM2), instead
    *  of removing the padding in the service. */
   P11KMS_STRICT_KEY_CUSTODY: bool.default(false),
+  /** Encryptions under one backing version after which a generated key rotates (AES-GCM with
+   *  random IVs: NIST's bound is 2^32 per key; the default is half of it). */
+  P11KMS_GCM_ROTATE_AFTER: z.coerce.number().int().min(1).max(2 ** 32).default(2 ** 31),
   /** JSON or YAML seed file applied at start (keys with fixed IDs, aliases, imported material). */
   P11KMS_SEED_FILE: z.string().min(1).optional(),
   /** How often rotations, deletion sweeps and import expiry are checked (also once at start). */
@@ -88,6 +91,7 @@ export interface LifecycleConfig {
   strictKeyCustody: boolean;
   seedFile?: string;
   intervalMs: number;
+  gcmRotateAfter: number;
 }
 
 export interface AuditConfig {
@@ -151,6 +155,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       strictKeyCustody: e.P11KMS_STRICT_KEY_CUSTODY,
       seedFile: e.P11KMS_SEED_FILE,
       intervalMs: e.P11KMS_LIFECYCLE_INTERVAL_MS,
+      gcmRotateAfter: e.P11KMS_GCM_ROTATE_AFTER,
     },
   };
 }

@@ -21,6 +21,9 @@ export interface Services {
   /** P11KMS_STRICT_KEY_CUSTODY: imports whose material would pass through service memory are
    *  refused. Absent means false. */
   strictKeyCustody?: boolean;
+  /** Counts AES-GCM encryptions per backing version and the threshold that rotates a key
+   *  (lifecycle/gcm-wear.ts). Absent in unit tests: nothing is counted. */
+  gcmWear?: { meter: import('./lifecycle/gcm-wear.js').GcmEncryptionMeter; rotateAfter: number };
 }
 
 export interface RequestContext {

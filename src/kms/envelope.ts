@@ -33,6 +33,7 @@ export async function sealSymmetric(svc: Services, key: KeyRecord, plaintext: Ui
   const header = encodeHeader(ref);
   const iv = nextIv(svc);
   const sealed = await svc.hsm.encryptAesGcm(ref, iv, additionalData(header, context), plaintext);
+  svc.gcmWear?.meter.note(ref.keyId, ref.version);
   return assembleBlob(header, iv, sealed);
 }
 

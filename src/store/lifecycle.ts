@@ -55,6 +55,12 @@ export interface Claim {
   until: Date;
 }
 
+export interface GcmEncryptionCount {
+  keyId: string;
+  version: number;
+  count: number;
+}
+
 export interface ImportParametersRecord {
   importId: string;
   keyId: string;
@@ -90,6 +96,10 @@ export interface KeyLifecycleStore {
   commitRotation(keyId: string, claimId: string, expectedCurrent: number, material: MaterialRecord, nextRotationDate?: Date): Promise<boolean>;
   /** Deletes the key's metadata if the claim still holds. */
   deleteKeyUnderClaim(keyId: string, claimId: string): Promise<boolean>;
+
+  /** Adds AES-GCM encryption counts to backing versions (several processes add their own, in one
+   *  transaction) and returns each version's new total; versions since deleted are left out. */
+  addGcmEncryptions(counts: readonly GcmEncryptionCount[]): Promise<GcmEncryptionCount[]>;
 
   addImportParameters(record: ImportParametersRecord): Promise<void>;
   getImportParameters(importId: string): Promise<ImportParametersRecord | undefined>;

@@ -95,6 +95,11 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 1, description: 'keys, backing-key versions, aliases, tags', sql: INITIAL_SCHEMA },
   { version: 2, description: 'grants', sql: GRANTS_SCHEMA },
   { version: 3, description: 'key material lifecycle: rotation, imports, work claims', sql: LIFECYCLE_SCHEMA },
+  {
+    version: 4,
+    description: 'AES-GCM encryptions per backing version (random-IV invocation limit)',
+    sql: 'ALTER TABLE key_versions ADD COLUMN gcm_encryptions INTEGER NOT NULL DEFAULT 0;',
+  },
 ];
 
 /** Highest applied version; 0 for a database that has never been migrated. */

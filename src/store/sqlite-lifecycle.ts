@@ -7,6 +7,7 @@ import type Database from 'better-sqlite3';
 import type {
   Claim,
   ClaimKind,
+  GcmEncryptionCount,
   ImportParametersRecord,
   KeyLifecycleStore,
   MaterialRecord,
@@ -192,6 +193,22 @@ export class SqliteKeyLifecycleStore implements KeyLifecycleStore {
       return true;
     });
     return commit.immediate();
+  }
+
+  async addGcmEncryptions(counts: readonly GcmEncryptionCount[]): Promise<GcmEncryptionCount[]> {
+    const add = this.db.transaction((): GcmEncryptionCount[] => {
+      const totals: GcmEncryptionCount[] = [];
+      for (const { keyId, version, count } of counts) {
+        const total = this.stmt<[number, string, number], number>(
+          'UPDATE key_versions SET gcm_encryptions = gcm_encryptions + ? WHERE key_id = ? AND version = ? RETURNING gcm_encryptions',
+        )
+          .pluck()
+          .get(count, keyId, version);
+        if (total !== undefined) totals.push({ keyId, version, count: total });
+      }
+      return totals;
+    });
+    return add.immediate();
   }
 
   async deleteKeyUnderClaim(keyId: string, claimId: string): Promise<boolean> {

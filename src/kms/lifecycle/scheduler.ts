@@ -14,12 +14,15 @@ import { keyArn } from '../arn.js';
 import type { Services } from '../context.js';
 import { sweepDeletedKey } from './deletion.js';
 import { expireDueMaterials } from './expiry.js';
+import { flushGcmEncryptions, rotateWornKeys } from './gcm-wear.js';
 import { newClaim, rotateAutomatically } from './materials.js';
 
 const BATCH = 100;
 
 export interface DueWorkSummary {
   rotated: string[];
+  /** Rotated because their current material reached the AES-GCM encryption threshold. */
+  rotatedForWear: string[];
   deleted: string[];
   expiredMaterials: number;
   expiredImportParameters: number;
@@ -27,7 +30,8 @@ export interface DueWorkSummary {
 
 /** One pass over everything that is due now. Safe to run concurrently in several processes. */
 export async function runDueWork(svc: Services, log: Logger): Promise<DueWorkSummary> {
-  const summary: DueWorkSummary = { rotated: [], deleted: [], expiredMaterials: 0, expiredImportParameters: 0 };
+  const summary: DueWorkSummary = { rotated: [], rotatedForWear: [], deleted: [], expiredMaterials: 0, expiredImportParameters: 0 };
+  summary.rotatedForWear = await rotateWornKeys(svc, log);
   await rotateDueKeys(svc, log, summary);
   await sweepDueDeletions(svc, log, summary);
   summary.expiredMaterials = await expireDueMaterials(svc);
@@ -131,6 +135,8 @@ export async function startLifecycleScheduler(svc: Services, log: Logger, interv
       stopped = true;
       clearInterval(timer);
       await chain;
+      // The counts since the last pass would otherwise be lost.
+      await flushGcmEncryptions(svc).catch((err: unknown) => log.error({ err: errorText(err) }, 'saving AES-GCM encryption counts failed'));
     },
   };
 }

@@ -1,0 +1,95 @@
+/**
+ * AES-GCM with random 96-bit IVs stays within its security bound only for a limited number of
+ * encryptions under one key: NIST SP 800-38D allows at most 2^32. Every symmetric backing version
+ * counts its encryptions (per process in memory, added to the database by each lifecycle pass and
+ * at shutdown, so several processes add up), and a generated key whose current version reaches the
+ * threshold (P11KMS_GCM_ROTATE_AFTER, default 2^31: half the bound, so counts lost in a crash
+ * cannot carry a version past it) is rotated like an automatic rotation: a new token object under
+ * the same key ID, every older ciphertext still decrypting. Imported keys cannot get new material
+ * from us: they are reported in the log on every pass until the owner rotates them on demand.
+ */
+import type { Logger } from '../../log.js';
+import type { GcmEncryptionCount } from '../../store/lifecycle.js';
+import { keyArn } from '../arn.js';
+import type { Services } from '../context.js';
+import { newClaim, RotationConflict, rotateUnderClaim, rotationSupport } from './materials.js';
+
+export const DEFAULT_GCM_ROTATE_AFTER = 2 ** 31;
+
+/** This process's encryptions per backing version since the last flush. */
+export class GcmEncryptionMeter {
+  private counts = new Map<string, GcmEncryptionCount>();
+
+  note(keyId: string, version: number, count = 1): void {
+    const ref = `${keyId}#${version}`;
+    const entry = this.counts.get(ref);
+    if (entry) entry.count += count;
+    else this.counts.set(ref, { keyId, version, count });
+  }
+
+  /** Hands the counts over and starts afresh. */
+  take(): GcmEncryptionCount[] {
+    const taken = [...this.counts.values()];
+    this.counts = new Map();
+    return taken;
+  }
+
+  /** Puts counts back after a failed flush, so the next one adds them. */
+  restore(counts: readonly GcmEncryptionCount[]): void {
+    for (const { keyId, version, count } of counts) this.note(keyId, version, count);
+  }
+}
+
+/** Adds this process's counts to the database; returns the versions' totals. */
+export async function flushGcmEncryptions(svc: Services): Promise<GcmEncryptionCount[]> {
+  const meter = svc.gcmWear?.meter;
+  if (!meter) return [];
+  const counts = meter.take();
+  if (counts.length === 0) return [];
+  try {
+    return await svc.store.lifecycle.addGcmEncryptions(counts);
+  } catch (err) {
+    meter.restore(counts);
+    throw err;
+  }
+}
+
+/**
+ * Flushes the counts and rotates every generated key whose current version reached the threshold.
+ * Returns the IDs of the keys rotated. Several processes may run this at once: the rotation claim
+ * and the expected current version let only one of them rotate a key.
+ */
+export async function rotateWornKeys(svc: Services, log: Logger): Promise<string[]> {
+  const rotateAfter = svc.gcmWear?.rotateAfter;
+  const totals = await flushGcmEncryptions(svc);
+  if (rotateAfter === undefined) return [];
+  const rotated: string[] = [];
+  for (const { keyId, version, count } of totals) {
+    if (count < rotateAfter) continue;
+    const key = await svc.store.getKey(keyId);
+    if (!key || key.currentVersion !== version) continue; // already rotated
+    if (rotationSupport(key) !== 'automatic-and-on-demand') {
+      log.warn({ keyId, version, encryptions: count }, 'key material reached the AES-GCM encryption threshold; import new material and rotate on demand');
+      continue;
+    }
+    const claim = newClaim(svc);
+    if (!(await svc.store.lifecycle.claimKey(keyId, 'rotation', claim))) continue; // another process is at it
+    try {
+      const material = await rotateUnderClaim(svc, key, claim, 'AUTOMATIC');
+      rotated.push(keyId);
+      log.info({ keyId, version: material.version, encryptions: count }, 'key rotated: AES-GCM encryption threshold reached');
+      await svc.audit
+        ?.recordServiceEvent({
+          eventName: 'RotateKey',
+          keyArns: [keyArn(svc.account, keyId)],
+          additionalEventData: { keyMaterialId: material.keyMaterialId, reason: 'AES-GCM encryption threshold' },
+        })
+        .catch(() => undefined);
+    } catch (err) {
+      if (!(err instanceof RotationConflict)) throw err;
+    } finally {
+      await svc.store.lifecycle.releaseClaim(keyId, claim.id);
+    }
+  }
+  return rotated;
+}
