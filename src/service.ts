@@ -19,6 +19,7 @@ import { createRequestListener } from './http/server.js';
 import type { Services } from './kms/context.js';
 import { checkConsistency, isConsistent } from './kms/lifecycle/consistency.js';
 import { GcmEncryptionMeter } from './kms/lifecycle/gcm-wear.js';
+import { KeyUseTracker } from './kms/key-usage.js';
 import { type DueWorkSummary, type LifecycleScheduler, startLifecycleScheduler } from './kms/lifecycle/scheduler.js';
 import { applySeedFile } from './kms/seed/apply.js';
 import { createLogger, type Logger } from './log.js';
@@ -89,6 +90,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     audit,
     strictKeyCustody: config.lifecycle.strictKeyCustody,
     gcmWear: { meter: new GcmEncryptionMeter(), rotateAfter: config.lifecycle.gcmRotateAfter },
+    keyUses: new KeyUseTracker(config.audit.enabled),
   };
   // Seed first, then the first lifecycle pass catches up on whatever came due while stopped.
   let lifecycle: LifecycleScheduler;

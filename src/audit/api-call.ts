@@ -4,7 +4,6 @@
  * which keys (resources: key ARNs from the output, the input's key IDs/ARNs, an alias looked up in
  * the store, or the key named by a ciphertext header), and how it ended (errorCode/errorMessage).
  */
-import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Caller } from '../auth/principals.js';
 import { keyArn } from '../kms/arn.js';
@@ -15,6 +14,8 @@ import type { AuditTrail } from './trail.js';
 
 export interface ApiCallAudit {
   requestId: string;
+  /** Chosen by the HTTP layer so the request's handler can name it (GetKeyLastUsage). */
+  eventId: string;
   eventTime: Date;
   /** The validated operation name; undefined when the target was missing or unknown. */
   operation: string | undefined;
@@ -69,7 +70,7 @@ export class ApiAuditor {
     const record = apiCallRecord({
       account: this.svc.account,
       eventTime: a.eventTime,
-      eventId: randomUUID(),
+      eventId: a.eventId,
       requestId: a.requestId,
       eventName,
       identity: a.caller ? identityOf(a.caller) : unknownIdentity(claimedAccessKeyId(a.headers)),

@@ -96,6 +96,7 @@ function createHttpApp(deps: HttpDeps): express.Express {
 
 async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const requestId = randomUUID();
+  const eventId = randomUUID();
   const started = process.hrtime.bigint();
   const eventTime = deps.services.now();
   let operation = '-';
@@ -117,6 +118,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     if (!handler) throw unsupported(`${operation} is not supported by this service.`);
     const ctx: RequestContext = {
       requestId,
+      eventId,
       caller,
       sourceIp: req.socket.remoteAddress ?? '',
       userAgent: req.headers['user-agent'] ?? '',
@@ -127,7 +129,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     output = await handler(input, ctx, deps.services);
     const responseBody = output === undefined ? '{}' : JSON.stringify(serializeOutput(operation, output));
     // Durable before the response: the record is on disk when the client hears back.
-    if (deps.auditor) await deps.auditor.record(auditFacts(req, requestId, eventTime, operation, caller, auditInput, output, undefined));
+    if (deps.auditor) await deps.auditor.record(auditFacts(req, requestId, eventId, eventTime, operation, caller, auditInput, output, undefined));
     res.writeHead(200, { 'Content-Type': JSON_CONTENT_TYPE, 'x-amzn-RequestId': requestId });
     res.end(responseBody);
     deps.metrics?.request(operation, 'OK', elapsedMs(started) / 1000);
@@ -136,7 +138,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     let error = toKmsError(e, deps.log, requestId, operation);
     if (deps.auditor) {
       try {
-        await deps.auditor.record(auditFacts(req, requestId, eventTime, operation, caller, auditInput, undefined, error));
+        await deps.auditor.record(auditFacts(req, requestId, eventId, eventTime, operation, caller, auditInput, undefined, error));
       } catch (auditErr) {
         // No record, no answer but a failure: the client must not take this for a result.
         deps.log.error({ requestId, operation, err: auditErr instanceof Error ? auditErr.message : String(auditErr) }, 'audit record could not be written');
@@ -152,6 +154,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
 function auditFacts(
   req: IncomingMessage,
   requestId: string,
+  eventId: string,
   eventTime: Date,
   operation: string,
   caller: Caller | undefined,
@@ -161,6 +164,7 @@ function auditFacts(
 ) {
   return {
     requestId,
+    eventId,
     eventTime,
     operation: operation === '-' ? undefined : operation,
     headers: req.headers,

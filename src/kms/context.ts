@@ -24,10 +24,14 @@ export interface Services {
   /** Counts AES-GCM encryptions per backing version and the threshold that rotates a key
    *  (lifecycle/gcm-wear.ts). Absent in unit tests: nothing is counted. */
   gcmWear?: { meter: import('./lifecycle/gcm-wear.js').GcmEncryptionMeter; rotateAfter: number };
+  /** Last successful cryptographic use per key (key-usage.ts). Absent in unit tests. */
+  keyUses?: import('./key-usage.js').KeyUseTracker;
 }
 
 export interface RequestContext {
   requestId: string;
+  /** The eventID of this request's audit record (GetKeyLastUsage names it). */
+  eventId: string;
   caller: Caller;
   sourceIp: string;
   userAgent: string;

@@ -91,6 +91,16 @@ CREATE INDEX grants_by_grantee ON grants (key_id, grantee_principal);
 CREATE INDEX grants_by_retiring_principal ON grants (retiring_principal, grant_id);
 `;
 
+const KEY_USAGE_SCHEMA = `
+CREATE TABLE key_last_usage (
+  key_id      TEXT    NOT NULL PRIMARY KEY REFERENCES keys (key_id) ON DELETE CASCADE,
+  operation   TEXT    NOT NULL,
+  used_at     INTEGER NOT NULL,
+  request_id  TEXT    NOT NULL,
+  event_id    TEXT
+) STRICT, WITHOUT ROWID;
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, description: 'keys, backing-key versions, aliases, tags', sql: INITIAL_SCHEMA },
   { version: 2, description: 'grants', sql: GRANTS_SCHEMA },
@@ -100,6 +110,7 @@ export const MIGRATIONS: readonly Migration[] = [
     description: 'AES-GCM encryptions per backing version (random-IV invocation limit)',
     sql: 'ALTER TABLE key_versions ADD COLUMN gcm_encryptions INTEGER NOT NULL DEFAULT 0;',
   },
+  { version: 5, description: 'last cryptographic use of each key (GetKeyLastUsage)', sql: KEY_USAGE_SCHEMA },
 ];
 
 /** Highest applied version; 0 for a database that has never been migrated. */

@@ -18,6 +18,7 @@ import {
   type KeyRecord,
   type KeyState,
   type KeyUpdate,
+  type KeyUseRecord,
   type MetadataStore,
   type TagRecord,
 } from './types.js';
@@ -459,6 +460,34 @@ class SqliteMetadataStore implements MetadataStore {
 
   async deleteGrant(keyId: string, grantId: string): Promise<boolean> {
     return this.grants.delete(keyId, grantId);
+  }
+
+  async recordKeyUses(uses: readonly KeyUseRecord[]): Promise<void> {
+    const upsert = this.db.prepare(
+      `INSERT INTO key_last_usage (key_id, operation, used_at, request_id, event_id)
+       SELECT @keyId, @operation, @at, @requestId, @eventId WHERE EXISTS (SELECT 1 FROM keys WHERE key_id = @keyId)
+       ON CONFLICT (key_id) DO UPDATE SET operation = excluded.operation, used_at = excluded.used_at,
+         request_id = excluded.request_id, event_id = excluded.event_id
+       WHERE excluded.used_at >= key_last_usage.used_at`,
+    );
+    this.db.transaction(() => {
+      for (const u of uses) upsert.run({ keyId: u.keyId, operation: u.operation, at: u.at.getTime(), requestId: u.requestId, eventId: u.eventId ?? null });
+    }).immediate();
+  }
+
+  async getKeyUse(keyId: string): Promise<KeyUseRecord | undefined> {
+    const row = this.db
+      .prepare<[string], { operation: string; used_at: number; request_id: string; event_id: string | null }>(
+        'SELECT operation, used_at, request_id, event_id FROM key_last_usage WHERE key_id = ?',
+      )
+      .get(keyId);
+    if (!row) return undefined;
+    return { keyId, operation: row.operation, at: new Date(row.used_at), requestId: row.request_id, ...(row.event_id === null ? {} : { eventId: row.event_id }) };
+  }
+
+  async keyUseTrackingStart(): Promise<Date> {
+    const appliedAt = this.db.prepare<[], number>('SELECT applied_at FROM schema_migrations WHERE version = 5').pluck().get();
+    return new Date(appliedAt ?? 0);
   }
 
   async ping(): Promise<void> {

@@ -78,6 +78,16 @@ export type KeyUpdate = Partial<Pick<KeyRecord, 'description' | 'keyState' | 'de
 
 export class StoreConflictError extends Error {}
 
+/** The last successful cryptographic operation with a key (GetKeyLastUsage). */
+export interface KeyUseRecord {
+  keyId: string;
+  operation: string;
+  at: Date;
+  requestId: string;
+  /** The audit record's eventID; absent when the audit trail is off. */
+  eventId?: string;
+}
+
 export interface MetadataStore {
   /** Rotation, imports, expiry and work claims (key-material lifecycle). */
   readonly lifecycle: KeyLifecycleStore;
@@ -126,6 +136,12 @@ export interface MetadataStore {
   countGrants(keyId: string): Promise<number>;
   /** Returns false when the grant does not exist. */
   deleteGrant(keyId: string, grantId: string): Promise<boolean>;
+
+  /** Keeps, per key, the latest of the uses given and the one stored; keys since deleted are skipped. */
+  recordKeyUses(uses: readonly KeyUseRecord[]): Promise<void>;
+  getKeyUse(keyId: string): Promise<KeyUseRecord | undefined>;
+  /** When the store began recording key uses (the migration that added them). */
+  keyUseTrackingStart(): Promise<Date>;
 
   /** A real round trip to the database (health checks). */
   ping(): Promise<void>;

@@ -15,6 +15,7 @@ import type { Services } from '../context.js';
 import { sweepDeletedKey } from './deletion.js';
 import { expireDueMaterials } from './expiry.js';
 import { flushGcmEncryptions, rotateWornKeys } from './gcm-wear.js';
+import { saveKeyUses } from '../key-usage.js';
 import { newClaim, rotateAutomatically } from './materials.js';
 
 const BATCH = 100;
@@ -32,6 +33,7 @@ export interface DueWorkSummary {
 export async function runDueWork(svc: Services, log: Logger): Promise<DueWorkSummary> {
   const summary: DueWorkSummary = { rotated: [], rotatedForWear: [], deleted: [], expiredMaterials: 0, expiredImportParameters: 0 };
   summary.rotatedForWear = await rotateWornKeys(svc, log);
+  await saveKeyUses(svc);
   await rotateDueKeys(svc, log, summary);
   await sweepDueDeletions(svc, log, summary);
   summary.expiredMaterials = await expireDueMaterials(svc);
@@ -137,6 +139,7 @@ export async function startLifecycleScheduler(svc: Services, log: Logger, interv
       await chain;
       // The counts since the last pass would otherwise be lost.
       await flushGcmEncryptions(svc).catch((err: unknown) => log.error({ err: errorText(err) }, 'saving AES-GCM encryption counts failed'));
+      await saveKeyUses(svc).catch((err: unknown) => log.error({ err: errorText(err) }, 'saving key uses failed'));
     },
   };
 }

@@ -10,6 +10,8 @@ import { dataKeyPairOperations } from './data-key-pairs.js';
 import { grantOperations } from './grants.js';
 import { keyAgreementOperations } from './key-agreement.js';
 import { keyOperations } from './keys.js';
+import { keyUsageOperations } from './key-usage.js';
+import { TRACKED_OPERATIONS } from '../key-usage.js';
 import { macOperations } from './mac.js';
 import { importOperations } from './import.js';
 import { policyOperations } from './policies.js';
@@ -17,7 +19,7 @@ import { rotationOperations } from './rotation.js';
 import { signingOperations } from './signing.js';
 import { tagOperations } from './tags.js';
 
-export const operationHandlers: Readonly<Record<string, OperationHandler>> = {
+const handlers: Record<string, OperationHandler> = {
   ...keyOperations,
   ...aliasOperations,
   ...tagOperations,
@@ -31,4 +33,18 @@ export const operationHandlers: Readonly<Record<string, OperationHandler>> = {
   ...rotationOperations,
   ...importOperations,
   ...customKeyStoreOperations,
+  ...keyUsageOperations,
 };
+
+/** A successful cryptographic operation counts as a use of its key(s) (GetKeyLastUsage). */
+function trackingUse(handler: OperationHandler): OperationHandler {
+  return async (input, ctx, svc) => {
+    const output = await handler(input, ctx, svc);
+    svc.keyUses?.noteSuccess(ctx, svc.now(), output);
+    return output;
+  };
+}
+
+export const operationHandlers: Readonly<Record<string, OperationHandler>> = Object.fromEntries(
+  Object.entries(handlers).map(([name, handler]) => [name, TRACKED_OPERATIONS.has(name) ? trackingUse(handler) : handler]),
+);
