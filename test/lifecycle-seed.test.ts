@@ -3,7 +3,7 @@
  * imported material from a seed; applying it twice changes nothing; the same seed on a fresh
  * data dir yields keys that open the first run's ciphertexts.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, generateKeyPairSync, randomBytes, verify } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
@@ -11,6 +11,8 @@ import {
   DescribeKeyCommand,
   EncryptCommand,
   GetKeyRotationStatusCommand,
+  GetPublicKeyCommand,
+  SignCommand,
   GetParametersForImportCommand,
   CreateKeyCommand,
   ListAliasesCommand,
@@ -29,6 +31,13 @@ const wrappedMaterial = randomBytes(32);
 const transportKey = randomBytes(32);
 const kwp = createCipheriv('id-aes256-wrap-pad', transportKey, Buffer.from('A65959A6', 'hex'));
 const wrappedHex = Buffer.concat([kwp.update(wrappedMaterial), kwp.final()]).toString('hex');
+// Asymmetric material: private keys in PKCS#8 DER, one plain and one wrapped under the transport key.
+const EC_KEY = '88888888-9999-4aaa-bbbb-cccccccccccc';
+const RSA_KEY = '99999999-aaaa-4bbb-8ccc-dddddddddddd';
+const ecPair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const rsaPair = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const rsaKwp = createCipheriv('id-aes256-wrap-pad', transportKey, Buffer.from('A65959A6', 'hex'));
+const rsaWrappedHex = Buffer.concat([rsaKwp.update(rsaPair.privateKey.export({ format: 'der', type: 'pkcs8' })), rsaKwp.final()]).toString('hex');
 
 function writeSeed(dir: string, extra: Record<string, unknown> = {}): string {
   const file = path.join(dir, 'seed.json');
@@ -39,6 +48,20 @@ function writeSeed(dir: string, extra: Record<string, unknown> = {}): string {
         { keyId: APP_KEY, description: 'ci app key', aliases: ['alias/ci-app'], tags: { env: 'ci' }, rotation: { enabled: true, periodInDays: 90 } },
         { keyId: BYOK_KEY, origin: 'EXTERNAL', aliases: ['alias/ci-byok'], keyMaterial: { plainHex: material.toString('hex') } },
         { keyId: WRAPPED_KEY, origin: 'EXTERNAL', keyMaterial: { wrappedHex, wrappingKeyHex: transportKey.toString('hex') } },
+        {
+          keyId: EC_KEY,
+          origin: 'EXTERNAL',
+          keySpec: 'ECC_NIST_P256',
+          keyUsage: 'SIGN_VERIFY',
+          keyMaterial: { plainHex: ecPair.privateKey.export({ format: 'der', type: 'pkcs8' }).toString('hex') },
+        },
+        {
+          keyId: RSA_KEY,
+          origin: 'EXTERNAL',
+          keySpec: 'RSA_2048',
+          keyUsage: 'SIGN_VERIFY',
+          keyMaterial: { wrappedHex: rsaWrappedHex, wrappingKeyHex: transportKey.toString('hex') },
+        },
       ],
       ...extra,
     }),
@@ -93,6 +116,17 @@ describe('seed file', () => {
     expect(openLocally(blob, material)).toBe('ci secret');
     const wrappedBlob = Buffer.from((await t.client.send(new EncryptCommand({ KeyId: WRAPPED_KEY, Plaintext: Buffer.from('wrapped seed') }))).CiphertextBlob!);
     expect(openLocally(wrappedBlob, wrappedMaterial)).toBe('wrapped seed');
+    // Seeded private keys: the token signs with exactly them.
+    for (const [keyId, pair, algorithm, hash] of [
+      [EC_KEY, ecPair, 'ECDSA_SHA_256', 'sha256'],
+      [RSA_KEY, rsaPair, 'RSASSA_PKCS1_V1_5_SHA_256', 'sha256'],
+    ] as const) {
+      expect((await t.client.send(new DescribeKeyCommand({ KeyId: keyId }))).KeyMetadata).toMatchObject({ KeyState: 'Enabled', Origin: 'EXTERNAL' });
+      const spki = Buffer.from((await t.client.send(new GetPublicKeyCommand({ KeyId: keyId }))).PublicKey!);
+      expect(spki.equals(pair.publicKey.export({ format: 'der', type: 'spki' }))).toBe(true);
+      const { Signature } = await t.client.send(new SignCommand({ KeyId: keyId, Message: Buffer.from('seeded'), SigningAlgorithm: algorithm }));
+      expect(verify(hash, Buffer.from('seeded'), pair.publicKey, Buffer.from(Signature!))).toBe(true);
+    }
     snapshot = await describeAll(t);
   });
 

@@ -5,7 +5,7 @@
  * token. Plain hex exists only in the seed file and this process's memory; wrapped hex is
  * unwrapped by the token only (this process sees just the transport key).
  */
-import { constants, createPublicKey, publicEncrypt } from 'node:crypto';
+import { constants, createCipheriv, createPublicKey, publicEncrypt, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { Logger } from '../../log.js';
@@ -63,7 +63,7 @@ async function applySeedKey(svc: Services, seed: SeedKey): Promise<number> {
 
 async function createSeedKey(svc: Services, seed: SeedKey, policy: string): Promise<KeyRecord> {
   const keyUsage = checkKeySpecAndUsage(svc, seed.keySpec, seed.keyUsage);
-  if (seed.origin === 'EXTERNAL') requireImportableSpec(seed.keySpec);
+  if (seed.origin === 'EXTERNAL') requireImportableSpec(seed.keySpec, keyUsage);
   const now = svc.now();
   const key: KeyRecord = {
     keyId: seed.keyId,
@@ -132,12 +132,15 @@ async function applyMaterial(svc: Services, key: KeyRecord, seeded: NonNullable<
   const current = materials.find((m) => m.version === key.currentVersion);
   if (current?.importState === 'IMPORTED') return 0;
   const fresh = (await svc.store.getKey(key.keyId))!;
-  const plain = 'plainHex' in seeded;
-  const algorithm = plain ? 'RSAES_OAEP_SHA_1' : 'RSA_AES_KEY_WRAP_SHA_1';
+  // A plain private key (PKCS#8) is too long for RSA-OAEP alone: wrap it here under a one-off
+  // transport key, the RSA_AES_KEY_WRAP layout below. It is in the seed file in the clear anyway.
+  const secretKey = fresh.keySpec === 'SYMMETRIC_DEFAULT' || fresh.keySpec.startsWith('HMAC_');
+  const given = 'plainHex' in seeded && !secretKey ? wrapUnderTransportKey(Buffer.from(seeded.plainHex, 'hex')) : seeded;
+  const algorithm = 'plainHex' in given ? 'RSAES_OAEP_SHA_1' : 'RSA_AES_KEY_WRAP_SHA_1';
   const parameters = await createImportParameters(svc, fresh, algorithm, 'RSA_2048');
   // Plain: OAEP(material). Wrapped: OAEP(transport key) ‖ AES-KWP(material), RSA_AES_KEY_WRAP's
   // layout, so the token unwraps the material with the transport key itself.
-  const secret = Buffer.from(plain ? seeded.plainHex : seeded.wrappingKeyHex, 'hex');
+  const secret = Buffer.from('plainHex' in given ? given.plainHex : given.wrappingKeyHex, 'hex');
   let wrapped: Buffer;
   try {
     const publicKey = createPublicKey({ key: parameters.publicKey, format: 'der', type: 'spki' });
@@ -145,13 +148,26 @@ async function applyMaterial(svc: Services, key: KeyRecord, seeded: NonNullable<
   } finally {
     secret.fill(0);
   }
-  if (!plain) wrapped = Buffer.concat([wrapped, Buffer.from(seeded.wrappedHex, 'hex')]);
+  if ('wrappedHex' in given) wrapped = Buffer.concat([wrapped, Buffer.from(given.wrappedHex, 'hex')]);
   await importKeyMaterial(svc, fresh, {
     importToken: parameters.importToken,
     encryptedKeyMaterial: wrapped,
     expirationModel: 'KEY_MATERIAL_DOES_NOT_EXPIRE',
   });
   return 1;
+}
+
+/** AES-KWP (RFC 5649) of `material` under a fresh transport key; wipes both buffers it made. */
+function wrapUnderTransportKey(material: Buffer): { wrappedHex: string; wrappingKeyHex: string } {
+  const transportKey = randomBytes(32);
+  try {
+    const kwp = createCipheriv('id-aes256-wrap-pad', transportKey, Buffer.from('A65959A6', 'hex'));
+    const wrappedHex = Buffer.concat([kwp.update(material), kwp.final()]).toString('hex');
+    return { wrappedHex, wrappingKeyHex: transportKey.toString('hex') };
+  } finally {
+    material.fill(0);
+    transportKey.fill(0);
+  }
 }
 
 async function applyEnabled(svc: Services, keyId: string, enabled: boolean): Promise<number> {

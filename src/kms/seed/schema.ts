@@ -8,7 +8,8 @@
  *                 "origin": "EXTERNAL", "keyMaterial": { "plainHex": "<64 hex>" } } ] }
  *
  * keyMaterial may instead be { "wrappedHex": "<AES-KWP of the material>", "wrappingKeyHex":
- * "<256-bit transport key>" }.
+ * "<256-bit transport key>" }. For RSA and ECC keys (keySpec and keyUsage given) the material is
+ * the private key in PKCS#8 DER, as ImportKeyMaterial takes it.
  */
 import { z } from 'zod';
 
