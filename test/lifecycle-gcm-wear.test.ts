@@ -8,6 +8,8 @@ import Database from 'better-sqlite3';
 import {
   CreateKeyCommand,
   DecryptCommand,
+  DisableKeyCommand,
+  EnableKeyCommand,
   EncryptCommand,
   GenerateDataKeyCommand,
   GetKeyRotationStatusCommand,
@@ -69,6 +71,16 @@ describe('rotation at the AES-GCM encryption threshold', () => {
       { version: 1, gcm_encryptions: 5 },
       { version: 2, gcm_encryptions: 1 },
     ]);
+  });
+
+  it('leaves a disabled key alone until it is enabled and used again', async () => {
+    const keyId = (await t.client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
+    for (const text of ['1', '2', '3', '4', '5']) await encrypt(keyId, text);
+    await t.client.send(new DisableKeyCommand({ KeyId: keyId }));
+    expect((await t.service.runDueWork()).rotatedForWear).toEqual([]);
+    await t.client.send(new EnableKeyCommand({ KeyId: keyId }));
+    expect(versionOf(await encrypt(keyId, '6'))).toBe(1);
+    expect((await t.service.runDueWork()).rotatedForWear).toEqual([keyId]);
   });
 
   it('keeps counts made since the last pass across a restart', async () => {

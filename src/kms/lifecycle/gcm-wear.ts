@@ -67,7 +67,9 @@ export async function rotateWornKeys(svc: Services, log: Logger): Promise<string
   for (const { keyId, version, count } of totals) {
     if (count < rotateAfter) continue;
     const key = await svc.store.getKey(keyId);
-    if (!key || key.currentVersion !== version) continue; // already rotated
+    // Already rotated, or not rotating now (AWS rotates Enabled keys only; a key re-enabled at the
+    // threshold is caught at the pass after its next encryption).
+    if (!key || key.currentVersion !== version || key.keyState !== 'Enabled') continue;
     if (rotationSupport(key) !== 'automatic-and-on-demand') {
       log.warn({ keyId, version, encryptions: count }, 'key material reached the AES-GCM encryption threshold; import new material and rotate on demand');
       continue;
