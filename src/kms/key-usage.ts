@@ -7,6 +7,7 @@
  */
 import type { KeyUseRecord } from '../store/types.js';
 import type { RequestContext, Services } from './context.js';
+import { PendingWrites } from './pending-writes.js';
 
 /** The operations AWS tracks (the model's KeyLastUsageTrackingOperation). */
 export const TRACKED_OPERATIONS: ReadonlySet<string> = new Set([
@@ -24,11 +25,14 @@ export const TRACKED_OPERATIONS: ReadonlySet<string> = new Set([
   'VerifyMac',
 ]);
 
-export class KeyUseTracker {
-  private unsaved = new Map<string, KeyUseRecord>();
+/** Later uses replace earlier ones, also when a failed save puts older ones back. */
+const later = (pending: KeyUseRecord, next: KeyUseRecord) => (next.at.getTime() >= pending.at.getTime() ? next : pending);
 
+export class KeyUseTracker extends PendingWrites<KeyUseRecord> {
   /** @param cloudTrail whether requests have audit records whose eventID a use may name */
-  constructor(private readonly cloudTrail: boolean) {}
+  constructor(private readonly cloudTrail: boolean) {
+    super(later);
+  }
 
   /** After a tracked operation succeeded: every key ARN in its output was used (ReEncrypt: two). */
   noteSuccess(ctx: RequestContext, at: Date, output: Record<string, unknown> | undefined): void {
@@ -36,7 +40,7 @@ export class KeyUseTracker {
       const arn = output?.[member];
       if (typeof arn !== 'string') continue;
       const keyId = arn.slice(arn.lastIndexOf(':key/') + 5);
-      this.unsaved.set(keyId, {
+      this.put(keyId, {
         keyId,
         operation: ctx.operation,
         at,
@@ -47,32 +51,12 @@ export class KeyUseTracker {
   }
 
   unsavedUseOf(keyId: string): KeyUseRecord | undefined {
-    return this.unsaved.get(keyId);
-  }
-
-  take(): KeyUseRecord[] {
-    const taken = [...this.unsaved.values()];
-    this.unsaved = new Map();
-    return taken;
-  }
-
-  /** Puts uses back after a failed save, unless a newer use of the key came meanwhile. */
-  restore(uses: readonly KeyUseRecord[]): void {
-    for (const use of uses) if (!this.unsaved.has(use.keyId)) this.unsaved.set(use.keyId, use);
+    return this.pendingFor(keyId);
   }
 }
 
 export async function saveKeyUses(svc: Services): Promise<void> {
-  const tracker = svc.keyUses;
-  if (!tracker) return;
-  const uses = tracker.take();
-  if (uses.length === 0) return;
-  try {
-    await svc.store.recordKeyUses(uses);
-  } catch (err) {
-    tracker.restore(uses);
-    throw err;
-  }
+  await svc.keyUses?.flush((uses) => svc.store.recordKeyUses(uses));
 }
 
 /** The later of the stored use and this process's unsaved one. */
@@ -80,6 +64,5 @@ export async function lastUseOf(svc: Services, keyId: string): Promise<KeyUseRec
   const stored = await svc.store.getKeyUse(keyId);
   const unsaved = svc.keyUses?.unsavedUseOf(keyId);
   if (!stored) return unsaved;
-  if (!unsaved) return stored;
-  return unsaved.at.getTime() >= stored.at.getTime() ? unsaved : stored;
+  return unsaved ? later(stored, unsaved) : stored;
 }

@@ -12,46 +12,27 @@ import type { Logger } from '../../log.js';
 import type { GcmEncryptionCount } from '../../store/lifecycle.js';
 import { keyArn } from '../arn.js';
 import type { Services } from '../context.js';
+import { PendingWrites } from '../pending-writes.js';
 import { newClaim, RotationConflict, rotateUnderClaim, rotationSupport } from './materials.js';
 
-export const DEFAULT_GCM_ROTATE_AFTER = 2 ** 31;
-
 /** This process's encryptions per backing version since the last flush. */
-export class GcmEncryptionMeter {
-  private counts = new Map<string, GcmEncryptionCount>();
-
-  note(keyId: string, version: number, count = 1): void {
-    const ref = `${keyId}#${version}`;
-    const entry = this.counts.get(ref);
-    if (entry) entry.count += count;
-    else this.counts.set(ref, { keyId, version, count });
+export class GcmEncryptionMeter extends PendingWrites<GcmEncryptionCount> {
+  constructor() {
+    super((pending, next) => {
+      pending.count += next.count;
+      return pending;
+    });
   }
 
-  /** Hands the counts over and starts afresh. */
-  take(): GcmEncryptionCount[] {
-    const taken = [...this.counts.values()];
-    this.counts = new Map();
-    return taken;
-  }
-
-  /** Puts counts back after a failed flush, so the next one adds them. */
-  restore(counts: readonly GcmEncryptionCount[]): void {
-    for (const { keyId, version, count } of counts) this.note(keyId, version, count);
+  note(keyId: string, version: number): void {
+    this.put(`${keyId}#${version}`, { keyId, version, count: 1 });
   }
 }
 
 /** Adds this process's counts to the database; returns the versions' totals. */
 export async function flushGcmEncryptions(svc: Services): Promise<GcmEncryptionCount[]> {
-  const meter = svc.gcmWear?.meter;
-  if (!meter) return [];
-  const counts = meter.take();
-  if (counts.length === 0) return [];
-  try {
-    return await svc.store.lifecycle.addGcmEncryptions(counts);
-  } catch (err) {
-    meter.restore(counts);
-    throw err;
-  }
+  const totals = await svc.gcmWear?.meter.flush((counts) => svc.store.lifecycle.addGcmEncryptions(counts));
+  return totals ?? [];
 }
 
 /**
