@@ -672,4 +672,27 @@ describe('a token shared by several service processes (P11KMS_WORKERS > 1)', () 
     expect(await hsm.listBackingKeys()).toContainEqual(written);
     expect(fs.existsSync(lockPath)).toBe(false);
   });
+
+  it('provisions, loads the module and logs in only while no other process writes objects', async () => {
+    await hsm.close(); // one C_Initialize per process: this test opens a second token
+    const freshDir = makeTempDir('p11kms-hsm-shared-open-');
+    const paths = softHsmPaths(freshDir);
+    fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
+    fs.writeFileSync(paths.objectWriteLockPath, '999999\n', { flag: 'wx' });
+    const logs: string[] = [];
+    const opening = openHsm(tokenConfig({ sharedAcrossProcesses: true }), freshDir, (_level, msg) => logs.push(msg));
+    try {
+      await new Promise((r) => setTimeout(r, 150));
+      expect(logs.filter((m) => m.includes('provisioned'))).toEqual([]);
+    } finally {
+      fs.rmSync(paths.objectWriteLockPath);
+    }
+    const fresh = await opening;
+    try {
+      expect(logs.some((m) => m.includes('provisioned'))).toBe(true);
+      await fresh.ping();
+    } finally {
+      await fresh.close();
+    }
+  });
 });

@@ -41,11 +41,16 @@ export async function openHsm(token: TokenConfig, dataDir: string, log: HsmLog =
     const paths = softHsmPaths(dataDir);
     prepareSoftHsmDir(paths);
     const modulePath = locateSoftHsmModule();
-    connection = await withProvisionLock(paths.lockPath, () =>
+    const connectAndProvision = () =>
       connect(modulePath, log, (p) => {
         const { slot, userPin } = ensureSoftHsmToken(p, token.label, paths, log);
         return { slot, pin: userPin };
-      }),
+      });
+    // With several processes, loading, token lookup and login read the token's files too: they
+    // must not overlap another process's object writes (seen once: CKR_GENERAL_ERROR at start-up
+    // while another worker generated the audit signing key). Lock order: provisioning, then objects.
+    connection = await withProvisionLock(paths.lockPath, () =>
+      token.sharedAcrossProcesses ? withProvisionLock(paths.objectWriteLockPath, connectAndProvision) : connectAndProvision(),
     );
   } else {
     const modulePath = token.module;
