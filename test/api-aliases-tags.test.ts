@@ -49,7 +49,7 @@ describe('aliases', () => {
     const k = await newKey();
     await t.client.send(new CreateAliasCommand({ AliasName: 'alias/Unique_1-x/y', TargetKeyId: k.KeyId }));
     const dup = await errorOf(t.client.send(new CreateAliasCommand({ AliasName: 'alias/Unique_1-x/y', TargetKeyId: k.KeyId })));
-    expect(dup).toMatchObject({ name: 'AlreadyExistsException', status: 409 });
+    expect(dup).toMatchObject({ name: 'AlreadyExistsException', status: 400 });
     for (const bad of ['noprefix', 'alias/', 'alias/aws/reserved']) {
       expect((await errorOf(t.client.send(new CreateAliasCommand({ AliasName: bad, TargetKeyId: k.KeyId })))).name).toBe('InvalidAliasNameException');
     }

@@ -153,7 +153,7 @@ describe('DryRun', () => {
     const key = (await t.client.send(new CreateKeyCommand({}))).KeyMetadata!;
     expect(await errorOf(as(app).send(new EncryptCommand({ KeyId: key.KeyId, Plaintext: bytes('x'), DryRun: true })))).toMatchObject({
       name: 'DryRunOperationException',
-      status: 412,
+      status: 400,
     });
     expect((await errorOf(as(nobody).send(new EncryptCommand({ KeyId: key.KeyId, Plaintext: bytes('x'), DryRun: true })))).name).toBe('AccessDeniedException');
   });

@@ -114,9 +114,9 @@ describe('Encrypt and Decrypt', () => {
     expect((await errorOf(t.client.send(new DecryptCommand({ CiphertextBlob: enc.CiphertextBlob })))).name).toBe('KMSInvalidStateException');
   });
 
-  it('DryRun answers DryRunOperationException (412) without doing the work', async () => {
+  it('DryRun answers DryRunOperationException (400, as AWS sends it) without doing the work', async () => {
     const err = await errorOf(t.client.send(new EncryptCommand({ KeyId: keyA.KeyId, Plaintext: bytes('x'), DryRun: true })));
-    expect(err).toMatchObject({ name: 'DryRunOperationException', status: 412 });
+    expect(err).toMatchObject({ name: 'DryRunOperationException', status: 400 });
     const enc = await t.client.send(new EncryptCommand({ KeyId: keyA.KeyId, Plaintext: bytes('x') }));
     expect((await errorOf(t.client.send(new DecryptCommand({ CiphertextBlob: enc.CiphertextBlob, DryRun: true })))).name).toBe('DryRunOperationException');
     expect(

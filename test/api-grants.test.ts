@@ -110,7 +110,7 @@ describe('CreateGrant and using grants', () => {
   });
 
   it('DryRun creates nothing', async () => {
-    expect(await errorOf(grant({ DryRun: true }))).toMatchObject({ name: 'DryRunOperationException', status: 412 });
+    expect(await errorOf(grant({ DryRun: true }))).toMatchObject({ name: 'DryRunOperationException', status: 400 });
     expect((await t.client.send(new ListGrantsCommand({ KeyId: key.KeyId }))).Grants).toEqual([]);
     expect((await errorOf(as(helper).send(new CreateGrantCommand({ KeyId: key.KeyId, GranteePrincipal: worker.arn, Operations: ['Encrypt'], DryRun: true })))).name).toBe(
       'AccessDeniedException',
@@ -193,7 +193,7 @@ describe('RetireGrant and RevokeGrant', () => {
 
   it('revokes with RevokeGrant (DryRun first)', async () => {
     const g = await grant({});
-    expect(await errorOf(t.client.send(new RevokeGrantCommand({ KeyId: key.KeyId, GrantId: g.GrantId, DryRun: true })))).toMatchObject({ name: 'DryRunOperationException', status: 412 });
+    expect(await errorOf(t.client.send(new RevokeGrantCommand({ KeyId: key.KeyId, GrantId: g.GrantId, DryRun: true })))).toMatchObject({ name: 'DryRunOperationException', status: 400 });
     await as(worker).send(new EncryptCommand({ KeyId: key.KeyId, Plaintext: bytes('x') }));
     expect((await errorOf(as(worker).send(new RevokeGrantCommand({ KeyId: key.KeyId, GrantId: g.GrantId })))).name).toBe('AccessDeniedException');
     await t.client.send(new RevokeGrantCommand({ KeyId: key.KeyId, GrantId: g.GrantId }));

@@ -102,7 +102,7 @@ describe('DescribeKey and KeyId forms', () => {
   it('answers NotFound, InvalidArn and ValidationException as AWS does', async () => {
     const missing = '00000000-0000-4000-8000-000000000000';
     const nf = await errorOf(t.client.send(new DescribeKeyCommand({ KeyId: missing })));
-    expect(nf).toMatchObject({ name: 'NotFoundException', status: 404 });
+    expect(nf).toMatchObject({ name: 'NotFoundException', status: 400 });
     expect(nf.message).toContain(arnOf(missing));
     expect((await errorOf(t.client.send(new DescribeKeyCommand({ KeyId: 'alias/nobody' })))).name).toBe('NotFoundException');
     expect((await errorOf(t.client.send(new DescribeKeyCommand({ KeyId: 'not-a-key' })))).name).toBe('NotFoundException');
@@ -161,7 +161,7 @@ describe('key states', () => {
     expect(d.KeyState).toBe('Disabled');
     expect(d.Enabled).toBe(false);
     const err = await errorOf(t.client.send(new EncryptCommand({ KeyId: m.KeyId, Plaintext: Buffer.from('x') })));
-    expect(err).toMatchObject({ name: 'DisabledException', status: 409 });
+    expect(err).toMatchObject({ name: 'DisabledException', status: 400 });
     await t.client.send(new EnableKeyCommand({ KeyId: m.KeyId }));
     await t.client.send(new EncryptCommand({ KeyId: m.KeyId, Plaintext: Buffer.from('x') }));
   });
@@ -190,7 +190,7 @@ describe('key states', () => {
       new UpdateKeyDescriptionCommand({ KeyId: m.KeyId, Description: 'x' }),
       new ScheduleKeyDeletionCommand({ KeyId: m.KeyId, PendingWindowInDays: 7 }),
     ]) {
-      expect(await errorOf(t.client.send(call as never))).toMatchObject({ name: 'KMSInvalidStateException', status: 409 });
+      expect(await errorOf(t.client.send(call as never))).toMatchObject({ name: 'KMSInvalidStateException', status: 400 });
     }
     const c = await t.client.send(new CancelKeyDeletionCommand({ KeyId: m.KeyId }));
     expect(c.KeyId).toBe(m.Arn);

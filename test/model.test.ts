@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { KmsError } from '../src/http/errors.js';
+import { KmsError } from '../src/kms/errors.js';
+import { httpStatusOf } from '../src/http/error-response.js';
 import { javaPatternToRegExp, kmsModel, operationNames, parseInput, serializeOutput } from '../src/http/model.js';
 import { defaultOutputPath, defaultSourcePath, generateModelJson } from '../scripts/generate-model.js';
 
@@ -339,7 +340,7 @@ const rejected: RejectCase[] = [
 describe('parseInput rejects what AWS rejects', () => {
   it.each(rejected)('$operation: $name', ({ operation, body, type, message }) => {
     const error = parseError(operation, body);
-    expect({ type: error.type, status: error.status, message: error.message }).toEqual({ type, status: 400, message });
+    expect({ type: error.type, status: httpStatusOf(error), message: error.message }).toEqual({ type, status: 400, message });
   });
 
   it('rejects an operation that is not in the model', () => {

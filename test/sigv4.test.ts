@@ -6,7 +6,8 @@ import { SignatureV4 } from '@smithy/signature-v4';
 import { Sha256 } from '@smithy/core/checksum'; // the hash the SDK's KMS client signs with
 import { EncryptCommand, KMSClient, ListKeysCommand } from '@aws-sdk/client-kms';
 import { SigV4Verifier, type SignedRequest } from '../src/auth/sigv4.js';
-import { KmsError } from '../src/http/errors.js';
+import { KmsError } from '../src/kms/errors.js';
+import { httpStatusOf } from '../src/http/error-response.js';
 
 const AKID = 'AKIDEXAMPLE0000001';
 const SECRET = 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY';
@@ -126,7 +127,7 @@ describe('SigV4Verifier with signatures from @smithy/signature-v4', () => {
     const req = await sign({ body: '{"KeyId":"alias/a"}' });
     const err = rejected({ ...req, body: Buffer.from('{"KeyId":"alias/b"}') });
     expect(err.type).toBe('InvalidSignatureException');
-    expect(err.status).toBe(400);
+    expect(httpStatusOf(err)).toBe(400);
     expect(err.message).toMatch(MISMATCH);
   });
 
@@ -193,7 +194,7 @@ describe('SigV4Verifier with signatures from @smithy/signature-v4', () => {
     const err = rejected({ method: 'POST', url: '/', headers, body: Buffer.from('{}') });
     expect(err.type).toBe('MissingAuthenticationTokenException');
     expect(err.message).toBe('Request is missing Authentication Token');
-    expect(err.status).toBe(403);
+    expect(httpStatusOf(err)).toBe(403);
   });
 
   it('rejects garbage, unsupported or incomplete Authorization headers as IncompleteSignature', async () => {
@@ -316,7 +317,7 @@ describe('SigV4Verifier behind node:http, called by @aws-sdk/client-kms', () => 
           verified.push({ target: req.headers['x-amz-target'] as string | undefined, body: body.toString() });
         } catch (err) {
           if (!(err instanceof KmsError)) throw err;
-          status = err.status;
+          status = httpStatusOf(err);
           payload = JSON.stringify({ __type: err.type, message: err.message });
         }
         // Date from the server's clock: the SDK corrects its own clock from it after a skew error.

@@ -6,7 +6,7 @@
  * lets the grantee retire that grant only (decided by the RetireGrant handler, not here).
  */
 import { randomBytes } from 'node:crypto';
-import { KmsError } from '../http/errors.js';
+import { KmsError } from '../kms/errors.js';
 import type { GrantConstraints, GrantRecord } from '../store/types.js';
 import { encryptionContextOf } from './condition-keys.js';
 

@@ -15,7 +15,7 @@
  * Key policies are compiled once per distinct text (a bounded cache); identity policies once, at
  * start.
  */
-import { KmsError, accessDenied } from '../http/errors.js';
+import { KmsError, accessDenied } from '../kms/errors.js';
 import type { KeyRecord, MetadataStore } from '../store/types.js';
 import { deniedMessage, type AuthorizationRequest, type Authorizer } from './authorize.js';
 import { buildConditionContext, type SlowContextLookups } from './condition-keys.js';

@@ -16,7 +16,7 @@ import {
   getCanonicalHeaders,
   getCanonicalQuery,
 } from '@smithy/signature-v4';
-import { KmsError } from '../http/errors.js';
+import { KmsError } from '../kms/errors.js';
 
 export interface Credential {
   accessKeyId: string;

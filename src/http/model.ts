@@ -11,7 +11,7 @@
  * Unknown members are ignored (dropped), as AWS does.
  */
 import { z } from 'zod';
-import { KmsError } from './errors.js';
+import { KmsError } from '../kms/errors.js';
 import modelJson from './kms-model.json' with { type: 'json' };
 
 // ---------------------------------------------------------------------------------------------

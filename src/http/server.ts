@@ -15,7 +15,8 @@ import type { RequestContext, Services } from '../kms/context.js';
 import { operationHandlers } from '../kms/operations/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { KmsError, internal, unsupported } from './errors.js';
+import { KmsError, internal, unsupported } from '../kms/errors.js';
+import { httpStatusOf } from './error-response.js';
 import { operationNames, parseInput, serializeOutput } from './model.js';
 
 const TARGET_PREFIX = 'TrentService.';
@@ -147,7 +148,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     }
     sendError(res, requestId, error);
     deps.metrics?.request(operation, error.type, elapsedMs(started) / 1000);
-    deps.log.debug({ requestId, operation, principal: principalArn, status: error.status, error: error.type, ms: elapsedMs(started) }, 'request');
+    deps.log.debug({ requestId, operation, principal: principalArn, status: httpStatusOf(error), error: error.type, ms: elapsedMs(started) }, 'request');
   }
 }
 
@@ -227,7 +228,7 @@ function toKmsError(e: unknown, log: Logger, requestId: string, operation: strin
 
 function sendError(res: ServerResponse, requestId: string, error: KmsError): void {
   if (res.headersSent) return;
-  res.writeHead(error.status, { 'Content-Type': JSON_CONTENT_TYPE, 'x-amzn-RequestId': requestId, 'X-Amzn-ErrorType': error.type });
+  res.writeHead(httpStatusOf(error), { 'Content-Type': JSON_CONTENT_TYPE, 'x-amzn-RequestId': requestId, 'X-Amzn-ErrorType': error.type });
   res.end(JSON.stringify({ __type: error.type, message: error.message }));
 }
 

@@ -1,7 +1,7 @@
 /**
  * ARNs and the forms a KeyId may take: key ID, key ARN, alias name, alias ARN.
  */
-import { KmsError, invalidArn, notFound } from '../http/errors.js';
+import { KmsError, invalidArn, notFound } from './errors.js';
 
 export interface Account {
   partition: string;

@@ -5,7 +5,7 @@
  * the service (node:crypto); decryption runs in the token.
  */
 import { constants, createPublicKey, publicEncrypt } from 'node:crypto';
-import { KmsError, invalidCiphertext, validation } from '../http/errors.js';
+import { KmsError, invalidCiphertext, validation } from './errors.js';
 import { HsmError } from '../hsm/types.js';
 import type { KeyRecord } from '../store/types.js';
 import type { RequestContext, Services } from './context.js';

@@ -8,7 +8,7 @@
  * The AAD is the header (everything before the IV) followed by the canonical encoding of the
  * encryption context, so neither the header nor the context can be changed without failing the tag.
  */
-import { invalidCiphertext } from '../http/errors.js';
+import { invalidCiphertext } from './errors.js';
 
 const MAGIC = Buffer.from('p1k', 'ascii');
 const FORMAT_V1 = 0x01;

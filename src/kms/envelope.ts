@@ -3,7 +3,7 @@
  * backing version, a fresh IV from the token's RNG, and the blob header plus the canonical
  * encryption context as AAD (see ciphertext.ts).
  */
-import { accessDenied, invalidCiphertext } from '../http/errors.js';
+import { accessDenied, invalidCiphertext } from './errors.js';
 import { HsmError } from '../hsm/types.js';
 import type { KeyRecord } from '../store/types.js';
 import { IV_LENGTH, additionalData, assembleBlob, encodeHeader, parseBlob } from './ciphertext.js';

@@ -2,7 +2,7 @@
  * CreateKey's key-spec half: which KeySpec/KeyUsage pairs are valid, whether this token can make
  * them, and generating the backing key in the token.
  */
-import { unsupported, validation } from '../http/errors.js';
+import { unsupported, validation } from './errors.js';
 import type { BackingKeyRef } from '../hsm/types.js';
 import type { Services } from './context.js';
 import { HMAC_KEY_BYTES, KEY_SPECS, type KeyUsage, PRIVATE_KEY_USAGE, keySpecInfo } from './key-specs.js';

@@ -1,7 +1,7 @@
 /**
  * Finding KMS keys from a KeyId parameter, enforcing key states, and rendering KeyMetadata.
  */
-import { KmsError, disabled, invalidState, notFound } from '../http/errors.js';
+import { KmsError, disabled, invalidState, notFound } from './errors.js';
 import type { KeyRecord } from '../store/types.js';
 import { aliasArn, keyArn, parseKeyIdentifier } from './arn.js';
 import type { RequestContext, Services } from './context.js';

@@ -4,7 +4,7 @@
  * and the listing they belong to (kind, plus the key for per-key lists), so a marker from another
  * listing is InvalidMarkerException rather than a silently wrong page.
  */
-import { KmsError, constraintViolation } from '../http/errors.js';
+import { KmsError, constraintViolation } from './errors.js';
 
 const invalidMarker = () => new KmsError('InvalidMarkerException', 'The marker that specifies where pagination should next begin is not valid.');
 

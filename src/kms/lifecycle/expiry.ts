@@ -4,7 +4,7 @@
  * material is marked PENDING_IMPORT, and a key missing a material it rotated through goes to
  * PendingImport until the same material is imported again.
  */
-import { invalidState } from '../../http/errors.js';
+import { invalidState } from '../errors.js';
 import type { MaterialRecord } from '../../store/lifecycle.js';
 import type { KeyRecord } from '../../store/types.js';
 import { keyArn } from '../arn.js';

@@ -9,7 +9,7 @@
  * check value, so, as AWS describes it, it follows from the key and the material.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { KmsError, invalidCiphertext, invalidState, notFound, unsupported, validation } from '../../http/errors.js';
+import { KmsError, invalidCiphertext, invalidState, notFound, unsupported, validation } from '../errors.js';
 import { KeyImportError, type MaterialCustody, type MaterialKind, type WrappingAlgorithm, type WrappingKeySpec, keyImporterOf } from '../../hsm/key-import.js';
 import type { ExpirationModel, ImportParametersRecord, MaterialRecord } from '../../store/lifecycle.js';
 import type { KeyRecord } from '../../store/types.js';

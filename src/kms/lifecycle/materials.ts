@@ -5,7 +5,7 @@
  * ciphertext blob names its version, so every older ciphertext still decrypts.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { KmsError } from '../../http/errors.js';
+import { KmsError } from '../errors.js';
 import type { Claim, ClaimKind, MaterialRecord, RotationType } from '../../store/lifecycle.js';
 import type { KeyRecord, KeyState } from '../../store/types.js';
 import { keyArn } from '../arn.js';

@@ -1,7 +1,7 @@
 /**
  * CreateAlias, UpdateAlias, DeleteAlias, ListAliases.
  */
-import { KmsError, notFound, validation } from '../../http/errors.js';
+import { KmsError, notFound, validation } from '../errors.js';
 import { StoreConflictError, type KeyRecord } from '../../store/types.js';
 import { aliasArn } from '../arn.js';
 import type { OperationHandler, Services } from '../context.js';

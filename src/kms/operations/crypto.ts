@@ -4,7 +4,7 @@
  * keys (asymmetric-encryption.ts).
  */
 import { inaccessibleCiphertextKeyMessage } from '../../auth/authorize.js';
-import { KmsError, accessDenied, constraintViolation, unsupported, validation } from '../../http/errors.js';
+import { KmsError, accessDenied, constraintViolation, unsupported, validation } from '../errors.js';
 import type { KeyRecord } from '../../store/types.js';
 import type { OperationHandler, RequestContext, Services } from '../context.js';
 import { isKmsError } from '../arn.js';

@@ -5,7 +5,7 @@
  * CustomKeyStoreNotFoundException for a named store) instead of UnsupportedOperationException,
  * so tools that inventory an account work; creating or changing one stays unsupported.
  */
-import { KmsError } from '../../http/errors.js';
+import { KmsError } from '../errors.js';
 import type { OperationHandler } from '../context.js';
 import { authorize } from '../keys.js';
 import { decodeMarker } from '../pagination.js';

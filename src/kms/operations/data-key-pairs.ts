@@ -9,7 +9,7 @@
  * which is what operators buy the HSM for. node:crypto would be about twice as fast for RSA, but
  * with OpenSSL's RNG; both run off the event loop, so only throughput differs.
  */
-import { unsupported } from '../../http/errors.js';
+import { unsupported } from '../errors.js';
 import type { OperationHandler, RequestContext, Services } from '../context.js';
 import { sealSymmetric } from '../envelope.js';
 import { DATA_KEY_PAIR_SPECS } from '../key-specs.js';

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import { issueGrantToken, parseGrantToken } from '../../auth/grants.js';
-import { KmsError, accessDenied, notFound, unsupported, validation } from '../../http/errors.js';
+import { KmsError, accessDenied, notFound, unsupported, validation } from '../errors.js';
 import type { GrantConstraints, GrantRecord, KeyRecord } from '../../store/types.js';
 import { keyArn } from '../arn.js';
 import type { OperationHandler, RequestContext, Services } from '../context.js';

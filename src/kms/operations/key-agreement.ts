@@ -3,7 +3,7 @@
  * peer's public key, returning the raw shared secret (cofactor 1 curves: plain ECDH = cofactor ECDH).
  */
 import { type KeyObject, createPublicKey } from 'node:crypto';
-import { KmsError, validation } from '../../http/errors.js';
+import { KmsError, validation } from '../errors.js';
 import type { EcCurve } from '../../hsm/types.js';
 import type { OperationHandler } from '../context.js';
 import { algorithmsOf, keySpecInfo } from '../key-specs.js';

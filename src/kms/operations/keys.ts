@@ -3,7 +3,7 @@
  * DisableKey, ScheduleKeyDeletion, CancelKeyDeletion.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { KmsError, constraintViolation, invalidState, unsupported, validation } from '../../http/errors.js';
+import { KmsError, constraintViolation, invalidState, unsupported, validation } from '../errors.js';
 import type { KeyRecord, TagRecord } from '../../store/types.js';
 import { keyArn } from '../arn.js';
 import type { OperationHandler } from '../context.js';

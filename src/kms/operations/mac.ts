@@ -2,7 +2,7 @@
  * HMAC keys: GenerateMac and VerifyMac. Both run in the token; the MAC comparison too (C_Verify),
  * so the service never compares MACs itself.
  */
-import { KmsError } from '../../http/errors.js';
+import { KmsError } from '../errors.js';
 import type { KeyRecord } from '../../store/types.js';
 import type { OperationHandler, RequestContext, Services } from '../context.js';
 import { MAC_ALGORITHMS, algorithmsOf } from '../key-specs.js';

@@ -1,7 +1,7 @@
 /**
  * PutKeyPolicy, GetKeyPolicy and ListKeyPolicies: a KMS key has exactly one policy, named "default".
  */
-import { notFound } from '../../http/errors.js';
+import { notFound } from '../errors.js';
 import type { KeyRecord } from '../../store/types.js';
 import type { OperationHandler, RequestContext, Services } from '../context.js';
 import { arnOfKey, resolveAuthorizedKey } from '../keys.js';

@@ -2,7 +2,7 @@
  * Rotation operations: EnableKeyRotation, DisableKeyRotation, GetKeyRotationStatus,
  * RotateKeyOnDemand, ListKeyRotations. What rotates and how lives in ../lifecycle/materials.ts.
  */
-import { KmsError, disabled, invalidState, unsupported } from '../../http/errors.js';
+import { KmsError, disabled, invalidState, unsupported } from '../errors.js';
 import type { MaterialRecord } from '../../store/lifecycle.js';
 import type { KeyRecord } from '../../store/types.js';
 import type { OperationHandler, Services } from '../context.js';

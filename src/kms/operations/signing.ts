@@ -5,7 +5,7 @@
  * why); DIGEST input must have the algorithm's digest length. ECDSA signatures travel as DER.
  */
 import { createHash } from 'node:crypto';
-import { KmsError, unsupported, validation } from '../../http/errors.js';
+import { KmsError, unsupported, validation } from '../errors.js';
 import type { KeyRecord } from '../../store/types.js';
 import type { OperationHandler } from '../context.js';
 import { ecdsaDerToRaw, ecdsaRawToDer } from '../ecdsa-signature.js';

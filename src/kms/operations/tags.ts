@@ -1,7 +1,7 @@
 /**
  * TagResource, UntagResource, ListResourceTags — and the tag rules CreateKey shares.
  */
-import { KmsError } from '../../http/errors.js';
+import { KmsError } from '../errors.js';
 import type { TagRecord } from '../../store/types.js';
 import type { OperationHandler, Services } from '../context.js';
 import { requireNotPendingDeletion, resolveAuthorizedKey } from '../keys.js';

@@ -1,34 +1,16 @@
 /**
- * AWS-style API errors. Every failure that reaches a client is a KmsError: its `type` becomes the
- * `__type` of the awsJson1_1 error body, its `status` the HTTP status. Messages never carry
- * plaintext, key material or secrets.
+ * The KMS domain's errors, named as AWS KMS names them. Every failure that reaches a client is a
+ * KmsError; how it travels on the wire (HTTP status, body shape) is the HTTP layer's business
+ * (src/http/error-response.ts). Messages never carry plaintext, key material or secrets.
  */
 
-/** HTTP status per error name (Smithy @httpError traits of the KMS model, plus the unmodelled
- *  errors AWS JSON services send). Anything not listed is a client error (400). */
-const STATUS: Record<string, number> = {
-  NotFoundException: 404,
-  AlreadyExistsException: 409,
-  ConflictException: 409,
-  DisabledException: 409,
-  KMSInvalidStateException: 409,
-  DryRunOperationException: 412,
-  KMSInternalException: 500,
-  KeyUnavailableException: 500,
-  DependencyTimeoutException: 503,
-  MissingAuthenticationTokenException: 403,
-  InternalFailure: 500,
-};
-
 export class KmsError extends Error {
-  readonly status: number;
   constructor(
     readonly type: string,
     message: string,
   ) {
     super(message);
     this.name = type;
-    this.status = STATUS[type] ?? 400;
   }
 }
 

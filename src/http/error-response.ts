@@ -1,0 +1,21 @@
+/**
+ * How a KmsError travels on the wire. Real AWS KMS answers every client fault with HTTP 400,
+ * whatever the Smithy model's @httpError traits say (404/409/412 are not what AWS sends; see the
+ * recorded responses digested in shared/notes §1.3). Server faults are 5xx.
+ */
+import type { KmsError } from '../kms/errors.js';
+
+const NON_400_STATUS: Record<string, number> = {
+  // AWS's common-errors page lists a missing signature as 403 (the one client fault that is not 400).
+  MissingAuthenticationTokenException: 403,
+  KMSInternalException: 500,
+  KeyUnavailableException: 500,
+  InternalFailure: 500,
+  DependencyTimeoutException: 503,
+  ServiceUnavailable: 503,
+};
+
+/** HTTP status AWS sends for an error of this name: 400 unless listed above. */
+export function httpStatusOf(error: Pick<KmsError, 'type'>): number {
+  return NON_400_STATUS[error.type] ?? 400;
+}
