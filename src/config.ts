@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { z } from 'zod';
+import { xksAccessKeyIdSchema, xksSecretAccessKeySchema } from './auth/xks-credentials.js';
 
 /** IAM's access key ID shape (the generated ones are AKIA + 16). Test set-ups often use short
  *  IDs such as "test", so only the character set and the 128 limit are enforced. */
@@ -55,6 +56,21 @@ const envSchema = z.object({
   P11KMS_SEED_FILE: z.string().min(1).optional(),
   /** How often rotations, deletion sweeps and import expiry are checked (also once at start). */
   P11KMS_LIFECYCLE_INTERVAL_MS: z.coerce.number().int().min(10).max(86_400_000).default(60_000),
+  /** Serves the AWS KMS External Key Store proxy API under this path prefix (src/http/xks).
+   *  AWS's XksProxyUriPath is this prefix + /kms/xks/v1: at most 128 characters of a-z, A-Z,
+   *  0-9, /, - and _. */
+  P11KMS_XKS_URI_PREFIX: z
+    .string()
+    .regex(/^(\/[A-Za-z0-9_-]+)*\/?$/, 'must be a path such as /xks/v1prefix (letters, digits, -, _ and /)')
+    .max(128 - '/kms/xks/v1'.length, 'with /kms/xks/v1 appended it must fit AWS\'s 128-character XksProxyUriPath')
+    .optional(),
+  P11KMS_XKS_ACCESS_KEY_ID: xksAccessKeyIdSchema.optional(),
+  P11KMS_XKS_SECRET_ACCESS_KEY: xksSecretAccessKeySchema.optional(),
+  /** JSON {"credentials":[{accessKeyId, secretAccessKey}, …]}: one or two pairs (rotation),
+   *  re-read when it changes. */
+  P11KMS_XKS_CREDENTIALS_FILE: z.string().min(1).optional(),
+  /** Secondary authorization rules for XKS requests (src/kms/xks/authorization.ts). */
+  P11KMS_XKS_AUTHORIZATION_FILE: z.string().min(1).optional(),
 });
 
 export interface TokenConfig {
@@ -85,6 +101,17 @@ export interface Config {
   maxClockSkewSeconds: number;
   audit: AuditConfig;
   lifecycle: LifecycleConfig;
+  /** The XKS proxy API; absent when P11KMS_XKS_URI_PREFIX is unset. */
+  xks?: XksConfig;
+}
+
+export interface XksConfig {
+  /** Without a trailing slash; '' serves /kms/xks/v1 at the root. */
+  uriPrefix: string;
+  /** From P11KMS_XKS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY; else credentialsFile is set. */
+  credential?: { accessKeyId: string; secretAccessKey: string };
+  credentialsFile?: string;
+  authorizationFile?: string;
 }
 
 export interface LifecycleConfig {
@@ -157,5 +184,30 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       intervalMs: e.P11KMS_LIFECYCLE_INTERVAL_MS,
       gcmRotateAfter: e.P11KMS_GCM_ROTATE_AFTER,
     },
+    xks: xksConfigOf(e),
+  };
+}
+
+function xksConfigOf(e: z.infer<typeof envSchema>): XksConfig | undefined {
+  const pairGiven = e.P11KMS_XKS_ACCESS_KEY_ID !== undefined || e.P11KMS_XKS_SECRET_ACCESS_KEY !== undefined;
+  if (e.P11KMS_XKS_URI_PREFIX === undefined) {
+    if (pairGiven || e.P11KMS_XKS_CREDENTIALS_FILE || e.P11KMS_XKS_AUTHORIZATION_FILE) {
+      throw new ConfigError('invalid configuration: the P11KMS_XKS_* settings need P11KMS_XKS_URI_PREFIX, which turns the XKS proxy API on');
+    }
+    return undefined;
+  }
+  if ((e.P11KMS_XKS_ACCESS_KEY_ID === undefined) !== (e.P11KMS_XKS_SECRET_ACCESS_KEY === undefined)) {
+    throw new ConfigError('invalid configuration: P11KMS_XKS_ACCESS_KEY_ID and P11KMS_XKS_SECRET_ACCESS_KEY must be set together');
+  }
+  if (pairGiven === (e.P11KMS_XKS_CREDENTIALS_FILE !== undefined)) {
+    throw new ConfigError(
+      'invalid configuration: the XKS proxy API needs its SigV4 credential: P11KMS_XKS_ACCESS_KEY_ID with P11KMS_XKS_SECRET_ACCESS_KEY, or P11KMS_XKS_CREDENTIALS_FILE (not both)',
+    );
+  }
+  return {
+    uriPrefix: e.P11KMS_XKS_URI_PREFIX.replace(/\/+$/, ''),
+    credential: pairGiven ? { accessKeyId: e.P11KMS_XKS_ACCESS_KEY_ID!, secretAccessKey: e.P11KMS_XKS_SECRET_ACCESS_KEY! } : undefined,
+    credentialsFile: e.P11KMS_XKS_CREDENTIALS_FILE,
+    authorizationFile: e.P11KMS_XKS_AUTHORIZATION_FILE,
   };
 }

@@ -11,7 +11,12 @@ import { type AuditTrail, disabledAuditTrail, openAuditTrail } from './audit/tra
 import { KmsAuthorizer } from './auth/kms-authorizer.js';
 import { loadPrincipals } from './auth/principals.js';
 import { SigV4Verifier } from './auth/sigv4.js';
-import type { Config } from './config.js';
+import type { Config, XksConfig } from './config.js';
+import { XksAuditor } from './audit/xks-call.js';
+import { XksCredentials } from './auth/xks-credentials.js';
+import { XksAuthorization } from './kms/xks/authorization.js';
+import { XKS_API_PATH, createXksHandler } from './http/xks/router.js';
+import { PRODUCT_VERSION } from './version.js';
 import { setPkcs11Observer } from './hsm/instrument.js';
 import { openHsm } from './hsm/pkcs11-token.js';
 import type { Hsm } from './hsm/types.js';
@@ -55,6 +60,8 @@ export async function startService(config: Config, options: StartOptions = {}): 
   const log = options.log ?? createLogger(config.logLevel);
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const principals = loadPrincipals(config, (msg) => log.info(msg));
+  // Before the token opens: a bad XKS credentials or rules file stops the start with nothing to undo.
+  const xksSettings = config.xks && loadXksSettings(config.xks, log);
   const hsm = await openHsm(config.token, config.dataDir, (level, msg) => log[level](msg));
   let store: MetadataStore | undefined;
   let authorizer: KmsAuthorizer;
@@ -111,6 +118,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     { region: config.region, service: 'kms', maxSkewSeconds: config.maxClockSkewSeconds, now },
     principals.secretFor,
   );
+  const xksFrontDoor = xksSettings && openXksFrontDoor(config, xksSettings, services, audit, metrics, log, now);
   const listener = createRequestListener({
     services,
     principals,
@@ -123,6 +131,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       if (closing) return 'shutting down';
       return audit.problem() ?? (health.lastFailed ? 'the last health check failed' : undefined);
     },
+    xks: xksFrontDoor?.handler,
   });
   const server = http.createServer({ keepAliveTimeout: 65_000 }, listener);
   await new Promise<void>((resolve, reject) => {
@@ -149,6 +158,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
           server.closeIdleConnections();
         });
         await lifecycle.stop();
+        xksFrontDoor?.credentials.close();
         // Flushes and signs the final digest while the token is still open.
         await audit.close().catch((e: unknown) => log.error({ err: e instanceof Error ? e.message : String(e) }, 'closing the audit trail failed'));
         setPkcs11Observer(undefined);
@@ -156,6 +166,38 @@ export async function startService(config: Config, options: StartOptions = {}): 
         await hsm.close();
       })()),
   };
+}
+
+function loadXksSettings(xksConfig: XksConfig, log: Logger) {
+  const authorization = xksConfig.authorizationFile ? XksAuthorization.fromFile(xksConfig.authorizationFile) : undefined;
+  const credentials = xksConfig.credentialsFile
+    ? XksCredentials.fromFile(xksConfig.credentialsFile, (level, msg) => log[level](msg))
+    : new XksCredentials([xksConfig.credential!]);
+  return { uriPrefix: xksConfig.uriPrefix, credentials, authorization };
+}
+
+/** The XKS proxy API on the same keys: its own SigV4 credential (service kms-xks-proxy), its own
+ *  optional authorization rules, the same token, store and audit trail. */
+function openXksFrontDoor(
+  config: Config,
+  { uriPrefix, credentials, authorization }: ReturnType<typeof loadXksSettings>,
+  svc: Services,
+  audit: AuditTrail,
+  metrics: Metrics,
+  log: Logger,
+  now: () => Date,
+) {
+  const verifier = new SigV4Verifier({ region: config.region, service: 'kms-xks-proxy', maxSkewSeconds: config.maxClockSkewSeconds, now }, credentials.secretFor);
+  const handler = createXksHandler({
+    uriPrefix,
+    verifier,
+    xks: { svc, authorization, productVersion: PRODUCT_VERSION },
+    log,
+    auditor: audit.enabled ? new XksAuditor(audit, svc.account) : undefined,
+    metrics,
+  });
+  log.info({ path: `${uriPrefix}${XKS_API_PATH}`, accessKeys: credentials.accessKeyIds.length, secondaryAuthorization: authorization !== undefined }, 'XKS proxy API enabled');
+  return { handler, credentials };
 }
 
 async function openServiceAuditTrail(config: Config, hsm: Hsm, account: Services['account'], now: () => Date, log: Logger, metrics: Metrics): Promise<AuditTrail> {

@@ -18,7 +18,7 @@ export const EVENT_VERSION = '1.11';
 export const EVENT_SOURCE = 'kms.amazonaws.com';
 
 export interface UserIdentity {
-  type: 'Root' | 'IAMUser' | 'AssumedRole' | 'Unknown';
+  type: 'Root' | 'IAMUser' | 'AssumedRole' | 'AWSService' | 'Unknown';
   principalId?: string;
   arn?: string;
   accountId?: string;

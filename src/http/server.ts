@@ -1,6 +1,7 @@
 /**
  * The one place that speaks HTTP: awsJson1_1 at POST / with X-Amz-Target: TrentService.<Op>,
- * SigV4-authenticated, AWS's error shapes and status codes, and GET /healthz.
+ * SigV4-authenticated, AWS's error shapes and status codes, and GET /healthz. The second front
+ * door, the XKS proxy API, has its own router beside this one (./xks/router.ts).
  *
  * Request path: target → SigV4 → JSON → model validation → handler → model serialisation.
  */
@@ -18,6 +19,7 @@ import type { Metrics } from '../metrics.js';
 import { KmsError, internal, unsupported } from '../kms/errors.js';
 import { httpStatusOf } from './error-response.js';
 import { operationNames, parseInput, serializeOutput } from './model.js';
+import { isXksPath } from './xks/router.js';
 
 const TARGET_PREFIX = 'TrentService.';
 const JSON_CONTENT_TYPE = 'application/x-amz-json-1.1';
@@ -36,6 +38,8 @@ export interface HttpDeps {
   metrics?: Metrics;
   /** undefined when ready to serve, else why not (GET /readyz; no token round trip). */
   checkReady?: () => string | undefined;
+  /** The XKS proxy API (src/http/xks), when P11KMS_XKS_URI_PREFIX turns it on. */
+  xks?: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
 }
 
 /**
@@ -51,6 +55,7 @@ export function createRequestListener(deps: HttpDeps): (req: IncomingMessage, re
     // SigV4 verification also uses (tests move it).
     res.setHeader('Date', deps.services.now().toUTCString());
     if (req.method === 'POST' && req.url === '/') void handleApiRequest(deps, req, res);
+    else if (deps.xks && isXksPath((req.url ?? '/').split('?', 1)[0]!)) void deps.xks(req, res);
     else app(req, res);
   };
 }

@@ -4,7 +4,7 @@
  * encryption context as AAD (see ciphertext.ts).
  */
 import { accessDenied, invalidCiphertext } from './errors.js';
-import { HsmError } from '../hsm/types.js';
+import { type BackingKeyRef, HsmError } from '../hsm/types.js';
 import type { KeyRecord } from '../store/types.js';
 import { IV_LENGTH, additionalData, assembleBlob, encodeHeader, parseBlob } from './ciphertext.js';
 import type { Services } from './context.js';
@@ -31,10 +31,18 @@ export async function sealSymmetric(svc: Services, key: KeyRecord, plaintext: Ui
   await requireUsableMaterial(svc, key);
   const ref = { keyId: key.keyId, version: key.currentVersion };
   const header = encodeHeader(ref);
-  const iv = nextIv(svc);
-  const sealed = await svc.hsm.encryptAesGcm(ref, iv, additionalData(header, context), plaintext);
-  svc.gcmWear?.meter.note(ref.keyId, ref.version);
+  const { iv, sealed } = await sealUnderVersion(svc, ref, additionalData(header, context), plaintext);
   return assembleBlob(header, iv, sealed);
+}
+
+/** AES-256-GCM under one backing version with a fresh IV, counted towards the version's GCM
+ *  wear-out: the one place where both front doors (KMS API, XKS) seal. Returns IV and
+ *  ciphertext‖tag. */
+export async function sealUnderVersion(svc: Services, ref: BackingKeyRef, aad: Uint8Array, plaintext: Uint8Array): Promise<{ iv: Buffer; sealed: Buffer }> {
+  const iv = nextIv(svc);
+  const sealed = await svc.hsm.encryptAesGcm(ref, iv, aad, plaintext);
+  svc.gcmWear?.meter.note(ref.keyId, ref.version);
+  return { iv, sealed };
 }
 
 /** Which key a blob was sealed under. A blob naming no key we hold is refused without saying
