@@ -15,6 +15,8 @@ import type { Config } from './config.js';
 import { setPkcs11Observer } from './hsm/instrument.js';
 import { openHsm } from './hsm/pkcs11-token.js';
 import type { Hsm } from './hsm/types.js';
+import { createConsoleRouter } from './http/console-static.js';
+import { createOperatorRouter } from './http/operator-api.js';
 import { createRequestListener } from './http/server.js';
 import type { Services } from './kms/context.js';
 import { checkConsistency, isConsistent } from './kms/lifecycle/consistency.js';
@@ -111,14 +113,20 @@ export async function startService(config: Config, options: StartOptions = {}): 
     { region: config.region, service: 'kms', maxSkewSeconds: config.maxClockSkewSeconds, now },
     principals.secretFor,
   );
+  const auditor = audit.enabled ? new ApiAuditor(audit, services) : undefined;
+  const checkHealth = () => health.check();
   const listener = createRequestListener({
     services,
     principals,
     verifier,
     log,
-    checkHealth: () => health.check(),
-    auditor: audit.enabled ? new ApiAuditor(audit, services) : undefined,
+    checkHealth,
+    auditor,
     metrics,
+    routers: [
+      createOperatorRouter({ services, principals, verifier, log, dataDir: config.dataDir, databaseFile: DATABASE_FILE, checkHealth, auditor, metrics }),
+      createConsoleRouter({ region: config.region, accountId: config.accountId }),
+    ],
     checkReady: () => {
       if (closing) return 'shutting down';
       return audit.problem() ?? (health.lastFailed ? 'the last health check failed' : undefined);

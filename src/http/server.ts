@@ -36,6 +36,9 @@ export interface HttpDeps {
   metrics?: Metrics;
   /** undefined when ready to serve, else why not (GET /readyz; no token round trip). */
   checkReady?: () => string | undefined;
+  /** Further routes beside the KMS API: the operator API and the console (./operator-api.ts,
+   *  ./console-static.ts). */
+  routers?: express.Router[];
 }
 
 /**
@@ -84,6 +87,7 @@ function createHttpApp(deps: HttpDeps): express.Express {
       () => sendJson(res, 500, { status: 'metrics unavailable' }),
     );
   });
+  for (const router of deps.routers ?? []) app.use(router);
   // POST with a query string or another path still speaks the API's error language.
   app.post('/', (req, res) => {
     void handleApiRequest(deps, req, res);

@@ -8,7 +8,7 @@ import { SignatureV4 } from '@smithy/signature-v4';
 import { REGION, ROOT } from './service.js';
 
 /** The Checksum interface the signer expects, over node:crypto. */
-class NodeSha256 {
+export class NodeSha256 {
   private readonly h: Hash | Hmac;
   constructor(secret?: string | Uint8Array) {
     this.h = secret === undefined ? createHash('sha256') : createHmac('sha256', secret);
