@@ -2,7 +2,7 @@
 # Idempotent set-up run before `npm start`, `npm test` and `npm run bench`:
 #   1. SoftHSM2 present (unless an external PKCS#11 module is configured),
 #   2. node_modules matching package-lock.json,
-#   3. TypeScript compiled when sources changed.
+#   3. TypeScript compiled and the web console built when sources changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source native-config/node-headers.sh
@@ -35,8 +35,22 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_hash" ]; then
   echo "$lock_hash" > "$stamp"
 fi
 
-if [ ! -f dist/.tsbuildinfo ] || [ -n "$(find src scripts tsconfig.json package-lock.json -newer dist/.tsbuildinfo -print -quit)" ]; then
+# A source newer than its compiled file. (An incremental `tsc --noEmit` run records sources as
+# built without writing them, so the build info alone cannot be trusted.)
+stale_output() {
+  find src scripts -name '*.ts' -not -name '*.d.ts' -not -path 'src/console/*' | while read -r f; do
+    [ "dist/${f%.ts}.js" -nt "$f" ] || { echo "$f"; break; }
+  done
+}
+if [ ! -f dist/.tsbuildinfo ] || [ -n "$(find src scripts tsconfig.json package-lock.json -newer dist/.tsbuildinfo -not -path 'src/console/*' -print -quit)" ] || [ -n "$(stale_output)" ]; then
   echo "p11kms: compiling TypeScript" >&2
   npx tsc -p tsconfig.json
+  if [ -n "$(stale_output)" ]; then rm -f dist/.tsbuildinfo; npx tsc -p tsconfig.json; fi
   touch dist/.tsbuildinfo
+fi
+
+# The web console (src/console, Vite + Preact) is built into dist/console, served at /console/.
+if [ ! -f dist/console/index.html ] || [ -n "$(find src/console package-lock.json -newer dist/console/index.html -print -quit)" ]; then
+  echo "p11kms: building the web console (vite)" >&2
+  npx vite build --config src/console/vite.config.ts --logLevel warn
 fi

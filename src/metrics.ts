@@ -152,6 +152,12 @@ export class Metrics {
     latency.observe(seconds);
   }
 
+  /** Requests so far by operation and outcome (this process), for the console's service page. */
+  async requestSummary(): Promise<{ operation: string; code: string; count: number }[]> {
+    const metric = await this.requests.get();
+    return metric.values.map((v) => ({ operation: String(v.labels.operation), code: String(v.labels.code), count: v.value }));
+  }
+
   setTokenUp(up: boolean): void {
     this.tokenUp.set(up ? 1 : 0);
   }

@@ -16,10 +16,12 @@ import { XksAuditor } from './audit/xks-call.js';
 import { XksCredentials } from './auth/xks-credentials.js';
 import { XksAuthorization } from './kms/xks/authorization.js';
 import { XKS_API_PATH, createXksHandler } from './http/xks/router.js';
-import { PRODUCT_VERSION } from './version.js';
+import { PRODUCT_VERSION } from './package-info.js';
 import { setPkcs11Observer } from './hsm/instrument.js';
 import { openHsm } from './hsm/pkcs11-token.js';
 import type { Hsm } from './hsm/types.js';
+import { createConsoleRouter } from './http/console-static.js';
+import { createOperatorRouter } from './http/operator-api.js';
 import { createRequestListener } from './http/server.js';
 import type { Services } from './kms/context.js';
 import { checkConsistency, isConsistent } from './kms/lifecycle/consistency.js';
@@ -119,14 +121,20 @@ export async function startService(config: Config, options: StartOptions = {}): 
     principals.secretFor,
   );
   const xksFrontDoor = xksSettings && openXksFrontDoor(config, xksSettings, services, audit, metrics, log, now);
+  const auditor = audit.enabled ? new ApiAuditor(audit, services) : undefined;
+  const checkHealth = () => health.check();
   const listener = createRequestListener({
     services,
     principals,
     verifier,
     log,
-    checkHealth: () => health.check(),
-    auditor: audit.enabled ? new ApiAuditor(audit, services) : undefined,
+    checkHealth,
+    auditor,
     metrics,
+    routers: [
+      createOperatorRouter({ services, principals, verifier, log, dataDir: config.dataDir, databaseFile: DATABASE_FILE, checkHealth, auditor, metrics }),
+      createConsoleRouter({ region: config.region, accountId: config.accountId }),
+    ],
     checkReady: () => {
       if (closing) return 'shutting down';
       return audit.problem() ?? (health.lastFailed ? 'the last health check failed' : undefined);

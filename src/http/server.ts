@@ -40,6 +40,9 @@ export interface HttpDeps {
   checkReady?: () => string | undefined;
   /** The XKS proxy API (src/http/xks), when P11KMS_XKS_URI_PREFIX turns it on. */
   xks?: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+  /** Further routes beside the KMS API: the operator API and the console (./operator-api.ts,
+   *  ./console-static.ts). */
+  routers?: express.Router[];
 }
 
 /**
@@ -89,6 +92,7 @@ function createHttpApp(deps: HttpDeps): express.Express {
       () => sendJson(res, 500, { status: 'metrics unavailable' }),
     );
   });
+  for (const router of deps.routers ?? []) app.use(router);
   // POST with a query string or another path still speaks the API's error language.
   app.post('/', (req, res) => {
     void handleApiRequest(deps, req, res);
