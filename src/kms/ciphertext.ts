@@ -41,6 +41,22 @@ export function assembleBlob(header: Buffer, iv: Uint8Array, sealed: Uint8Array)
   return Buffer.concat([header, iv, sealed]);
 }
 
+const KEY_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/**
+ * The header of `blob` when it is a symmetric blob of this service, else undefined. Strict (a
+ * key ID in UUID form), so that an RSA ciphertext is never mistaken for one: its first 42 random
+ * bytes would have to spell the magic, a length of 36 and a UUID.
+ */
+export function symmetricHeaderOf(blob: Buffer): CiphertextHeader | undefined {
+  try {
+    const { keyId, version } = parseBlob(blob);
+    return KEY_ID.test(keyId) ? { keyId, version } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Splits a blob; anything that is not a well-formed v1 blob is InvalidCiphertextException. */
 export function parseBlob(blob: Buffer): ParsedCiphertext {
   const minimum = MAGIC.length + 2 + 1 + 4 + IV_LENGTH + TAG_LENGTH;
