@@ -210,10 +210,10 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
       if (size > MAX_BODY_BYTES) refuse();
       else chunks.push(chunk);
     };
+    req.on('error', reject); // also while a refused body drains
     if (Number(req.headers['content-length']) > MAX_BODY_BYTES) return refuse();
     req.on('data', onData);
     req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
-    req.on('error', reject);
   });
 }
 
