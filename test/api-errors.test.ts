@@ -352,6 +352,9 @@ const CASES: Record<string, Case[]> = {
     { error: 'InvalidKeyUsageException', why: 'AWS: an RSA ciphertext under a key whose usage is not ENCRYPT_DECRYPT', input: (f) => ({ CiphertextBlob: f.rsaBlob, KeyId: f.eccSign, EncryptionAlgorithm: 'RSAES_OAEP_SHA_256' }) },
     { error: 'InvalidKeyUsageException', why: 'AWS: an RSA ciphertext with an algorithm the key does not support', input: (f) => ({ CiphertextBlob: f.rsaBlob, KeyId: f.rsaEncrypt, EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' }) },
     { error: 'InvalidCiphertextException', why: 'AWS: an RSA ciphertext with the other OAEP hash does not open', input: (f) => ({ CiphertextBlob: f.rsaBlob, KeyId: f.rsaEncrypt, EncryptionAlgorithm: 'RSAES_OAEP_SHA_1' }) },
+    // undocumented: an RSA ciphertext names no key; under a symmetric KeyId (or none) it is no blob of ours.
+    { error: 'InvalidCiphertextException', why: 'an RSA ciphertext with a symmetric KeyId (undocumented)', input: (f) => ({ CiphertextBlob: f.rsaBlob, KeyId: f.sym }) },
+    { error: 'InvalidCiphertextException', why: 'an RSA ciphertext without a KeyId (undocumented)', input: (f) => ({ CiphertextBlob: f.rsaBlob }) },
     { error: 'NotFoundException', why: 'KeyId names no key', input: (f) => ({ CiphertextBlob: f.blob, KeyId: MISSING }) },
     { error: 'DisabledException', why: 'AWS key-state table: Disabled (RSA key named)', input: (f) => ({ CiphertextBlob: f.rsaBlob, KeyId: f.disabledRsa, EncryptionAlgorithm: 'RSAES_OAEP_SHA_256' }) },
     {
