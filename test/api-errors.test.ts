@@ -244,6 +244,8 @@ const CASES: Record<string, Case[]> = {
     { error: 'KMSInvalidStateException', why: 'AWS key-state table: target PendingDeletion', input: (f) => ({ AliasName: f.aliasName, TargetKeyId: f.pending }) },
     { error: 'ValidationException', why: 'AWS: the new target must have the same type and usage', input: (f) => ({ AliasName: f.aliasName, TargetKeyId: f.hmac }) },
     { error: 'ValidationException', why: 'AWS (recorded for CreateAlias): a name without the alias/ prefix', input: (f) => ({ AliasName: 'no-prefix', TargetKeyId: f.sym }) },
+    // undocumented: the model gives UpdateAlias no InvalidAliasNameException; a reserved name names no alias of the account.
+    { error: 'NotFoundException', why: 'an alias/aws/ name (no InvalidAliasNameException in the model; undocumented)', input: (f) => ({ AliasName: 'alias/aws/ebs', TargetKeyId: f.sym }) },
     {
       error: 'LimitExceededException',
       why: 'AWS: at most 50 aliases per key',
@@ -306,6 +308,8 @@ const CASES: Record<string, Case[]> = {
   ],
   ListRetirableGrants: [
     { error: 'InvalidMarkerException', why: 'a marker this service did not issue', input: () => ({ RetiringPrincipal: `arn:aws:iam::${ACCOUNT_ID}:user/g`, Marker: 'bogus' }) },
+    // undocumented: which error AWS gives for a RetiringPrincipal that fits the model's pattern but is no principal ARN.
+    { error: 'InvalidArnException', why: 'a RetiringPrincipal that is no principal ARN (undocumented)', input: () => ({ RetiringPrincipal: 'not-an-arn' }) },
   ],
   RetireGrant: [
     { error: 'InvalidGrantTokenException', why: 'a grant token this service did not issue', input: () => ({ GrantToken: FORGED_GRANT_TOKEN }) },
@@ -616,10 +620,7 @@ const NOT_PROVOKABLE_FOR: Record<string, Record<string, string>> = {
   GetKeyPolicy: { KMSInvalidStateException: 'AWS: GetKeyPolicy works in every key state' },
   ListKeyPolicies: { KMSInvalidStateException: 'AWS: ListKeyPolicies works in every key state' },
   ListGrants: { KMSInvalidStateException: 'AWS: ListGrants works in every key state' },
-  ListRetirableGrants: {
-    NotFoundException: 'undocumented: the principal is not looked up, an unknown one simply has no grants',
-    InvalidArnException: 'the model pattern already refuses what is not an ARN (ValidationException)',
-  },
+  ListRetirableGrants: { NotFoundException: 'undocumented: the principal is not looked up, an unknown one simply has no grants' },
   RetireGrant: { KMSInvalidStateException: 'AWS: RetireGrant works in every key state' },
   RevokeGrant: { KMSInvalidStateException: 'AWS: RevokeGrant works in every key state' },
   GetKeyRotationStatus: { KMSInvalidStateException: 'AWS: the status reads false while the key is pending deletion, no error' },

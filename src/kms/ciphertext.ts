@@ -8,6 +8,7 @@
  * The AAD is the header (everything before the IV) followed by the canonical encoding of the
  * encryption context, so neither the header nor the context can be changed without failing the tag.
  */
+import { isKeyId } from './arn.js';
 import { invalidCiphertext } from './errors.js';
 
 const MAGIC = Buffer.from('p1k', 'ascii');
@@ -41,17 +42,15 @@ export function assembleBlob(header: Buffer, iv: Uint8Array, sealed: Uint8Array)
   return Buffer.concat([header, iv, sealed]);
 }
 
-const KEY_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
 /**
- * The header of `blob` when it is a symmetric blob of this service, else undefined. Strict (a
- * key ID in UUID form), so that an RSA ciphertext is never mistaken for one: its first 42 random
- * bytes would have to spell the magic, a length of 36 and a UUID.
+ * The header of `blob` when it is a symmetric blob of this service, else undefined. Strict (the
+ * key ID must have a key ID's form), so that an RSA ciphertext is never mistaken for one: its
+ * first 41 random bytes would have to spell the magic, the format, a length of 36 and a key ID.
  */
 export function symmetricHeaderOf(blob: Buffer): CiphertextHeader | undefined {
   try {
     const { keyId, version } = parseBlob(blob);
-    return KEY_ID.test(keyId) ? { keyId, version } : undefined;
+    return isKeyId(keyId) ? { keyId, version } : undefined;
   } catch {
     return undefined;
   }

@@ -17,7 +17,7 @@ function checkAliasPrefix(aliasName: string): void {
   }
 }
 
-/** An alias being created or moved also needs a name after the prefix, outside alias/aws/. */
+/** A new alias also needs a name after the prefix, outside alias/aws/. */
 function checkAliasName(aliasName: string): void {
   checkAliasPrefix(aliasName);
   if (aliasName.length === 'alias/'.length) throw new KmsError('InvalidAliasNameException', 'The alias name after the prefix "alias/" must not be empty.');
@@ -55,7 +55,9 @@ const createAlias: OperationHandler = async (input, ctx, svc) => {
 
 const updateAlias: OperationHandler = async (input, ctx, svc) => {
   const aliasName: string = input.AliasName;
-  checkAliasName(aliasName);
+  // Only the prefix: the model gives UpdateAlias no InvalidAliasNameException, and an alias that
+  // CreateAlias refuses (alias/aws/…, alias/) does not exist to be updated (NotFoundException).
+  checkAliasPrefix(aliasName);
   await authorize(svc, ctx, 'UpdateAlias', aliasArn(svc.account, aliasName));
   const alias = await svc.store.getAlias(aliasName);
   if (!alias) throw notFound(`Alias '${aliasArn(svc.account, aliasName)}' is not found.`);
