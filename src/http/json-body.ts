@@ -2,8 +2,8 @@
  * The JSON of a request body, read the way AWS's deserialiser reads it: an empty body is `{}`,
  * anything that is not JSON is a SerializationException, and so is JSON nested deeper than any
  * request can be. The nesting limit keeps every later stage (model validation, audit) from
- * recursing through hostile input; 1000 levels is also the default of Jackson, the JSON parser of
- * AWS's Java stack. The deepest KMS input (CreateGrant's Constraints) nests four levels.
+ * recursing through hostile input; 1000 levels is also the default limit of Jackson, the usual
+ * JSON parser of Java services. The deepest KMS input (CreateGrant's Constraints) nests three.
  */
 import { KmsError } from '../kms/errors.js';
 
