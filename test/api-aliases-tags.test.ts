@@ -50,7 +50,10 @@ describe('aliases', () => {
     await t.client.send(new CreateAliasCommand({ AliasName: 'alias/Unique_1-x/y', TargetKeyId: k.KeyId }));
     const dup = await errorOf(t.client.send(new CreateAliasCommand({ AliasName: 'alias/Unique_1-x/y', TargetKeyId: k.KeyId })));
     expect(dup).toMatchObject({ name: 'AlreadyExistsException', status: 400 });
-    for (const bad of ['noprefix', 'alias/', 'alias/aws/reserved']) {
+    // AWS answers a missing prefix with ValidationException (recorded), not InvalidAliasNameException.
+    const noPrefix = await errorOf(t.client.send(new CreateAliasCommand({ AliasName: 'noprefix', TargetKeyId: k.KeyId })));
+    expect(noPrefix).toMatchObject({ name: 'ValidationException', status: 400, message: expect.stringMatching(/^Alias must start with the prefix "alias\/"\. Please see /) });
+    for (const bad of ['alias/', 'alias/aws/reserved']) {
       expect((await errorOf(t.client.send(new CreateAliasCommand({ AliasName: bad, TargetKeyId: k.KeyId })))).name).toBe('InvalidAliasNameException');
     }
     expect((await errorOf(t.client.send(new CreateAliasCommand({ AliasName: 'alias/has space', TargetKeyId: k.KeyId })))).name).toBe('ValidationException');

@@ -84,7 +84,8 @@ describe('CreateKey', () => {
     expect((await errorOf(t.client.send(new CreateKeyCommand({ KeySpec: 'SYMMETRIC_DEFAULT', CustomerMasterKeySpec: 'SYMMETRIC_DEFAULT' })))).name).toBe('ValidationException');
     expect((await errorOf(t.client.send(new CreateKeyCommand({ Tags: [{ TagKey: 'aws:x', TagValue: 'y' }] })))).name).toBe('TagException');
     const tooMany = Array.from({ length: 51 }, (_, i) => ({ TagKey: `k${i}`, TagValue: 'v' }));
-    expect((await errorOf(t.client.send(new CreateKeyCommand({ Tags: tooMany })))).name).toBe('LimitExceededException');
+    // AWS (recorded): TagException, not LimitExceededException.
+    expect((await errorOf(t.client.send(new CreateKeyCommand({ Tags: tooMany })))).name).toBe('TagException');
     expect((await errorOf(t.client.send(new CreateKeyCommand({ MultiRegion: true })))).name).toBe('UnsupportedOperationException');
   });
 });

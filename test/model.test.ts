@@ -397,6 +397,16 @@ describe('parseInput accepts and converts', () => {
     expect(input).toEqual({ KeyId: 'k', Tags: [{ TagKey: 'a', TagValue: 'b' }] });
   });
 
+  it('takes member names that Object.prototype knows (constructor, toString, __proto__) for unknown members', () => {
+    // A null anywhere takes the slow path, which looks members up by name.
+    const body = JSON.parse('{"AliasName":"alias/x","Marker":null,"constructor":{"x":1},"toString":null,"__proto__":[1],"hasOwnProperty":"y"}');
+    expect(parseInput('DeleteAlias', body)).toEqual({ AliasName: 'alias/x' });
+    const invalid = JSON.parse('{"AliasName":"bad name","Marker":null,"constructor":{"x":1},"valueOf":null}');
+    expect(() => parseInput('DeleteAlias', invalid)).toThrow(/validation error detected: Value 'bad name' at 'aliasName'/);
+    const nested = JSON.parse('{"KeyId":"k","Tags":[{"TagKey":"a","TagValue":null,"constructor":{"x":1}}]}');
+    expect(() => parseInput('TagResource', nested)).toThrow(/Value null at 'tags.1.member.tagValue'/);
+  });
+
   it('treats optional members sent as JSON null as absent', () => {
     expect(parseInput('ListKeys', { Limit: null, Marker: null })).toEqual({});
     expect(parseInput('ListKeys', { Limit: null })).not.toHaveProperty('Limit');

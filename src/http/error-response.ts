@@ -8,6 +8,9 @@ import type { KmsError } from '../kms/errors.js';
 const NON_400_STATUS: Record<string, number> = {
   // AWS's common-errors page lists a missing signature as 403 (the one client fault that is not 400).
   MissingAuthenticationTokenException: 403,
+  // A body over the size limit. KMS documents neither the limit nor the answer; HTTP's own status
+  // for it tells proxies and clients not to retry the same request.
+  RequestEntityTooLargeException: 413,
   KMSInternalException: 500,
   KeyUnavailableException: 500,
   InternalFailure: 500,

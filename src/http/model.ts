@@ -64,6 +64,12 @@ function shapeNamed(name: string): ModelShape {
   return shape;
 }
 
+/** The shape of a structure's member `name`; a JSON key such as `constructor` or `__proto__` is
+ *  no member, whatever the prototype of the members object holds. */
+function memberShapeName(shape: ModelShape, name: string): string | undefined {
+  return shape.members !== undefined && Object.hasOwn(shape.members, name) ? shape.members[name] : undefined;
+}
+
 function operationNamed(operation: string): ModelOperation {
   const found = Object.hasOwn(kmsModel.operations, operation) ? kmsModel.operations[operation] : undefined;
   if (!found) throw new KmsError('UnknownOperationException', `Unknown operation ${operation}`);
@@ -164,7 +170,7 @@ function awsMemberPath(rootShape: string, path: readonly PropertyKey[]): { text:
     if (!shape) break;
     if (shape.type === 'structure') {
       parts.push(lowerFirst(String(key)));
-      const target: string | undefined = shape.members?.[String(key)];
+      const target = memberShapeName(shape, String(key));
       shape = target ? shapeNamed(target) : undefined;
     } else if (shape.type === 'list') {
       parts.push(String(Number(key) + 1), 'member');
@@ -246,10 +252,9 @@ function renderValue(shape: ModelShape, value: unknown): string {
   if (typeof value === 'object' && value !== null) {
     const entries = Object.entries(value);
     if (shape.type === 'map') return `{${entries.map(([k, v]) => `${k}=${renderValue(shapeNamed(shape.value!), v)}`).join(', ')}}`;
-    const members = shape.members ?? {};
     return `{${entries
-      .filter(([name]) => members[name])
-      .map(([name, v]) => `${name}: ${renderValue(shapeNamed(members[name]!), v)}`)
+      .filter(([name]) => memberShapeName(shape, name) !== undefined)
+      .map(([name, v]) => `${name}: ${renderValue(shapeNamed(memberShapeName(shape, name)!), v)}`)
       .join(', ')}}`;
   }
   return String(value);
@@ -465,7 +470,7 @@ function withoutNullMembers(shape: ModelShape, value: unknown): unknown {
   if (shape.type === 'structure' && isJsonObject(value)) {
     const copy: Record<string, unknown> = {};
     for (const [name, member] of Object.entries(value)) {
-      const target = shape.members?.[name];
+      const target = memberShapeName(shape, name);
       if (member !== null && target) copy[name] = withoutNullMembers(shapeNamed(target), member);
     }
     return copy;

@@ -18,6 +18,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { KmsError, internal, unsupported } from '../kms/errors.js';
 import { httpStatusOf } from './error-response.js';
+import { parseJsonBody } from './json-body.js';
 import { operationNames, parseInput, serializeOutput } from './model.js';
 import { isXksPath } from './xks/router.js';
 
@@ -121,7 +122,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     const accessKeyId = deps.verifier.verify({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body });
     caller = deps.principals.caller(accessKeyId);
     principalArn = caller.principal.arn;
-    auditInput = parseJson(body);
+    auditInput = parseJsonBody(body);
     const input = parseInput(operation, auditInput);
     auditInput = input;
     const handler = operationHandlers[operation];
@@ -195,30 +196,33 @@ function operationOf(target: string | string[] | undefined): string {
   return operation;
 }
 
-function parseJson(body: Buffer): unknown {
-  if (body.length === 0) return {};
-  try {
-    return JSON.parse(body.toString('utf8'));
-  } catch {
-    throw new KmsError('SerializationException', 'The request body is not valid JSON.');
-  }
-}
+/** How long the rest of a refused oversized body is read and discarded before the connection
+ *  is cut: closing at once would reset the connection under the client, answer unread. */
+const OVERSIZED_DRAIN_MS = 10_000;
 
+/** The body, at most MAX_BODY_BYTES. A larger one (announced or sent) is refused at once with an
+ *  error the caller answers; the rest is drained, so the client reads that answer. */
 function readBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
+    const refuse = () => {
+      req.removeListener('data', onData);
+      req.resume();
+      const cut = setTimeout(() => req.destroy(), OVERSIZED_DRAIN_MS).unref();
+      req.once('end', () => clearTimeout(cut));
+      req.once('close', () => clearTimeout(cut));
+      reject(new KmsError('RequestEntityTooLargeException', `The request body exceeds the limit of ${MAX_BODY_BYTES} bytes.`));
+    };
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        reject(new KmsError('SerializationException', `The request body exceeds ${MAX_BODY_BYTES} bytes.`));
-        req.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
+      if (size > MAX_BODY_BYTES) refuse();
+      else chunks.push(chunk);
+    };
+    req.on('error', reject); // also while a refused body drains
+    if (Number(req.headers['content-length']) > MAX_BODY_BYTES) return refuse();
+    req.on('data', onData);
     req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
-    req.on('error', reject);
   });
 }
 

@@ -13,6 +13,8 @@ export const keyArn = (a: Account, keyId: string) => `arn:${a.partition}:kms:${a
 export const aliasArn = (a: Account, aliasName: string) => `arn:${a.partition}:kms:${a.region}:${a.accountId}:${aliasName}`;
 
 const KEY_ID = /^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$/;
+/** Whether `text` has the form of a key ID (not whether such a key exists). */
+export const isKeyId = (text: string) => KEY_ID.test(text);
 const ARN = /^arn:([a-z0-9-]+):kms:([a-z0-9-]*):(\d{12}):(key\/.+|alias\/.+)$/;
 
 export type KeyIdentifier = { kind: 'key'; keyId: string } | { kind: 'alias'; aliasName: string };
@@ -37,7 +39,7 @@ export function parseKeyIdentifier(account: Account, raw: string, allowAlias: bo
     id = { kind: 'key', keyId: raw };
   }
   if (id.kind === 'alias' && !allowAlias) throw notFound(`Invalid keyId '${raw}'`);
-  if (id.kind === 'key' && !KEY_ID.test(id.keyId)) throw notFound(`Invalid keyId '${raw}'`);
+  if (id.kind === 'key' && !isKeyId(id.keyId)) throw notFound(`Invalid keyId '${raw}'`);
   return id;
 }
 

@@ -5,7 +5,8 @@
  * the service (node:crypto); decryption runs in the token.
  */
 import { constants, createPublicKey, publicEncrypt } from 'node:crypto';
-import { KmsError, invalidCiphertext, validation } from './errors.js';
+import { KmsError, incorrectKey, invalidCiphertext, validation } from './errors.js';
+import { symmetricHeaderOf } from './ciphertext.js';
 import { HsmError } from '../hsm/types.js';
 import type { KeyRecord } from '../store/types.js';
 import type { RequestContext, Services } from './context.js';
@@ -58,12 +59,14 @@ export async function decryptWithPrivateKey(svc: Services, key: KeyRecord, algor
 /**
  * When `keyId` names a key that is not symmetric, Decrypt (or ReEncrypt's source side) is an
  * asymmetric decryption: checks it and returns the key and algorithm. Undefined otherwise, and the
- * symmetric path (which finds its key in the blob) takes over.
+ * symmetric path (which finds its key in the blob) takes over. A symmetric blob names its own key,
+ * so naming an RSA, HMAC or ECC key for it is IncorrectKeyException, as AWS answers.
  */
 export async function asymmetricSource(
   svc: Services,
   ctx: RequestContext,
   keyId: string | undefined,
+  ciphertext: Buffer,
   action: string,
   requestedAlgorithm: string | undefined,
   operation: string,
@@ -72,6 +75,7 @@ export async function asymmetricSource(
   const key = await resolveKey(svc, keyId, { allowAlias: true });
   if (isSymmetricKey(key)) return undefined;
   await authorize(svc, ctx, action, key);
+  if (symmetricHeaderOf(ciphertext) !== undefined) throw incorrectKey();
   requireEnabled(svc, key);
   requireUsage(svc, key, 'ENCRYPT_DECRYPT', operation);
   return { key, algorithm: encryptionAlgorithmFor(key, requestedAlgorithm) };

@@ -8,6 +8,7 @@
  * The AAD is the header (everything before the IV) followed by the canonical encoding of the
  * encryption context, so neither the header nor the context can be changed without failing the tag.
  */
+import { isKeyId } from './arn.js';
 import { invalidCiphertext } from './errors.js';
 
 const MAGIC = Buffer.from('p1k', 'ascii');
@@ -39,6 +40,20 @@ export function encodeHeader({ keyId, version }: CiphertextHeader): Buffer {
 
 export function assembleBlob(header: Buffer, iv: Uint8Array, sealed: Uint8Array): Buffer {
   return Buffer.concat([header, iv, sealed]);
+}
+
+/**
+ * The header of `blob` when it is a symmetric blob of this service, else undefined. Strict (the
+ * key ID must have a key ID's form), so that an RSA ciphertext is never mistaken for one: its
+ * first 41 random bytes would have to spell the magic, the format, a length of 36 and a key ID.
+ */
+export function symmetricHeaderOf(blob: Buffer): CiphertextHeader | undefined {
+  try {
+    const { keyId, version } = parseBlob(blob);
+    return isKeyId(keyId) ? { keyId, version } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Splits a blob; anything that is not a well-formed v1 blob is InvalidCiphertextException. */

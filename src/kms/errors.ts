@@ -21,6 +21,9 @@ export const invalidState = (message: string) => new KmsError('KMSInvalidStateEx
 export const disabled = (message: string) => new KmsError('DisabledException', message);
 export const invalidCiphertext = (message = 'The ciphertext is invalid or was not produced by this service, or the encryption context does not match.') =>
   new KmsError('InvalidCiphertextException', message);
+/** Decrypt's KeyId or ReEncrypt's SourceKeyId names another key than the one that sealed the blob. */
+export const incorrectKey = () =>
+  new KmsError('IncorrectKeyException', 'The key ID in the request does not identify a KMS key that can perform this operation.');
 export const internal = (message = 'An internal error occurred.') => new KmsError('KMSInternalException', message);
 export const unsupported = (message: string) => new KmsError('UnsupportedOperationException', message);
 export const accessDenied = (message: string) => new KmsError('AccessDeniedException', message);

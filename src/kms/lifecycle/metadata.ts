@@ -5,7 +5,7 @@
  */
 import type { KeyRecord } from '../../store/types.js';
 import type { Services } from '../context.js';
-import { effectiveKeyState, isUsable } from './materials.js';
+import { effectiveKeyState } from './materials.js';
 
 export async function materialMetadata(svc: Services, key: KeyRecord) {
   const materials = await svc.store.lifecycle.listMaterials(key.keyId);
@@ -13,11 +13,13 @@ export async function materialMetadata(svc: Services, key: KeyRecord) {
   const keyState = effectiveKeyState(key, materials, now);
   const current = materials.find((m) => m.version === key.currentVersion);
   const imported = key.origin === 'EXTERNAL' && current?.importState === 'IMPORTED';
-  const hasMaterial = current !== undefined && isUsable(current, now);
+  // AWS keeps naming the current material after it was deleted or expired (the key is then
+  // PendingImport); only a key that never had material (no import yet) shows none.
+  const hasHadMaterial = current !== undefined && (current.importState === null || current.checkValue !== null);
   return {
     KeyState: keyState,
     Enabled: keyState === 'Enabled',
-    CurrentKeyMaterialId: key.keySpec === 'SYMMETRIC_DEFAULT' && hasMaterial ? current.keyMaterialId : undefined,
+    CurrentKeyMaterialId: key.keySpec === 'SYMMETRIC_DEFAULT' && hasHadMaterial ? current.keyMaterialId : undefined,
     ExpirationModel: imported ? (current.expirationModel ?? undefined) : undefined,
     ValidTo: imported ? (current.validTo ?? undefined) : undefined,
   };

@@ -10,11 +10,17 @@ import { paginate } from '../pagination.js';
 
 export const MAX_ALIASES_PER_KEY = 50;
 
-/** Beyond the model's pattern: the alias/ prefix, a non-empty name, and the reserved alias/aws/. */
-function checkAliasName(aliasName: string): void {
-  if (!aliasName.startsWith('alias/') || aliasName.length === 'alias/'.length) {
-    throw new KmsError('InvalidAliasNameException', `Alias must start with the prefix "alias/" followed by a name: ${aliasName}`);
+/** Every AliasName must carry the alias/ prefix: a ValidationException in AWS's words. */
+function checkAliasPrefix(aliasName: string): void {
+  if (!aliasName.startsWith('alias/')) {
+    throw validation('Alias must start with the prefix "alias/". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html');
   }
+}
+
+/** A new alias also needs a name after the prefix, outside alias/aws/. */
+function checkAliasName(aliasName: string): void {
+  checkAliasPrefix(aliasName);
+  if (aliasName.length === 'alias/'.length) throw new KmsError('InvalidAliasNameException', 'The alias name after the prefix "alias/" must not be empty.');
   if (aliasName.startsWith('alias/aws/')) {
     throw new KmsError('InvalidAliasNameException', 'Alias names that begin with "alias/aws/" are reserved for AWS managed keys.');
   }
@@ -49,7 +55,9 @@ const createAlias: OperationHandler = async (input, ctx, svc) => {
 
 const updateAlias: OperationHandler = async (input, ctx, svc) => {
   const aliasName: string = input.AliasName;
-  checkAliasName(aliasName);
+  // Only the prefix: the model gives UpdateAlias no InvalidAliasNameException, and an alias that
+  // CreateAlias refuses (alias/aws/…, alias/) does not exist to be updated (NotFoundException).
+  checkAliasPrefix(aliasName);
   await authorize(svc, ctx, 'UpdateAlias', aliasArn(svc.account, aliasName));
   const alias = await svc.store.getAlias(aliasName);
   if (!alias) throw notFound(`Alias '${aliasArn(svc.account, aliasName)}' is not found.`);
@@ -71,9 +79,7 @@ const updateAlias: OperationHandler = async (input, ctx, svc) => {
 
 const deleteAlias: OperationHandler = async (input, ctx, svc) => {
   const aliasName: string = input.AliasName;
-  if (!aliasName.startsWith('alias/')) {
-    throw new KmsError('InvalidAliasNameException', `Alias must start with the prefix "alias/": ${aliasName}`);
-  }
+  checkAliasPrefix(aliasName);
   await authorize(svc, ctx, 'DeleteAlias', aliasArn(svc.account, aliasName));
   const alias = await svc.store.getAlias(aliasName);
   if (!alias) throw notFound(`Alias '${aliasArn(svc.account, aliasName)}' is not found.`);

@@ -4,7 +4,7 @@
  * keys (asymmetric-encryption.ts).
  */
 import { inaccessibleCiphertextKeyMessage } from '../../auth/authorize.js';
-import { KmsError, accessDenied, constraintViolation, unsupported, validation } from '../errors.js';
+import { KmsError, accessDenied, constraintViolation, incorrectKey, unsupported, validation } from '../errors.js';
 import type { KeyRecord } from '../../store/types.js';
 import type { OperationHandler, RequestContext, Services } from '../context.js';
 import { isKmsError } from '../arn.js';
@@ -55,7 +55,7 @@ async function decryptionKey(svc: Services, ctx: RequestContext, blob: Buffer, r
   if (requestedKeyId !== undefined) {
     const requested = await resolveAuthorizedKey(svc, ctx, requestedKeyId, action, { allowAlias: true });
     if (requested.keyId !== key.keyId) {
-      throw new KmsError('IncorrectKeyException', 'The key ID in the request does not identify a KMS key that can perform this operation.');
+      throw incorrectKey();
     }
   }
   await authorize(svc, ctx, action, key).catch(hideKey);
@@ -106,7 +106,7 @@ const decrypt: OperationHandler = async (input, ctx, svc) => {
     throw dryRunSucceeded();
   }
   if (input.CiphertextBlob === undefined) throw validation("1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy constraint: Member must not be null");
-  const asymmetric = await asymmetricSource(svc, ctx, input.KeyId, 'Decrypt', input.EncryptionAlgorithm, 'Decrypt');
+  const asymmetric = await asymmetricSource(svc, ctx, input.KeyId, input.CiphertextBlob, 'Decrypt', input.EncryptionAlgorithm, 'Decrypt');
   if (asymmetric !== undefined) {
     if (input.DryRun === true) throw dryRunSucceeded();
     const plaintext = await decryptWithPrivateKey(svc, asymmetric.key, asymmetric.algorithm, input.CiphertextBlob);
@@ -157,7 +157,7 @@ const reEncrypt: OperationHandler = async (input, ctx, svc) => {
 
 /** ReEncrypt's source side: an RSA key named by SourceKeyId, or the symmetric key of the blob. */
 async function openForReEncrypt(svc: Services, ctx: RequestContext, input: Record<string, any>) {
-  const asymmetric = await asymmetricSource(svc, ctx, input.SourceKeyId, 'ReEncryptFrom', input.SourceEncryptionAlgorithm, 'ReEncrypt');
+  const asymmetric = await asymmetricSource(svc, ctx, input.SourceKeyId, input.CiphertextBlob, 'ReEncryptFrom', input.SourceEncryptionAlgorithm, 'ReEncrypt');
   if (asymmetric !== undefined) {
     if (input.DryRun === true) throw dryRunSucceeded();
     const plaintext = await decryptWithPrivateKey(svc, asymmetric.key, asymmetric.algorithm, input.CiphertextBlob);

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import { issueGrantToken, parseGrantToken } from '../../auth/grants.js';
-import { KmsError, accessDenied, notFound, unsupported, validation } from '../errors.js';
+import { KmsError, accessDenied, invalidArn, notFound, unsupported, validation } from '../errors.js';
 import type { GrantConstraints, GrantRecord, KeyRecord } from '../../store/types.js';
 import { keyArn } from '../arn.js';
 import type { OperationHandler, RequestContext, Services } from '../context.js';
@@ -140,6 +140,8 @@ const listGrants: OperationHandler = async (input, ctx, svc) => {
 const listRetirableGrants: OperationHandler = async (input, ctx, svc) => {
   if (input.RetiringServicePrincipal !== undefined) throw unsupported('Grants to AWS service principals are not supported by this service.');
   if (input.RetiringPrincipal === undefined) throw validation("1 validation error detected: Value null at 'retiringPrincipal' failed to satisfy constraint: Member must not be null");
+  // The model's only ARN member here: one that names no principal is InvalidArnException.
+  if (!PRINCIPAL_ARN.test(input.RetiringPrincipal)) throw invalidArn(`${input.RetiringPrincipal} is not the ARN of an AWS principal.`);
   await authorize(svc, ctx, 'ListRetirableGrants', '*');
   // AWS: the retiring principal must be in the caller's account.
   if (String(input.RetiringPrincipal).split(':')[4] !== ctx.caller.principal.accountId) {

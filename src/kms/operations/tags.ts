@@ -9,13 +9,17 @@ import { paginate } from '../pagination.js';
 
 export const MAX_TAGS_PER_KEY = 50;
 
-/** AWS reserves the aws: prefix and rejects a request naming one tag key twice. */
+/** AWS reserves the aws: prefix and rejects a request naming one tag key twice, or more tags than
+ *  a key can have (TagException, recorded for CreateKey with 51 tags). */
 export function checkTagKeys(tagKeys: string[]): void {
+  if (tagKeys.length > MAX_TAGS_PER_KEY) throw new KmsError('TagException', `A request can carry at most ${MAX_TAGS_PER_KEY} tags.`);
   const reserved = tagKeys.find((k) => k.toLowerCase().startsWith('aws:'));
   if (reserved !== undefined) throw new KmsError('TagException', `Tag keys beginning with 'aws:' are reserved: ${reserved}`);
   if (new Set(tagKeys).size !== tagKeys.length) throw new KmsError('TagException', 'Duplicate tag keys in the request.');
 }
 
+/** Tags already on the key plus the new ones: the per-key quota. AWS's answer for this case is not
+ *  recorded; LimitExceededException is its error for a quota. */
 export function checkTagCount(count: number): void {
   if (count > MAX_TAGS_PER_KEY) throw new KmsError('LimitExceededException', `A KMS key can have at most ${MAX_TAGS_PER_KEY} tags.`);
 }
