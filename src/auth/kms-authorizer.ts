@@ -142,6 +142,9 @@ export class KmsAuthorizer implements Authorizer {
     const keyVerdict = evaluatePolicy(resourcePolicy, input);
     if (keyVerdict.explicitDeny) return { allowed: false, why: 'with an explicit deny in a resource-based policy' };
     if (identityVerdict.explicitDeny) return { allowed: false, why: 'with an explicit deny in an identity-based policy' };
+    // AWS lets a grant's designated retirer retire it without any permission; whether an explicit
+    // Deny stops it is not documented: here, as everywhere, the Deny wins.
+    if (request.designatedByGrant) return { allowed: true, by: 'grant' };
     if (principal.accountId === key.accountId) {
       if (keyVerdict.allow === 'direct') return { allowed: true, by: 'policy' };
       if (keyVerdict.allow === 'account' && identityVerdict.allow) return { allowed: true, by: 'policy' };

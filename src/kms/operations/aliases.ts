@@ -53,9 +53,12 @@ const updateAlias: OperationHandler = async (input, ctx, svc) => {
   await authorize(svc, ctx, 'UpdateAlias', aliasArn(svc.account, aliasName));
   const alias = await svc.store.getAlias(aliasName);
   if (!alias) throw notFound(`Alias '${aliasArn(svc.account, aliasName)}' is not found.`);
+  // AWS requires kms:UpdateAlias on the alias, the key it points to now and the new key: whoever
+  // may not use the current key must not be able to redirect its callers elsewhere.
+  const current = await svc.store.getKey(alias.targetKeyId);
+  if (current) await authorize(svc, ctx, 'UpdateAlias', current);
   const target = await resolveAuthorizedKey(svc, ctx, input.TargetKeyId, 'UpdateAlias', { allowAlias: false });
   requireNotPendingDeletion(svc, target);
-  const current = await svc.store.getKey(alias.targetKeyId);
   if (current && (keyKind(current) !== keyKind(target) || current.keyUsage !== target.keyUsage)) {
     throw validation(
       `The new target key must be the same type and key usage as the current one (${keyKind(current)} ${current.keyUsage}); ` +
