@@ -20,7 +20,7 @@ import type { KeyRecord, MetadataStore } from '../store/types.js';
 import { deniedMessage, type AuthorizationRequest, type Authorizer } from './authorize.js';
 import { buildConditionContext, type SlowContextLookups } from './condition-keys.js';
 import { checkGrantTokens, grantPermits } from './grants.js';
-import { compilePolicy, compilePolicyDocument, evaluatePolicy, type CompiledPolicy, type EvaluationInput, type PolicyVerdict } from './policy/document.js';
+import { compilePolicy, compilePolicyDocument, evaluatePolicy, overlyPermissiveCondition, type CompiledPolicy, type EvaluationInput, type PolicyVerdict } from './policy/document.js';
 import { MalformedPolicyError } from './policy/errors.js';
 import type { Principal, PrincipalRegistry } from './principals.js';
 
@@ -97,6 +97,8 @@ export class KmsAuthorizer implements Authorizer {
       throw new KmsError('LimitExceededException', `The key policy exceeds the maximum size of ${MAX_KEY_POLICY_BYTES} bytes.`);
     }
     const compiled = this.compileKeyPolicy(policy);
+    const overlyPermissive = overlyPermissiveCondition(compiled);
+    if (overlyPermissive) throw new KmsError('MalformedPolicyDocumentException', overlyPermissive);
     if (bypassLockoutSafetyCheck || !request.key) return;
     const later: AuthorizationRequest = {
       ...request,
