@@ -189,6 +189,21 @@ describe('UpdateAlias: kms:UpdateAlias on the alias, its current key and the new
   });
 });
 
+describe('ListAliases: kms:ListAliases in an IAM policy only, with or without KeyId', () => {
+  it('lists a key’s aliases whatever the key policy says; without an IAM Allow, nothing', async () => {
+    const key = await keyDenying(actor, 'kms:*');
+    const name = freshAlias();
+    await t.client.send(new CreateAliasCommand({ AliasName: name, TargetKeyId: key.KeyId }));
+    const listed = await as(actor).send(new ListAliasesCommand({ KeyId: key.KeyId }));
+    expect(listed.Aliases!.map((a) => a.AliasName)).toEqual([name]);
+    const denied = await errorOf(as(retirer).send(new ListAliasesCommand({ KeyId: key.KeyId })));
+    expect(denied).toMatchObject({
+      name: 'AccessDeniedException',
+      message: `User: ${retirer.arn} is not authorized to perform: kms:ListAliases on resource: * because no identity-based policy allows the kms:ListAliases action`,
+    });
+  });
+});
+
 describe('ReEncrypt: kms:ReEncryptFrom on the source key, kms:ReEncryptTo on the destination key', () => {
   async function sealedUnder(key: { KeyId: string }) {
     return (await t.client.send(new EncryptCommand({ KeyId: key.KeyId, Plaintext: bytes('moving') }))).CiphertextBlob!;

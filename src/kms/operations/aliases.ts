@@ -5,7 +5,7 @@ import { KmsError, internal, notFound, validation } from '../errors.js';
 import { StoreConflictError, type AliasRecord, type KeyRecord } from '../../store/types.js';
 import { aliasArn } from '../arn.js';
 import type { OperationHandler, Services } from '../context.js';
-import { authorize, requireNotPendingDeletion, resolveAuthorizedKey } from '../keys.js';
+import { authorize, requireNotPendingDeletion, resolveAuthorizedKey, resolveKey } from '../keys.js';
 import { paginate } from '../pagination.js';
 
 export const MAX_ALIASES_PER_KEY = 50;
@@ -103,8 +103,9 @@ const deleteAlias: OperationHandler = async (input, ctx, svc) => {
 };
 
 const listAliases: OperationHandler = async (input, ctx, svc) => {
+  // AWS: kms:ListAliases in an IAM policy, with or without KeyId; the key's policy is not asked.
   await authorize(svc, ctx, 'ListAliases', '*');
-  const targetKeyId = input.KeyId === undefined ? undefined : (await resolveAuthorizedKey(svc, ctx, input.KeyId, 'ListAliases', { allowAlias: false })).keyId;
+  const targetKeyId = input.KeyId === undefined ? undefined : (await resolveKey(svc, input.KeyId, { allowAlias: false })).keyId;
   const page = await paginate(
     `alias:${targetKeyId ?? '*'}`,
     input,
