@@ -7,9 +7,11 @@ import type { AuthorizationRequest } from '../src/auth/authorize.js';
 import { issueGrantToken } from '../src/auth/grants.js';
 import { KmsAuthorizer } from '../src/auth/kms-authorizer.js';
 import { wildcardMatch } from '../src/auth/policy/wildcards.js';
-import { PrincipalRegistry, type Principal } from '../src/auth/principals.js';
+import { PrincipalRegistry, loadPrincipals, type Principal } from '../src/auth/principals.js';
 import { defaultKeyPolicy } from '../src/kms/policy-defaults.js';
 import type { GrantRecord, KeyRecord, MetadataStore } from '../src/store/types.js';
+import { writePrincipalsFile } from './helpers/principals.js';
+import { tempDir, testConfig } from './helpers/service.js';
 
 const ACCT = '111122223333';
 const OTHER = '444455556666';
@@ -572,5 +574,14 @@ describe('key policy documents', () => {
 
   it('refuses an invalid identity policy at start', () => {
     expect(() => authorizerFor({ identity: { [ALICE]: [{ Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 'kms:*', Resource: '*', Principal: '*' }] }] } })).toThrow(/policy 0 of arn:aws:iam::111122223333:user\/alice is invalid/);
+  });
+});
+
+describe('principals file', () => {
+  it('refuses principal tags whose keys differ only in case (IAM keeps them unique)', () => {
+    const user = { arn: ALICE, accessKeyId: 'AKIATESTALICE0000001', secretAccessKey: 'alice-secret-0123456789abcdefghij' };
+    const load = (tags: Record<string, string>) => loadPrincipals(testConfig(tempDir('p11kms-principals-'), { P11KMS_PRINCIPALS_FILE: writePrincipalsFile([{ ...user, tags }]) }), () => {});
+    expect(() => load({ Team: 'blue', team: 'red' })).toThrow(/principals\.0\.tags: tag keys must differ in more than case/);
+    expect(load({ Team: 'blue', project: 'x' }).all().find((p) => p.arn === ALICE)?.tags).toEqual({ Team: 'blue', project: 'x' });
   });
 });
