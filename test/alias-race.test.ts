@@ -2,7 +2,8 @@
  * UpdateAlias and DeleteAlias decide on the key an alias points to, then change the alias only if
  * it still points there. Here the alias is moved by another request between the decision and the
  * write (the store is the real SQLite store, wrapped to let that request in at exactly that
- * moment): the handler decides again, on the key the alias points to now, and is refused.
+ * moment): the handler decides again, on the key the alias points to now, and is refused. Also the
+ * store's conditional writes themselves.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -70,7 +71,7 @@ function storeWithInterleaving(concurrently: () => Promise<unknown>): MetadataSt
   };
   return new Proxy(store, {
     get(target, name, receiver) {
-      if (name === 'updateAlias' || name === 'deleteAlias') {
+      if (name === 'updateAliasIfTarget' || name === 'deleteAliasIfTarget') {
         return async (...args: unknown[]) => {
           await beforeWrite();
           return (target[name] as (...a: unknown[]) => Promise<boolean>).apply(target, args);
@@ -116,5 +117,20 @@ describe('an alias moved to a victim key between the decision and the write', ()
     expect((await store.getAlias('alias/shared'))?.targetKeyId).toBe(keyIds.attacker);
     await attackerCall(store, 'DeleteAlias', { AliasName: 'alias/shared' });
     expect(await store.getAlias('alias/shared')).toBeUndefined();
+  });
+});
+
+describe("the store's conditional alias writes", () => {
+  it('change or delete an alias only while it points to the key decided on', async () => {
+    const at = new Date(1_700_000_003_000);
+    expect(await store.updateAliasIfTarget('alias/shared', keyIds.victim, keyIds.attacker, at)).toBe(false);
+    expect((await store.getAlias('alias/shared'))?.targetKeyId).toBe(keyIds.spare);
+    expect(await store.updateAliasIfTarget('alias/shared', keyIds.spare, keyIds.attacker, at)).toBe(true);
+    expect(await store.getAlias('alias/shared')).toMatchObject({ targetKeyId: keyIds.attacker, lastUpdatedAt: at });
+    expect(await store.deleteAliasIfTarget('alias/shared', keyIds.spare)).toBe(false);
+    expect((await store.getAlias('alias/shared'))?.targetKeyId).toBe(keyIds.attacker);
+    expect(await store.deleteAliasIfTarget('alias/shared', keyIds.attacker)).toBe(true);
+    expect(await store.getAlias('alias/shared')).toBeUndefined();
+    expect(await store.updateAliasIfTarget('alias/none', keyIds.spare, keyIds.attacker, at)).toBe(false);
   });
 });

@@ -158,6 +158,8 @@ class SqliteMetadataStore implements MetadataStore {
   private readonly selectAliasStmt;
   private readonly updateAliasStmt;
   private readonly deleteAliasStmt;
+  private readonly updateAliasIfTargetStmt;
+  private readonly deleteAliasIfTargetStmt;
   private readonly selectAliasesFirstPageStmt;
   private readonly selectAliasesAfterStmt;
   private readonly selectKeyAliasesFirstPageStmt;
@@ -223,11 +225,14 @@ class SqliteMetadataStore implements MetadataStore {
     const selectAliases = <Params extends unknown[]>(condition: string) =>
       db.prepare<Params, AliasRow>(`SELECT ${ALIAS_COLUMNS} FROM aliases ${condition}`).raw();
     this.selectAliasStmt = selectAliases<[string]>('WHERE alias_name = ?');
-    // `from`, when not null, makes the change conditional on the alias's current target.
-    this.updateAliasStmt = db.prepare<[string, number, string, string | null, string | null]>(
-      'UPDATE aliases SET target_key_id = ?, last_updated_at = ? WHERE alias_name = ? AND (? IS NULL OR target_key_id = ?)',
+    this.updateAliasStmt = db.prepare<[string, number, string]>(
+      'UPDATE aliases SET target_key_id = ?, last_updated_at = ? WHERE alias_name = ?',
     );
-    this.deleteAliasStmt = db.prepare<[string, string | null, string | null]>('DELETE FROM aliases WHERE alias_name = ? AND (? IS NULL OR target_key_id = ?)');
+    this.deleteAliasStmt = db.prepare<[string]>('DELETE FROM aliases WHERE alias_name = ?');
+    this.updateAliasIfTargetStmt = db.prepare<[string, number, string, string]>(
+      'UPDATE aliases SET target_key_id = ?, last_updated_at = ? WHERE alias_name = ? AND target_key_id = ?',
+    );
+    this.deleteAliasIfTargetStmt = db.prepare<[string, string]>('DELETE FROM aliases WHERE alias_name = ? AND target_key_id = ?');
     this.selectAliasesFirstPageStmt = selectAliases<[number]>('ORDER BY alias_name LIMIT ?');
     this.selectAliasesAfterStmt = selectAliases<[string, number]>('WHERE alias_name > ? ORDER BY alias_name LIMIT ?');
     this.selectKeyAliasesFirstPageStmt = selectAliases<[string, number]>(
@@ -375,16 +380,28 @@ class SqliteMetadataStore implements MetadataStore {
     return row && rowToAlias(row);
   }
 
-  async updateAlias(aliasName: string, targetKeyId: string, at: Date, from?: string): Promise<boolean> {
+  async updateAlias(aliasName: string, targetKeyId: string, at: Date): Promise<boolean> {
     try {
-      return this.updateAliasStmt.run(targetKeyId, toMillis(at), aliasName, from ?? null, from ?? null).changes > 0;
+      return this.updateAliasStmt.run(targetKeyId, toMillis(at), aliasName).changes > 0;
     } catch (err) {
       throw translateMissingKey(err, targetKeyId);
     }
   }
 
-  async deleteAlias(aliasName: string, from?: string): Promise<boolean> {
-    return this.deleteAliasStmt.run(aliasName, from ?? null, from ?? null).changes > 0;
+  async deleteAlias(aliasName: string): Promise<boolean> {
+    return this.deleteAliasStmt.run(aliasName).changes > 0;
+  }
+
+  async updateAliasIfTarget(aliasName: string, decidedKeyId: string, targetKeyId: string, at: Date): Promise<boolean> {
+    try {
+      return this.updateAliasIfTargetStmt.run(targetKeyId, toMillis(at), aliasName, decidedKeyId).changes > 0;
+    } catch (err) {
+      throw translateMissingKey(err, targetKeyId);
+    }
+  }
+
+  async deleteAliasIfTarget(aliasName: string, decidedKeyId: string): Promise<boolean> {
+    return this.deleteAliasIfTargetStmt.run(aliasName, decidedKeyId).changes > 0;
   }
 
   async listAliases(filter: { targetKeyId?: string; afterAliasName?: string; limit: number }): Promise<AliasRecord[]> {

@@ -87,7 +87,7 @@ const updateAlias: OperationHandler = async (input, ctx, svc) => {
     if (target.keyId !== alias.targetKeyId) await checkAliasQuota(svc, target);
     return target;
   };
-  await changeAliasAsDecided(svc, aliasName, decide, (from, target) => svc.store.updateAlias(aliasName, target.keyId, svc.now(), from));
+  await changeAliasAsDecided(svc, aliasName, decide, (decidedKeyId, target) => svc.store.updateAliasIfTarget(aliasName, decidedKeyId, target.keyId, svc.now()));
   return undefined;
 };
 
@@ -98,7 +98,7 @@ const deleteAlias: OperationHandler = async (input, ctx, svc) => {
   }
   await authorize(svc, ctx, 'DeleteAlias', aliasArn(svc.account, aliasName));
   const decide = (alias: AliasRecord) => resolveAuthorizedKey(svc, ctx, alias.targetKeyId, 'DeleteAlias', { allowAlias: false });
-  await changeAliasAsDecided(svc, aliasName, decide, (from) => svc.store.deleteAlias(aliasName, from));
+  await changeAliasAsDecided(svc, aliasName, decide, (decidedKeyId) => svc.store.deleteAliasIfTarget(aliasName, decidedKeyId));
   return undefined;
 };
 
