@@ -37,14 +37,15 @@ const principalsFileSchema = z.object({
         secretAccessKey: accessKeySchema.shape.secretAccessKey.optional(),
         accessKeys: z.array(accessKeySchema).max(2).optional(),
         policies: z.array(z.unknown()).default([]),
-        // IAM keeps tag keys unique regardless of case, so aws:PrincipalTag/<key> has one value.
-        tags: z
-          .record(z.string(), z.string())
-          .default({})
-          .refine((tags) => new Set(Object.keys(tags).map((k) => k.toLowerCase())).size === Object.keys(tags).length, 'tag keys must differ in more than case'),
+        tags: z.record(z.string(), z.string()).default({}),
       })
       .refine((p) => (p.accessKeyId === undefined) === (p.secretAccessKey === undefined), 'accessKeyId and secretAccessKey go together')
-      .refine((p) => p.accessKeyId !== undefined || (p.accessKeys?.length ?? 0) > 0, 'a principal needs at least one access key'),
+      .refine((p) => p.accessKeyId !== undefined || (p.accessKeys?.length ?? 0) > 0, 'a principal needs at least one access key')
+      // IAM keeps tag keys unique regardless of case, so aws:PrincipalTag/<key> has one value.
+      .refine((p) => new Set(Object.keys(p.tags).map((k) => k.toLowerCase())).size === Object.keys(p.tags).length, {
+        message: 'tag keys must differ in more than case',
+        path: ['tags'],
+      }),
   ),
 });
 
