@@ -7,9 +7,11 @@ import type { AuthorizationRequest } from '../src/auth/authorize.js';
 import { issueGrantToken } from '../src/auth/grants.js';
 import { KmsAuthorizer } from '../src/auth/kms-authorizer.js';
 import { wildcardMatch } from '../src/auth/policy/wildcards.js';
-import { PrincipalRegistry, type Principal } from '../src/auth/principals.js';
+import { PrincipalRegistry, loadPrincipals, type Principal } from '../src/auth/principals.js';
 import { defaultKeyPolicy } from '../src/kms/policy-defaults.js';
 import type { GrantRecord, KeyRecord, MetadataStore } from '../src/store/types.js';
+import { writePrincipalsFile } from './helpers/principals.js';
+import { tempDir, testConfig } from './helpers/service.js';
 
 const ACCT = '111122223333';
 const OTHER = '444455556666';
@@ -340,6 +342,115 @@ const grantCases: Case[] = [
   { name: 'valid grant token', input: { GrantTokens: [issueGrantToken(KEY_ID, 'a'.repeat(64))] }, caller: ROOT, expect: 'allow' },
 ];
 
+/**
+ * Encryption context (and tag) keys that differ only in case. Condition key names and grant
+ * constraint keys are case-insensitive (Developer Guide, "Case sensitivity of the encryption
+ * context condition"; API reference, GrantConstraints), so {"TENANT":"evil","tenant":"a"} gives
+ * the key `tenant` two values. AWS documents no rule for that: we read it strictly (an Allow must
+ * hold for every value, a Deny for any), and every case runs with the members in both orders.
+ */
+const COLLIDING = { TENANT: 'evil', tenant: 'a' };
+const denyWhen = (condition: Doc) =>
+  keyPolicy(allowKey({ AWS: ALICE }, 'kms:Encrypt'), { Effect: 'Deny', Principal: { AWS: ALICE }, Action: 'kms:Encrypt', Resource: '*', Condition: condition });
+const iamWhen = (condition: Doc) => ({ [ALICE]: [doc(allowIam('kms:Encrypt', '*', { Condition: condition }))] });
+const grantWith = (constraints: Record<string, Record<string, string>>, operations = ['Encrypt']) => [{ operations, constraints }];
+
+const caseCollisionCases: Case[] = [
+  // kms:EncryptionContext:<key> in an Allow: every value must satisfy the condition.
+  { name: 'Allow StringEquals: one of two values', policy: withCondition({ StringEquals: { 'kms:EncryptionContext:tenant': 'a' } }), input: ec(COLLIDING), expect: /no resource-based/ },
+  { name: 'Allow StringEquals: the same value twice', policy: withCondition({ StringEquals: { 'kms:EncryptionContext:tenant': 'a' } }), input: ec({ TENANT: 'a', tenant: 'a' }), expect: 'allow' },
+  { name: 'Allow StringEquals: both values listed', policy: withCondition({ StringEquals: { 'kms:EncryptionContext:tenant': ['a', 'evil'] } }), input: ec(COLLIDING), expect: 'allow' },
+  { name: 'Allow StringEqualsIgnoreCase: values differing in case', policy: withCondition({ StringEqualsIgnoreCase: { 'kms:EncryptionContext:Tenant': 'A' } }), input: ec({ Tenant: 'a', tenant: 'A' }), expect: 'allow' },
+  { name: 'Allow StringEquals is case-sensitive in values', policy: withCondition({ StringEquals: { 'kms:EncryptionContext:Tenant': 'A' } }), input: ec({ Tenant: 'a', tenant: 'A' }), expect: /no resource-based/ },
+  { name: 'Allow StringNotEquals: one value is the forbidden one', policy: withCondition({ StringNotEquals: { 'kms:EncryptionContext:tenant': 'evil' } }), input: ec(COLLIDING), expect: /no resource-based/ },
+  { name: 'Allow StringLike: every value matches', policy: withCondition({ StringLike: { 'kms:EncryptionContext:tenant': 'a*' } }), input: ec({ TENANT: 'ab', tenant: 'a' }), expect: 'allow' },
+  { name: 'Allow StringLike: one value does not', policy: withCondition({ StringLike: { 'kms:EncryptionContext:tenant': 'a*' } }), input: ec({ TENANT: 'b', tenant: 'a' }), expect: /no resource-based/ },
+  { name: 'Allow StringEqualsIfExists: one of two values', policy: withCondition({ StringEqualsIfExists: { 'kms:EncryptionContext:tenant': 'a' } }), input: ec(COLLIDING), expect: /no resource-based/ },
+  { name: 'Allow Null false: the key is present', policy: withCondition({ Null: { 'kms:EncryptionContext:tenant': 'false' } }), input: ec(COLLIDING), expect: 'allow' },
+  { name: 'Allow ForAnyValue on the pair: one of two values', policy: withCondition({ 'ForAnyValue:StringEquals': { 'kms:EncryptionContext:tenant': 'a' } }), input: ec(COLLIDING), expect: /no resource-based/ },
+  { name: 'IAM Allow ForAllValues on the pair: one of two values', identity: iamWhen({ 'ForAllValues:StringEquals': { 'kms:EncryptionContext:tenant': 'a' } }), input: ec(COLLIDING), expect: /no identity-based/ },
+  { name: 'IAM Allow ForAllValues on the pair: the same value twice', identity: iamWhen({ 'ForAllValues:StringEquals': { 'kms:EncryptionContext:tenant': 'a' } }), input: ec({ TENANT: 'a', tenant: 'a' }), expect: 'allow' },
+  // In a Deny: any value satisfying the condition denies.
+  { name: 'Deny StringEquals: one value is restricted', policy: denyWhen({ StringEquals: { 'kms:EncryptionContext:stage': 'restricted' } }), input: ec({ Stage: 'restricted', stage: 'test' }), expect: /explicit deny/ },
+  { name: 'Deny StringEquals: neither value is restricted', policy: denyWhen({ StringEquals: { 'kms:EncryptionContext:stage': 'restricted' } }), input: ec({ Stage: 'prod', stage: 'test' }), expect: 'allow' },
+  { name: 'Deny StringNotEquals: one value is not the required one', policy: denyWhen({ StringNotEquals: { 'kms:EncryptionContext:tenant': 'a' } }), input: ec(COLLIDING), expect: /explicit deny/ },
+  { name: 'Deny StringNotEquals: the required value twice', policy: denyWhen({ StringNotEquals: { 'kms:EncryptionContext:tenant': 'a' } }), input: ec({ TENANT: 'a', tenant: 'a' }), expect: 'allow' },
+  { name: 'Deny ForAnyValue on the pair: one value is restricted', policy: denyWhen({ 'ForAnyValue:StringEquals': { 'kms:EncryptionContext:stage': 'restricted' } }), input: ec({ STAGE: 'restricted', stage: 'x' }), expect: /explicit deny/ },
+  // kms:EncryptionContextKeys: every key as given, case-sensitive unless the operator ignores case.
+  { name: 'ForAllValues:StringEquals on the keys', policy: withCondition({ 'ForAllValues:StringEquals': { 'kms:EncryptionContextKeys': ['tenant'] } }), input: ec(COLLIDING), expect: /no resource-based/ },
+  { name: 'ForAllValues:StringEqualsIgnoreCase on the keys', policy: withCondition({ 'ForAllValues:StringEqualsIgnoreCase': { 'kms:EncryptionContextKeys': ['tenant'] } }), input: ec(COLLIDING), expect: 'allow' },
+  { name: 'ForAnyValue:StringEquals on the keys', policy: withCondition({ 'ForAnyValue:StringEquals': { 'kms:EncryptionContextKeys': 'TENANT' } }), input: ec(COLLIDING), expect: 'allow' },
+  { name: 'Deny ForAnyValue:StringEquals on the keys', policy: denyWhen({ 'ForAnyValue:StringEquals': { 'kms:EncryptionContextKeys': 'TENANT' } }), input: ec(COLLIDING), expect: /explicit deny/ },
+  {
+    name: 'the documented fully case-sensitive pattern refuses the extra key',
+    policy: withCondition({ StringEquals: { 'kms:EncryptionContext:tenant': 'a' }, 'ForAllValues:StringEquals': { 'kms:EncryptionContextKeys': ['tenant'] } }),
+    input: ec(COLLIDING),
+    expect: /no resource-based/,
+  },
+  {
+    name: 'the documented fully case-sensitive pattern allows the exact pair',
+    policy: withCondition({ StringEquals: { 'kms:EncryptionContext:tenant': 'a' }, 'ForAllValues:StringEquals': { 'kms:EncryptionContextKeys': ['tenant'] } }),
+    input: ec({ tenant: 'a' }),
+    expect: 'allow',
+  },
+  // Tags in the request are another family of case-insensitive condition keys.
+  {
+    name: 'aws:RequestTag with tag keys that differ in case',
+    action: 'kms:CreateKey',
+    noKey: true,
+    identity: { [ALICE]: [doc(allowIam('kms:CreateKey', '*', { Condition: { StringEquals: { 'aws:RequestTag/env': 'dev' } } }))] },
+    input: { Tags: [{ TagKey: 'env', TagValue: 'dev' }, { TagKey: 'ENV', TagValue: 'prod' }] },
+    expect: /no identity-based/,
+  },
+  // Grant constraints: keys case-insensitive, values case-sensitive, Equals is the whole pair set.
+  { name: 'grant Equals: an extra pair whose key differs in case (issue 9)', grants: grantWith({ EncryptionContextEquals: { tenant: 'a' } }), input: ec(COLLIDING), expect: /no identity-based/ },
+  { name: 'grant Equals: the key in another case', grants: grantWith({ EncryptionContextEquals: { tenant: 'a' } }), input: ec({ TENANT: 'a' }), expect: 'allow' },
+  { name: 'grant Equals: the same pair in two cases', grants: grantWith({ EncryptionContextEquals: { tenant: 'a' } }), input: ec({ TENANT: 'a', tenant: 'a' }), expect: 'allow' },
+  { name: 'grant Equals: the value in another case', grants: grantWith({ EncryptionContextEquals: { tenant: 'a' } }), input: ec({ tenant: 'A' }), expect: /no identity-based/ },
+  { name: 'grant Equals with colliding keys: the same pairs', grants: grantWith({ EncryptionContextEquals: { tenant: 'a', TENANT: 'b' } }), input: ec({ Tenant: 'b', tenant: 'a' }), expect: 'allow' },
+  { name: 'grant Equals with colliding keys: one pair missing', grants: grantWith({ EncryptionContextEquals: { tenant: 'a', TENANT: 'b' } }), input: ec({ tenant: 'a' }), expect: /no identity-based/ },
+  { name: 'grant Subset: an extra value for a constrained key', grants: grantWith({ EncryptionContextSubset: { tenant: 'a' } }), input: ec(COLLIDING), expect: /no identity-based/ },
+  { name: 'grant Subset: the key in another case, other keys free', grants: grantWith({ EncryptionContextSubset: { tenant: 'a' } }), input: ec({ other: 'x', TENANT: 'a' }), expect: 'allow' },
+  {
+    name: 'CreateGrant through a grant: Equals with the key in another case is as strict',
+    action: 'kms:CreateGrant',
+    grants: grantWith({ EncryptionContextEquals: { tenant: 'a' } }, ['Encrypt', 'CreateGrant']),
+    input: { Operations: ['Encrypt'], GranteePrincipal: BOB, Constraints: { EncryptionContextEquals: { TENANT: 'a' } } },
+    expect: 'allow',
+  },
+  {
+    name: 'CreateGrant through a grant: Equals with an extra colliding pair is not',
+    action: 'kms:CreateGrant',
+    grants: grantWith({ EncryptionContextEquals: { tenant: 'a' } }, ['Encrypt', 'CreateGrant']),
+    input: { Operations: ['Encrypt'], GranteePrincipal: BOB, Constraints: { EncryptionContextEquals: COLLIDING } },
+    expect: /no identity-based/,
+  },
+  {
+    name: 'CreateGrant through a grant: Subset with an extra colliding value is not',
+    action: 'kms:CreateGrant',
+    grants: grantWith({ EncryptionContextSubset: { tenant: 'a' } }, ['Encrypt', 'CreateGrant']),
+    input: { Operations: ['Encrypt'], GranteePrincipal: BOB, Constraints: { EncryptionContextSubset: COLLIDING } },
+    expect: /no identity-based/,
+  },
+];
+
+/** The same value with every object's members, and every list, in reverse order. */
+function reversedMembers<T>(value: T): T {
+  if (Array.isArray(value)) return value.map(reversedMembers).reverse() as T;
+  if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value).reverse().map(([k, v]) => [k, reversedMembers(v)])) as T;
+  return value;
+}
+
+describe('keys that differ only in case, in both member orders', () => {
+  it.each(caseCollisionCases.map((c) => [c.name, c] as const))('%s', async (_name, c) => {
+    const reversed: Case = { ...c, input: reversedMembers(c.input), grants: c.grants?.map((g) => ({ ...g, constraints: reversedMembers(g.constraints) })) };
+    const [forward, backward] = [await outcome(c), await outcome(reversed)];
+    expect(backward).toBe(forward);
+    if (c.expect === 'allow') expect(forward).toBe('allow');
+    else expect(forward).toMatch(c.expect);
+  });
+});
+
 describe.each([
   ['default key policy and identity policies', defaultPolicyCases],
   ['key policies', keyPolicyCases],
@@ -431,6 +542,19 @@ describe('key policy documents', () => {
     expect(await lockout(ALICE, keyPolicy(allowKey({ AWS: ALICE }, 'kms:*'), { Effect: 'Deny', Principal: '*', Action: 'kms:PutKeyPolicy', Resource: '*' }))).toMatch(/will not allow/);
   });
 
+  it('refuses ForAllValues on single-valued encryption context and request tag keys, as AWS KMS does', async () => {
+    const withSetOperator = (operator: string, key: string) => keyPolicy(rootStatement, allowKey({ AWS: ALICE }, 'kms:Encrypt', { Condition: { [operator]: { [key]: 'a' } } }));
+    expect(await lockout(ROOT, withSetOperator('ForAllValues:StringEquals', 'kms:EncryptionContext:tenant'))).toBe(
+      'MalformedPolicyDocumentException: OverlyPermissiveCondition:EncryptionContext: Using the ForAllValues set operator with a single-valued condition key ' +
+        'matches requests without the specified encryption context or with an unspecified encryption context. To fix, remove ForAllValues.',
+    );
+    expect(await lockout(ROOT, withSetOperator('ForAllValues:StringLike', 'aws:RequestTag/env'))).toMatch(/^MalformedPolicyDocumentException: OverlyPermissiveCondition:RequestTag: /);
+    // Even with the lockout check bypassed; other set operators and multivalued keys are fine.
+    expect(await lockout(ROOT, withSetOperator('ForAllValues:StringEquals', 'kms:EncryptionContext:tenant'), true)).toMatch(/OverlyPermissiveCondition/);
+    expect(await lockout(ROOT, withSetOperator('ForAnyValue:StringEquals', 'kms:EncryptionContext:tenant'))).toBe('ok');
+    expect(await lockout(ROOT, withSetOperator('ForAllValues:StringEquals', 'kms:EncryptionContextKeys'))).toBe('ok');
+  });
+
   it('enforces the 32 KB quota', async () => {
     const big = keyPolicy({ ...rootStatement, Sid: 'x'.repeat(33_000) });
     expect(await lockout(ROOT, big)).toMatch(/^LimitExceededException/);
@@ -450,5 +574,14 @@ describe('key policy documents', () => {
 
   it('refuses an invalid identity policy at start', () => {
     expect(() => authorizerFor({ identity: { [ALICE]: [{ Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 'kms:*', Resource: '*', Principal: '*' }] }] } })).toThrow(/policy 0 of arn:aws:iam::111122223333:user\/alice is invalid/);
+  });
+});
+
+describe('principals file', () => {
+  it('refuses principal tags whose keys differ only in case (IAM keeps them unique)', () => {
+    const user = { arn: ALICE, accessKeyId: 'AKIATESTALICE0000001', secretAccessKey: 'alice-secret-0123456789abcdefghij' };
+    const load = (tags: Record<string, string>) => loadPrincipals(testConfig(tempDir('p11kms-principals-'), { P11KMS_PRINCIPALS_FILE: writePrincipalsFile([{ ...user, tags }]) }), () => {});
+    expect(() => load({ Team: 'blue', team: 'red' })).toThrow(/principals\.0\.tags: tag keys must differ in more than case/);
+    expect(load({ Team: 'blue', project: 'x' }).all().find((p) => p.arn === ALICE)?.tags).toEqual({ Team: 'blue', project: 'x' });
   });
 });

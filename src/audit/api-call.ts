@@ -26,6 +26,8 @@ export interface ApiCallAudit {
   input: unknown;
   output: Record<string, unknown> | undefined;
   error: { type: string; message: string } | undefined;
+  /** Keys the handler was authorized against (UpdateAlias: the alias's previous target too). */
+  authorizedKeyArns?: readonly string[];
 }
 
 const TARGET_PREFIX = 'TrentService.';
@@ -65,7 +67,7 @@ export class ApiAuditor {
     if (!this.trail.enabled) return;
     const eventName = eventNameOf(a);
     const input = a.input !== null && typeof a.input === 'object' && !Array.isArray(a.input) ? (a.input as Record<string, unknown>) : undefined;
-    const keyArns = await this.keyArnsOf(input, a.output);
+    const keyArns = [...new Set([...(await this.keyArnsOf(input, a.output)), ...(a.authorizedKeyArns ?? [])])];
     const userAgent = a.headers['user-agent'];
     const record = apiCallRecord({
       account: this.svc.account,

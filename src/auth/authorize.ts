@@ -20,6 +20,9 @@ export interface AuthorizationRequest {
   /** API operation name and its validated input. */
   operation: string;
   input: Record<string, unknown>;
+  /** The grant being retired names the caller (its retiring principal, or its grantee when it
+   *  includes RetireGrant): no policy needs to allow the call, but an explicit Deny still refuses it. */
+  designatedByGrant?: boolean;
   sourceIp: string;
   secureTransport: boolean;
   now: Date;

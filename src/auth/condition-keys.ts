@@ -5,10 +5,11 @@
  * Values are computed when a condition first asks for them (most policies read a few keys, and
  * this runs on every request). Key names are case-insensitive, so lookups use lower case; that
  * includes the part after kms:EncryptionContext:, aws:PrincipalTag/, aws:RequestTag/ and
- * aws:ResourceTag/. Values keep their case.
+ * aws:ResourceTag/. Values keep their case. Members whose names differ only in case with
+ * different values make an AmbiguousValue (policy/conditions.ts), never "the last one wins".
  */
 import type { AuthorizationRequest } from './authorize.js';
-import { normalizeIp, type ContextValue, type PolicyContext } from './policy/conditions.js';
+import { AmbiguousValue, normalizeIp, type ContextValue, type PolicyContext } from './policy/conditions.js';
 
 /** Lookups that need the store: made only when a policy reads the key. */
 export interface SlowContextLookups {
@@ -37,7 +38,20 @@ const LOCKOUT_CHECK_ACTIONS = new Set(['kms:CreateKey', 'kms:PutKeyPolicy', 'kms
 const GRANT_ADMIN_ACTIONS = new Set(['kms:CreateGrant', 'kms:ListGrants', 'kms:RevokeGrant']);
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : undefined);
-const lowerKeys = (record: Record<string, string>) => new Map(Object.entries(record).map(([k, v]) => [k.toLowerCase(), v]));
+type Family = Map<string, string | AmbiguousValue>;
+
+/** Name → value pairs by lower-cased name; names that collide keep every distinct value. */
+function byLowerName(pairs: Iterable<readonly [string, string]>): Family {
+  const values = new Map<string, Set<string>>();
+  for (const [name, value] of pairs) {
+    const lower = name.toLowerCase();
+    const set = values.get(lower) ?? new Set<string>();
+    values.set(lower, set.add(value));
+  }
+  const family: Family = new Map();
+  for (const [lower, set] of values) family.set(lower, set.size === 1 ? set.values().next().value! : new AmbiguousValue([...set].sort()));
+  return family;
+}
 
 /** The alias the caller named the key by (alias name or alias ARN), as kms:RequestAlias wants it. */
 export function requestedAlias(raw: unknown): string | undefined {
@@ -60,7 +74,7 @@ const PREFIXED_KEYS = ['kms:encryptioncontext:', 'aws:principaltag/', 'aws:reque
 
 class RequestConditionContext implements PolicyContext {
   private readonly memo = new Map<string, ContextValue | undefined>();
-  private readonly families = new Map<string, Map<string, string>>();
+  private readonly families = new Map<string, Family>();
 
   constructor(
     private readonly request: AuthorizationRequest,
@@ -177,22 +191,22 @@ class RequestConditionContext implements PolicyContext {
   }
 
   /** One of the key families (context pairs, tags), lower-cased once per request. */
-  private family(prefix: (typeof PREFIXED_KEYS)[number]): Map<string, string> {
+  private family(prefix: (typeof PREFIXED_KEYS)[number]): Family {
     let members = this.families.get(prefix);
     if (!members) {
       const { input, action, caller } = this.request;
       switch (prefix) {
         case 'kms:encryptioncontext:':
-          members = lowerKeys(encryptionContextOf(action, input) ?? {});
+          members = byLowerName(Object.entries(encryptionContextOf(action, input) ?? {}));
           break;
         case 'aws:principaltag/':
-          members = lowerKeys(caller.principal.tags);
+          members = byLowerName(Object.entries(caller.principal.tags));
           break;
         case 'aws:requesttag/':
-          members = new Map(((input.Tags as Array<{ TagKey: string; TagValue: string }> | undefined) ?? []).map((t) => [t.TagKey.toLowerCase(), t.TagValue]));
+          members = byLowerName(((input.Tags as Array<{ TagKey: string; TagValue: string }> | undefined) ?? []).map((t) => [t.TagKey, t.TagValue] as const));
           break;
         case 'aws:resourcetag/':
-          members = lowerKeys(this.resourceTags ?? {});
+          members = byLowerName(Object.entries(this.resourceTags ?? {}));
           break;
       }
       this.families.set(prefix, members);

@@ -16,31 +16,56 @@ export const OPERATIONS_WITH_ENCRYPTION_CONTEXT: ReadonlySet<string> = new Set([
   'GenerateDataKeyPair', 'GenerateDataKeyPairWithoutPlaintext',
 ]);
 
-/** In a grant constraint the encryption context keys are case-insensitive, the values are not
- *  (API reference, GrantConstraints). */
-export function constraintsHold(constraints: GrantConstraints | null, context: Record<string, string> | undefined): boolean {
-  if (!constraints) return true;
-  const given = new Map(Object.entries(context ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
-  const includes = (pairs: Record<string, string>) => Object.entries(pairs).every(([k, v]) => given.get(k.toLowerCase()) === v);
-  const { EncryptionContextEquals: equals, EncryptionContextSubset: subset } = constraints;
-  if (equals && (given.size !== Object.keys(equals).length || !includes(equals))) return false;
-  if (subset && !includes(subset)) return false;
+/**
+ * In a grant constraint the encryption context keys are case-insensitive, the values are not (API
+ * reference, GrantConstraints). A context may still hold keys that differ only in case; to a
+ * grant they are one key with several values. So both sides are compared as sets of values per
+ * lower-cased key, which no order of members can change:
+ * - EncryptionContextEquals: the request has exactly the constraint's keys, each with exactly the
+ *   constraint's values ({"TENANT":"evil","tenant":"a"} is not {"tenant":"a"});
+ * - EncryptionContextSubset: the same for the constraint's keys; other keys are free.
+ */
+type ValuesByKey = Map<string, Set<string>>;
+
+function valuesByKey(pairs: Record<string, string> | undefined): ValuesByKey {
+  const byKey: ValuesByKey = new Map();
+  for (const [k, v] of Object.entries(pairs ?? {})) {
+    const lower = k.toLowerCase();
+    byKey.set(lower, (byKey.get(lower) ?? new Set<string>()).add(v));
+  }
+  return byKey;
+}
+
+const sameValues = (a: Set<string> | undefined, b: Set<string>) => a !== undefined && a.size === b.size && [...b].every((v) => a.has(v));
+
+/** Whether `context` has the same values as `required` for every key `required` names. */
+function agreesOn(context: ValuesByKey, required: ValuesByKey): boolean {
+  for (const [key, values] of required) if (!sameValues(context.get(key), values)) return false;
   return true;
 }
 
-/** Whether `child` constraints are at least as strict as `parent`'s. */
+const equalContexts = (a: ValuesByKey, b: ValuesByKey) => a.size === b.size && agreesOn(a, b);
+
+export function constraintsHold(constraints: GrantConstraints | null, context: Record<string, string> | undefined): boolean {
+  if (!constraints) return true;
+  const given = valuesByKey(context);
+  const { EncryptionContextEquals: equals, EncryptionContextSubset: subset } = constraints;
+  if (equals && !equalContexts(given, valuesByKey(equals))) return false;
+  if (subset && !agreesOn(given, valuesByKey(subset))) return false;
+  return true;
+}
+
+/** Whether every context that satisfies `child` constraints also satisfies `parent`'s. */
 function atLeastAsStrict(parent: GrantConstraints | null, child: GrantConstraints | undefined): boolean {
   if (!parent) return true;
-  const includes = (outer: Record<string, string> | undefined, inner: Record<string, string>) =>
-    outer !== undefined && Object.entries(inner).every(([k, v]) => outer[k] === v);
+  const childEquals = child?.EncryptionContextEquals && valuesByKey(child.EncryptionContextEquals);
+  const childSubset = child?.EncryptionContextSubset && valuesByKey(child.EncryptionContextSubset);
   if (parent.EncryptionContextEquals) {
-    const eq = child?.EncryptionContextEquals;
-    const p = parent.EncryptionContextEquals;
-    if (!eq || Object.keys(eq).length !== Object.keys(p).length || !includes(eq, p)) return false;
+    if (!childEquals || !equalContexts(childEquals, valuesByKey(parent.EncryptionContextEquals))) return false;
   }
   if (parent.EncryptionContextSubset) {
-    const p = parent.EncryptionContextSubset;
-    if (!includes(child?.EncryptionContextEquals, p) && !includes(child?.EncryptionContextSubset, p)) return false;
+    const required = valuesByKey(parent.EncryptionContextSubset);
+    if (!(childEquals && agreesOn(childEquals, required)) && !(childSubset && agreesOn(childSubset, required))) return false;
   }
   return true;
 }

@@ -20,7 +20,7 @@ import type { KeyRecord, MetadataStore } from '../store/types.js';
 import { deniedMessage, type AuthorizationRequest, type Authorizer } from './authorize.js';
 import { buildConditionContext, type SlowContextLookups } from './condition-keys.js';
 import { checkGrantTokens, grantPermits } from './grants.js';
-import { compilePolicy, compilePolicyDocument, evaluatePolicy, type CompiledPolicy, type EvaluationInput, type PolicyVerdict } from './policy/document.js';
+import { compilePolicy, compilePolicyDocument, evaluatePolicy, overlyPermissiveCondition, type CompiledPolicy, type EvaluationInput, type PolicyVerdict } from './policy/document.js';
 import { MalformedPolicyError } from './policy/errors.js';
 import type { Principal, PrincipalRegistry } from './principals.js';
 
@@ -97,6 +97,8 @@ export class KmsAuthorizer implements Authorizer {
       throw new KmsError('LimitExceededException', `The key policy exceeds the maximum size of ${MAX_KEY_POLICY_BYTES} bytes.`);
     }
     const compiled = this.compileKeyPolicy(policy);
+    const overlyPermissive = overlyPermissiveCondition(compiled);
+    if (overlyPermissive) throw new KmsError('MalformedPolicyDocumentException', overlyPermissive);
     if (bypassLockoutSafetyCheck || !request.key) return;
     const later: AuthorizationRequest = {
       ...request,
@@ -142,6 +144,9 @@ export class KmsAuthorizer implements Authorizer {
     const keyVerdict = evaluatePolicy(resourcePolicy, input);
     if (keyVerdict.explicitDeny) return { allowed: false, why: 'with an explicit deny in a resource-based policy' };
     if (identityVerdict.explicitDeny) return { allowed: false, why: 'with an explicit deny in an identity-based policy' };
+    // AWS lets a grant's designated retirer retire it without any permission; whether an explicit
+    // Deny stops it is not documented: here, as everywhere, the Deny wins.
+    if (request.designatedByGrant) return { allowed: true, by: 'grant' };
     if (principal.accountId === key.accountId) {
       if (keyVerdict.allow === 'direct') return { allowed: true, by: 'policy' };
       if (keyVerdict.allow === 'account' && identityVerdict.allow) return { allowed: true, by: 'policy' };

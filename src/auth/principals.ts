@@ -40,7 +40,12 @@ const principalsFileSchema = z.object({
         tags: z.record(z.string(), z.string()).default({}),
       })
       .refine((p) => (p.accessKeyId === undefined) === (p.secretAccessKey === undefined), 'accessKeyId and secretAccessKey go together')
-      .refine((p) => p.accessKeyId !== undefined || (p.accessKeys?.length ?? 0) > 0, 'a principal needs at least one access key'),
+      .refine((p) => p.accessKeyId !== undefined || (p.accessKeys?.length ?? 0) > 0, 'a principal needs at least one access key')
+      // IAM keeps tag keys unique regardless of case, so aws:PrincipalTag/<key> has one value.
+      .refine((p) => new Set(Object.keys(p.tags).map((k) => k.toLowerCase())).size === Object.keys(p.tags).length, {
+        message: 'tag keys must differ in more than case',
+        path: ['tags'],
+      }),
   ),
 });
 

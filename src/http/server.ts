@@ -116,6 +116,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
   let caller: Caller | undefined;
   let auditInput: unknown;
   let output: Record<string, unknown> | undefined;
+  const resources = new Set<string>();
   try {
     const body = await readBody(req);
     operation = operationOf(req.headers['x-amz-target']);
@@ -136,11 +137,12 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
       secureTransport: false,
       operation,
       input,
+      resources,
     };
     output = await handler(input, ctx, deps.services);
     const responseBody = output === undefined ? '{}' : JSON.stringify(serializeOutput(operation, output));
     // Durable before the response: the record is on disk when the client hears back.
-    if (deps.auditor) await deps.auditor.record(auditFacts(req, requestId, eventId, eventTime, operation, caller, auditInput, output, undefined));
+    if (deps.auditor) await deps.auditor.record(auditFacts(req, requestId, eventId, eventTime, operation, caller, auditInput, output, undefined, resources));
     res.writeHead(200, { 'Content-Type': JSON_CONTENT_TYPE, 'x-amzn-RequestId': requestId });
     res.end(responseBody);
     deps.metrics?.request(operation, 'OK', elapsedMs(started) / 1000);
@@ -149,7 +151,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     let error = toKmsError(e, deps.log, requestId, operation);
     if (deps.auditor) {
       try {
-        await deps.auditor.record(auditFacts(req, requestId, eventId, eventTime, operation, caller, auditInput, undefined, error));
+        await deps.auditor.record(auditFacts(req, requestId, eventId, eventTime, operation, caller, auditInput, undefined, error, resources));
       } catch (auditErr) {
         // No record, no answer but a failure: the client must not take this for a result.
         deps.log.error({ requestId, operation, err: auditErr instanceof Error ? auditErr.message : String(auditErr) }, 'audit record could not be written');
@@ -172,6 +174,7 @@ function auditFacts(
   input: unknown,
   output: Record<string, unknown> | undefined,
   error: KmsError | undefined,
+  resources: Set<string>,
 ) {
   return {
     requestId,
@@ -184,6 +187,7 @@ function auditFacts(
     input,
     output,
     error: error ? { type: error.type, message: error.message } : undefined,
+    authorizedKeyArns: [...resources],
   };
 }
 

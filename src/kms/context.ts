@@ -40,6 +40,9 @@ export interface RequestContext {
   /** The API operation and its validated input (request condition keys derive from it). */
   operation: string;
   input: Record<string, unknown>;
+  /** Key ARNs the request was authorized against (UpdateAlias: the alias's current and new
+   *  target), for the audit record's resources; filled by authorize(). */
+  resources?: Set<string>;
 }
 
 /** A handler receives the validated input (blobs as Buffers, timestamps as Dates) and returns

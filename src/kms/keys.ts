@@ -35,15 +35,25 @@ export async function resolveKey(svc: Services, raw: string, { allowAlias }: Res
 
 /**
  * Asks the authorizer whether the caller may perform kms:<action> on `target`: a key, or a
- * resource ARN / '*' for actions that have no key.
+ * resource ARN / '*' for actions that have no key. Every key asked about is one of the request's
+ * audited resources, allowed or not.
  */
-export async function authorize(svc: Services, ctx: RequestContext, action: string, target: KeyRecord | string): Promise<void> {
+export async function authorize(
+  svc: Services,
+  ctx: RequestContext,
+  action: string,
+  target: KeyRecord | string,
+  options: { designatedByGrant?: boolean } = {},
+): Promise<void> {
   const key = typeof target === 'string' ? undefined : target;
+  const resource = key ? arnOfKey(svc, key) : (target as string);
+  if (key) ctx.resources?.add(resource);
   await svc.authorizer.authorize({
     caller: ctx.caller,
     action: `kms:${action}`,
-    resource: key ? arnOfKey(svc, key) : (target as string),
+    resource,
     key,
+    designatedByGrant: options.designatedByGrant,
     operation: ctx.operation,
     input: ctx.input,
     sourceIp: ctx.sourceIp,

@@ -158,6 +158,8 @@ class SqliteMetadataStore implements MetadataStore {
   private readonly selectAliasStmt;
   private readonly updateAliasStmt;
   private readonly deleteAliasStmt;
+  private readonly updateAliasIfTargetStmt;
+  private readonly deleteAliasIfTargetStmt;
   private readonly selectAliasesFirstPageStmt;
   private readonly selectAliasesAfterStmt;
   private readonly selectKeyAliasesFirstPageStmt;
@@ -227,6 +229,10 @@ class SqliteMetadataStore implements MetadataStore {
       'UPDATE aliases SET target_key_id = ?, last_updated_at = ? WHERE alias_name = ?',
     );
     this.deleteAliasStmt = db.prepare<[string]>('DELETE FROM aliases WHERE alias_name = ?');
+    this.updateAliasIfTargetStmt = db.prepare<[string, number, string, string]>(
+      'UPDATE aliases SET target_key_id = ?, last_updated_at = ? WHERE alias_name = ? AND target_key_id = ?',
+    );
+    this.deleteAliasIfTargetStmt = db.prepare<[string, string]>('DELETE FROM aliases WHERE alias_name = ? AND target_key_id = ?');
     this.selectAliasesFirstPageStmt = selectAliases<[number]>('ORDER BY alias_name LIMIT ?');
     this.selectAliasesAfterStmt = selectAliases<[string, number]>('WHERE alias_name > ? ORDER BY alias_name LIMIT ?');
     this.selectKeyAliasesFirstPageStmt = selectAliases<[string, number]>(
@@ -384,6 +390,18 @@ class SqliteMetadataStore implements MetadataStore {
 
   async deleteAlias(aliasName: string): Promise<boolean> {
     return this.deleteAliasStmt.run(aliasName).changes > 0;
+  }
+
+  async updateAliasIfTarget(aliasName: string, decidedKeyId: string, targetKeyId: string, at: Date): Promise<boolean> {
+    try {
+      return this.updateAliasIfTargetStmt.run(targetKeyId, toMillis(at), aliasName, decidedKeyId).changes > 0;
+    } catch (err) {
+      throw translateMissingKey(err, targetKeyId);
+    }
+  }
+
+  async deleteAliasIfTarget(aliasName: string, decidedKeyId: string): Promise<boolean> {
+    return this.deleteAliasIfTargetStmt.run(aliasName, decidedKeyId).changes > 0;
   }
 
   async listAliases(filter: { targetKeyId?: string; afterAliasName?: string; limit: number }): Promise<AliasRecord[]> {

@@ -113,6 +113,10 @@ export interface MetadataStore {
   updateAlias(aliasName: string, targetKeyId: string, at: Date): Promise<boolean>;
   /** Returns false when the alias does not exist. */
   deleteAlias(aliasName: string): Promise<boolean>;
+  /** updateAlias and deleteAlias, done only while the alias still points to `decidedKeyId` (the
+   *  key its authorization was decided on); false when it does not, or does not exist. */
+  updateAliasIfTarget(aliasName: string, decidedKeyId: string, targetKeyId: string, at: Date): Promise<boolean>;
+  deleteAliasIfTarget(aliasName: string, decidedKeyId: string): Promise<boolean>;
   /** Aliases ordered by name, strictly after `afterAliasName`, optionally only those of one key. */
   listAliases(filter: { targetKeyId?: string; afterAliasName?: string; limit: number }): Promise<AliasRecord[]>;
   countAliasesForKey(keyId: string): Promise<number>;

@@ -11,14 +11,28 @@
  * - ForAllValues: every request value must satisfy the operator (true when the key is absent);
  *   ForAnyValue: at least one must (false when the key is absent);
  * - Null tests presence: "true" means the key is absent.
+ *
+ * Condition key names are case-insensitive, including the part after kms:EncryptionContext: or
+ * aws:RequestTag/, but a request may carry keys that differ only in case ({"Tenant":"a",
+ * "tenant":"b"}): one single-valued condition key then has several values. AWS documents no rule
+ * for that; here each value is one possible reading of the request, and a condition holds in an
+ * Allow statement only when it holds for every reading, in a Deny statement when it holds for any.
+ * The decision is the strictest one, whatever the order of the request's members.
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { MalformedPolicyError } from './errors.js';
 import { hasPolicyVariable, substitutePolicyVariables } from './variables.js';
 import { compileArnPattern, compileWildcards } from './wildcards.js';
 
-/** Request context: condition key (lower case) → one value or a set of values. */
-export type ContextValue = string | readonly string[];
+/** A single-valued condition key to which the request gives several values (keys that differ
+ *  only in case): each is a reading; see the header for how conditions treat them. */
+export class AmbiguousValue {
+  constructor(readonly readings: readonly string[]) {}
+}
+
+/** Request context: condition key (lower case) → one value, a set of values (a multivalued key),
+ *  or several readings of a single-valued key. */
+export type ContextValue = string | readonly string[] | AmbiguousValue;
 export interface PolicyContext {
   get(key: string): ContextValue | undefined;
 }
@@ -28,7 +42,8 @@ export interface CompiledCondition {
   operator: string;
   /** Lower case: condition key names are case-insensitive. */
   key: string;
-  test(context: PolicyContext): boolean;
+  /** `effect` is the statement's: it decides how an ambiguous value is read. */
+  test(context: PolicyContext, effect: 'Allow' | 'Deny'): boolean;
 }
 
 type Matcher = (requestValue: string) => boolean;
@@ -197,7 +212,17 @@ const OPERATORS: Record<string, { matcher: MatcherFactory; negated: boolean }> =
   ArnNotLike: { matcher: arnLike, negated: true },
 };
 
-const asArray = (v: ContextValue | undefined): readonly string[] => (v === undefined ? [] : typeof v === 'string' ? [v] : v);
+const asArray = (v: string | readonly string[] | undefined): readonly string[] => (v === undefined ? [] : typeof v === 'string' ? [v] : v);
+
+/** A condition over the request values of its key, read strictly where the key is ambiguous. */
+function overReadings(key: string, holds: (requestValues: readonly string[], context: PolicyContext) => boolean): CompiledCondition['test'] {
+  return (context, effect) => {
+    const found = context.get(key);
+    if (!(found instanceof AmbiguousValue)) return holds(asArray(found), context);
+    const holdsFor = (reading: string) => holds([reading], context);
+    return effect === 'Allow' ? found.readings.every(holdsFor) : found.readings.some(holdsFor);
+  };
+}
 
 function policyValues(raw: unknown, where: string): string[] {
   const list = Array.isArray(raw) ? raw : [raw];
@@ -240,14 +265,7 @@ function compileCondition(operator: string, keyName: string, values: string[]): 
     if (ifExists || qualifier) throw new MalformedPolicyError(`Invalid condition operator: ${operator}`);
     const wanted = new Set(values.map((v) => v.toLowerCase()));
     if ([...wanted].some((v) => v !== 'true' && v !== 'false')) throw new MalformedPolicyError('Null takes true or false.');
-    return {
-      operator,
-      key,
-      test: (context) => {
-        const absent = asArray(context.get(key)).length === 0;
-        return wanted.has(absent ? 'true' : 'false');
-      },
-    };
+    return { operator, key, test: overReadings(key, (requestValues) => wanted.has(requestValues.length === 0 ? 'true' : 'false')) };
   }
 
   const spec = OPERATORS[rest];
@@ -262,8 +280,7 @@ function compileCondition(operator: string, keyName: string, values: string[]): 
   return {
     operator,
     key,
-    test: (context) => {
-      const requestValues = asArray(context.get(key));
+    test: overReadings(key, (requestValues, context) => {
       if (requestValues.length === 0) {
         if (ifExists) return true;
         if (qualifier === 'ForAllValues') return true;
@@ -276,7 +293,7 @@ function compileCondition(operator: string, keyName: string, values: string[]): 
       if (qualifier === 'ForAnyValue') return requestValues.some(holds);
       const anyMatch = requestValues.some(positive);
       return negated ? !anyMatch : anyMatch;
-    },
+    }),
   };
 }
 

@@ -231,8 +231,37 @@ function statementPrincipal(s: CompiledStatement, principal: EvaluatedPrincipal)
 function statementApplies(s: CompiledStatement, input: EvaluationInput): boolean {
   if (s.action ? !s.action(input.action) : !s.notAction || s.notAction(input.action)) return false;
   if (s.resource ? !s.resource(input.resource, input.context) : !s.notResource || s.notResource(input.resource, input.context)) return false;
-  for (const c of s.conditions) if (!c.test(input.context)) return false;
+  for (const c of s.conditions) if (!c.test(input.context, s.effect)) return false;
   return true;
+}
+
+// The tag variant's exact wording is not documented; it follows the encryption context one.
+const SINGLE_VALUED_FAMILIES = [
+  { prefix: 'kms:encryptioncontext:', name: 'EncryptionContext', noun: 'encryption context' },
+  { prefix: 'aws:requesttag/', name: 'RequestTag', noun: 'tag' },
+] as const;
+
+/**
+ * AWS KMS refuses a new key policy whose ForAllValues condition reads a single-valued
+ * kms:EncryptionContext:<key> or aws:RequestTag/<key>: such a condition also holds for requests
+ * without that pair, or with others (Developer Guide, "Using set operators with condition keys").
+ * The reason AWS gives, or undefined when the policy has no such condition. Policies already
+ * stored are still evaluated as written.
+ */
+export function overlyPermissiveCondition(policy: CompiledPolicy): string | undefined {
+  for (const s of policy.statements) {
+    for (const c of s.conditions) {
+      if (!c.operator.startsWith('ForAllValues:')) continue;
+      const family = SINGLE_VALUED_FAMILIES.find(({ prefix }) => c.key.startsWith(prefix));
+      if (family) {
+        return (
+          `OverlyPermissiveCondition:${family.name}: Using the ForAllValues set operator with a single-valued condition key matches requests ` +
+          `without the specified ${family.noun} or with an unspecified ${family.noun}. To fix, remove ForAllValues.`
+        );
+      }
+    }
+  }
+  return undefined;
 }
 
 /** Evaluates one document: explicit Deny, and the strongest Allow that applies. */

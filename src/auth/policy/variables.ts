@@ -9,7 +9,8 @@ const VARIABLE = /\$\{([^}]*)\}/g;
 export const hasPolicyVariable = (s: string) => s.includes('${');
 
 /** The value with its variables replaced, or undefined when a variable has no value (AWS then
- *  treats the element as not matching). A multivalued key cannot be a variable. */
+ *  treats the element as not matching). A multivalued key cannot be a variable, nor can an
+ *  ambiguous one (request members whose names differ only in case). */
 export function substitutePolicyVariables(value: string, context: PolicyContext): string | undefined {
   let missing = false;
   const out = value.replace(VARIABLE, (_, inner: string) => {

@@ -1,11 +1,11 @@
 /**
  * CreateAlias, UpdateAlias, DeleteAlias, ListAliases.
  */
-import { KmsError, notFound, validation } from '../errors.js';
-import { StoreConflictError, type KeyRecord } from '../../store/types.js';
+import { KmsError, internal, notFound, validation } from '../errors.js';
+import { StoreConflictError, type AliasRecord, type KeyRecord } from '../../store/types.js';
 import { aliasArn } from '../arn.js';
 import type { OperationHandler, Services } from '../context.js';
-import { authorize, requireNotPendingDeletion, resolveAuthorizedKey } from '../keys.js';
+import { authorize, requireNotPendingDeletion, resolveAuthorizedKey, resolveKey } from '../keys.js';
 import { paginate } from '../pagination.js';
 
 export const MAX_ALIASES_PER_KEY = 50;
@@ -53,27 +53,49 @@ const createAlias: OperationHandler = async (input, ctx, svc) => {
   return undefined;
 };
 
+/**
+ * Decides on the key an alias points to, then changes the alias only if it still points there
+ * (`change` gets the key ID decided on and reports whether the alias still had it): a concurrent
+ * UpdateAlias must not slip another key under a decision already made. If it did, decide again.
+ */
+async function changeAliasAsDecided<T>(
+  svc: Services,
+  aliasName: string,
+  decide: (alias: AliasRecord) => Promise<T>,
+  change: (decidedKeyId: string, decided: T) => Promise<boolean>,
+): Promise<void> {
+  for (let attempt = 0; attempt < ALIAS_CHANGE_ATTEMPTS; attempt++) {
+    const alias = await svc.store.getAlias(aliasName);
+    if (!alias) throw notFound(`Alias '${aliasArn(svc.account, aliasName)}' is not found.`);
+    if (await change(alias.targetKeyId, await decide(alias))) return;
+  }
+  throw internal(`Alias '${aliasArn(svc.account, aliasName)}' kept changing while this request was decided; retry.`);
+}
+const ALIAS_CHANGE_ATTEMPTS = 5;
+
 const updateAlias: OperationHandler = async (input, ctx, svc) => {
   const aliasName: string = input.AliasName;
   // Only the prefix: the model gives UpdateAlias no InvalidAliasNameException, and an alias that
   // CreateAlias refuses (alias/aws/…, alias/) does not exist to be updated (NotFoundException).
   checkAliasPrefix(aliasName);
   await authorize(svc, ctx, 'UpdateAlias', aliasArn(svc.account, aliasName));
-  const alias = await svc.store.getAlias(aliasName);
-  if (!alias) throw notFound(`Alias '${aliasArn(svc.account, aliasName)}' is not found.`);
-  const target = await resolveAuthorizedKey(svc, ctx, input.TargetKeyId, 'UpdateAlias', { allowAlias: false });
-  requireNotPendingDeletion(svc, target);
-  const current = await svc.store.getKey(alias.targetKeyId);
-  if (current && (keyKind(current) !== keyKind(target) || current.keyUsage !== target.keyUsage)) {
-    throw validation(
-      `The new target key must be the same type and key usage as the current one (${keyKind(current)} ${current.keyUsage}); ` +
-        `use DeleteAlias and CreateAlias to move an alias to a different type of key.`,
-    );
-  }
-  if (target.keyId !== alias.targetKeyId) await checkAliasQuota(svc, target);
-  if (!(await svc.store.updateAlias(aliasName, target.keyId, svc.now()))) {
-    throw notFound(`Alias '${aliasArn(svc.account, aliasName)}' is not found.`);
-  }
+  const decide = async (alias: AliasRecord): Promise<KeyRecord> => {
+    // AWS requires kms:UpdateAlias on the alias, the key it points to now and the new key: whoever
+    // may not use the current key must not be able to redirect its callers elsewhere.
+    const current = await svc.store.getKey(alias.targetKeyId);
+    if (current) await authorize(svc, ctx, 'UpdateAlias', current);
+    const target = await resolveAuthorizedKey(svc, ctx, input.TargetKeyId, 'UpdateAlias', { allowAlias: false });
+    requireNotPendingDeletion(svc, target);
+    if (current && (keyKind(current) !== keyKind(target) || current.keyUsage !== target.keyUsage)) {
+      throw validation(
+        `The new target key must be the same type and key usage as the current one (${keyKind(current)} ${current.keyUsage}); ` +
+          `use DeleteAlias and CreateAlias to move an alias to a different type of key.`,
+      );
+    }
+    if (target.keyId !== alias.targetKeyId) await checkAliasQuota(svc, target);
+    return target;
+  };
+  await changeAliasAsDecided(svc, aliasName, decide, (decidedKeyId, target) => svc.store.updateAliasIfTarget(aliasName, decidedKeyId, target.keyId, svc.now()));
   return undefined;
 };
 
@@ -81,16 +103,15 @@ const deleteAlias: OperationHandler = async (input, ctx, svc) => {
   const aliasName: string = input.AliasName;
   checkAliasPrefix(aliasName);
   await authorize(svc, ctx, 'DeleteAlias', aliasArn(svc.account, aliasName));
-  const alias = await svc.store.getAlias(aliasName);
-  if (!alias) throw notFound(`Alias '${aliasArn(svc.account, aliasName)}' is not found.`);
-  await resolveAuthorizedKey(svc, ctx, alias.targetKeyId, 'DeleteAlias', { allowAlias: false });
-  await svc.store.deleteAlias(aliasName);
+  const decide = (alias: AliasRecord) => resolveAuthorizedKey(svc, ctx, alias.targetKeyId, 'DeleteAlias', { allowAlias: false });
+  await changeAliasAsDecided(svc, aliasName, decide, (decidedKeyId) => svc.store.deleteAliasIfTarget(aliasName, decidedKeyId));
   return undefined;
 };
 
 const listAliases: OperationHandler = async (input, ctx, svc) => {
+  // AWS: kms:ListAliases in an IAM policy, with or without KeyId; the key's policy is not asked.
   await authorize(svc, ctx, 'ListAliases', '*');
-  const targetKeyId = input.KeyId === undefined ? undefined : (await resolveAuthorizedKey(svc, ctx, input.KeyId, 'ListAliases', { allowAlias: false })).keyId;
+  const targetKeyId = input.KeyId === undefined ? undefined : (await resolveKey(svc, input.KeyId, { allowAlias: false })).keyId;
   const page = await paginate(
     `alias:${targetKeyId ?? '*'}`,
     input,

@@ -167,14 +167,14 @@ async function grantOf(svc: Services, key: KeyRecord, grantId: string): Promise<
 }
 
 /**
- * Who may retire a grant: its retiring principal, its grantee when the grant includes RetireGrant,
- * and the key's account (its root, and principals allowed kms:RetireGrant by the key's policies).
+ * Who may retire a grant: its retiring principal, its grantee when the grant includes RetireGrant
+ * (both without any policy allowing it, though an explicit Deny on the key refuses them), and the
+ * key's account (its root, and principals allowed kms:RetireGrant by the key's policies).
  */
 async function authorizeRetirement(svc: Services, ctx: RequestContext, key: KeyRecord, grant: GrantRecord): Promise<void> {
   const caller = ctx.caller.principal.arn;
-  if (caller === grant.retiringPrincipal) return;
-  if (caller === grant.granteePrincipal && grant.operations.includes('RetireGrant')) return;
-  await authorize(svc, ctx, 'RetireGrant', key);
+  const designatedByGrant = caller === grant.retiringPrincipal || (caller === grant.granteePrincipal && grant.operations.includes('RetireGrant'));
+  await authorize(svc, ctx, 'RetireGrant', key, { designatedByGrant });
 }
 
 const retireGrant: OperationHandler = async (input, ctx, svc) => {
