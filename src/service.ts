@@ -7,7 +7,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { ApiAuditor } from './audit/api-call.js';
-import { type AuditTrail, disabledAuditTrail, openAuditTrail } from './audit/trail.js';
+import { openDigestCopy } from './audit/digest-copy.js';
+import { type AuditRecordWriter, type AuditTrail, disabledAuditTrail, openAuditTrail } from './audit/trail.js';
 import { KmsAuthorizer } from './auth/kms-authorizer.js';
 import { loadPrincipals } from './auth/principals.js';
 import { SigV4Verifier } from './auth/sigv4.js';
@@ -49,6 +50,8 @@ const HEALTH_FAILURE_CACHE_MS = 2_000;
 export interface StartOptions {
   now?: () => Date;
   log?: Logger;
+  /** Wraps the audit trail's record writes (tests inject a failing disk). */
+  auditRecordWriter?: AuditRecordWriter;
 }
 
 export async function startService(config: Config, options: StartOptions = {}): Promise<RunningService> {
@@ -74,7 +77,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
   setPkcs11Observer(metrics.pkcs11);
   let audit: AuditTrail;
   try {
-    audit = config.audit.enabled ? await openServiceAuditTrail(config, hsm, account, now, log, metrics) : disabledAuditTrail();
+    audit = config.audit.enabled ? await openServiceAuditTrail(config, hsm, store, account, now, log, metrics, options.auditRecordWriter) : disabledAuditTrail();
     if (!config.audit.enabled) log.warn('audit trail disabled (P11KMS_AUDIT=off): requests are not recorded');
   } catch (e) {
     await store.close();
@@ -158,7 +161,16 @@ export async function startService(config: Config, options: StartOptions = {}): 
   };
 }
 
-async function openServiceAuditTrail(config: Config, hsm: Hsm, account: Services['account'], now: () => Date, log: Logger, metrics: Metrics): Promise<AuditTrail> {
+async function openServiceAuditTrail(
+  config: Config,
+  hsm: Hsm,
+  store: MetadataStore,
+  account: Services['account'],
+  now: () => Date,
+  log: Logger,
+  metrics: Metrics,
+  recordWriter: AuditRecordWriter | undefined,
+): Promise<AuditTrail> {
   let signingKey;
   try {
     signingKey = await hsm.auditSigningKey?.(true);
@@ -175,6 +187,9 @@ async function openServiceAuditTrail(config: Config, hsm: Hsm, account: Services
     signingKey,
     log: { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) },
     observer: metrics.audit,
+    registry: store.auditChains,
+    digestCopy: config.audit.digestCopy === undefined ? undefined : openDigestCopy(config.audit.digestCopy),
+    recordWriter,
   });
 }
 

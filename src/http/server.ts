@@ -38,11 +38,15 @@ export interface HttpDeps {
   checkReady?: () => string | undefined;
 }
 
+/** The operational probes (GET only, no authentication, not audited: see README). */
+const PROBE_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
+
 /**
  * The node:http request listener. The KMS API (POST /) is served straight from node's request
  * and response objects: it is the hot path, and Express's per-request set-up cost four times what
  * a bare node:http handler costs here (5.8k vs 23k requests/s measured on 2 cores). Express serves
- * every other route.
+ * the probes. Every other request (another method or path) goes the API's way too, to be
+ * attributed, recorded and answered UnknownOperationException.
  */
 export function createRequestListener(deps: HttpDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const app = createHttpApp(deps);
@@ -50,8 +54,15 @@ export function createRequestListener(deps: HttpDeps): (req: IncomingMessage, re
     // SDKs correct their SigV4 clock by the Date header, so it comes from the service clock that
     // SigV4 verification also uses (tests move it).
     res.setHeader('Date', deps.services.now().toUTCString());
-    if (req.method === 'POST' && req.url === '/') void handleApiRequest(deps, req, res);
-    else app(req, res);
+    if (req.method === 'POST' && req.url === '/') {
+      void handleApiRequest(deps, req, res);
+      return;
+    }
+    const path = (req.url ?? '').split('?', 1)[0]!;
+    if (req.method === 'GET' && PROBE_PATHS.has(path)) app(req, res);
+    // POST with a query string still speaks the API.
+    else if (req.method === 'POST' && path === '/') void handleApiRequest(deps, req, res);
+    else void handleApiRequest(deps, req, res, new KmsError('UnknownOperationException', `No route for ${req.method} ${path.slice(0, 256)}.`));
   };
 }
 
@@ -84,18 +95,14 @@ function createHttpApp(deps: HttpDeps): express.Express {
       () => sendJson(res, 500, { status: 'metrics unavailable' }),
     );
   });
-  // POST with a query string or another path still speaks the API's error language.
-  app.post('/', (req, res) => {
-    void handleApiRequest(deps, req, res);
-  });
-  app.use((req, res) => {
-    const requestId = randomUUID();
-    sendError(res, requestId, new KmsError('UnknownOperationException', `No route for ${req.method} ${req.path}.`));
-  });
   return app;
 }
 
-async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/**
+ * Serves one API request, or with `notApi` the answer for a request outside the API (another
+ * method or path), which is still authenticated where it can be, so its record names the caller.
+ */
+async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: ServerResponse, notApi?: KmsError): Promise<void> {
   const requestId = randomUUID();
   const eventId = randomUUID();
   const started = process.hrtime.bigint();
@@ -108,6 +115,15 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
   let output: Record<string, unknown> | undefined;
   try {
     const body = await readBody(req);
+    if (notApi) {
+      try {
+        caller = deps.principals.caller(deps.verifier.verify({ method: req.method ?? '', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body }));
+        principalArn = caller.principal.arn;
+      } catch {
+        // Not (validly) signed: recorded with the access key it claims, if any.
+      }
+      throw notApi;
+    }
     operation = operationOf(req.headers['x-amz-target']);
     const accessKeyId = deps.verifier.verify({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body });
     caller = deps.principals.caller(accessKeyId);
@@ -210,6 +226,10 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
     });
     req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
     req.on('error', reject);
+    // A client that goes away mid-body ends neither way; its request is still recorded.
+    req.on('close', () => {
+      if (!req.complete) reject(new KmsError('SerializationException', 'The connection closed before the request body was complete.'));
+    });
   });
 }
 
