@@ -328,7 +328,8 @@ class FileAuditTrail implements AuditTrail {
         this.fd = undefined;
         await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
       }
-      await this.openNextFile();
+      // A fresh descriptor each attempt; a new part only after records (no empty parts pile up).
+      await this.openPart(this.fileBytes > 0 ? this.part + 1 : this.part);
     } catch (e) {
       this.o.log.warn({ err: e instanceof Error ? e.message : String(e), chainId: this.chainId }, 'audit trail still cannot write');
       this.scheduleRecovery();
@@ -371,9 +372,12 @@ class FileAuditTrail implements AuditTrail {
     await this.openNextFile();
   }
 
-  /** Opens part n+1; the state moves on only once the file exists durably (no gap in parts). */
-  private async openNextFile(): Promise<void> {
-    const part = this.part + 1;
+  private openNextFile(): Promise<void> {
+    return this.openPart(this.part + 1);
+  }
+
+  /** Opens (creating) a part; the state moves on only once the file exists durably (no gap in parts). */
+  private async openPart(part: number): Promise<void> {
     const fileName = recordFileName(this.chainId, part);
     const flags = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_DSYNC;
     const fd = await new Promise<number>((resolve, reject) => fs.open(path.join(this.dir, fileName), flags, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));

@@ -107,6 +107,8 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
   const eventId = randomUUID();
   const started = process.hrtime.bigint();
   const eventTime = deps.services.now();
+  // Read now: a client that disconnects takes its socket's address with it.
+  const sourceIp = req.socket.remoteAddress ?? '';
   let operation = '-';
   let principalArn: string | undefined;
   // What the audit record needs, filled in as the request gets through each stage.
@@ -137,7 +139,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
       requestId,
       eventId,
       caller,
-      sourceIp: req.socket.remoteAddress ?? '',
+      sourceIp,
       userAgent: req.headers['user-agent'] ?? '',
       secureTransport: false,
       operation,
@@ -146,7 +148,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     output = await handler(input, ctx, deps.services);
     const responseBody = output === undefined ? '{}' : JSON.stringify(serializeOutput(operation, output));
     // Durable before the response: the record is on disk when the client hears back.
-    if (deps.auditor) await deps.auditor.record(auditFacts(req, requestId, eventId, eventTime, operation, caller, auditInput, output, undefined));
+    if (deps.auditor) await deps.auditor.record(auditFacts(req, sourceIp, requestId, eventId, eventTime, operation, caller, auditInput, output, undefined));
     res.writeHead(200, { 'Content-Type': JSON_CONTENT_TYPE, 'x-amzn-RequestId': requestId });
     res.end(responseBody);
     deps.metrics?.request(operation, 'OK', elapsedMs(started) / 1000);
@@ -155,7 +157,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     let error = toKmsError(e, deps.log, requestId, operation);
     if (deps.auditor) {
       try {
-        await deps.auditor.record(auditFacts(req, requestId, eventId, eventTime, operation, caller, auditInput, undefined, error));
+        await deps.auditor.record(auditFacts(req, sourceIp, requestId, eventId, eventTime, operation, caller, auditInput, undefined, error));
       } catch (auditErr) {
         // No record, no answer but a failure: the client must not take this for a result.
         deps.log.error({ requestId, operation, err: auditErr instanceof Error ? auditErr.message : String(auditErr) }, 'audit record could not be written');
@@ -170,6 +172,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
 
 function auditFacts(
   req: IncomingMessage,
+  sourceIp: string,
   requestId: string,
   eventId: string,
   eventTime: Date,
@@ -185,7 +188,7 @@ function auditFacts(
     eventTime,
     operation: operation === '-' ? undefined : operation,
     headers: req.headers,
-    sourceIp: req.socket.remoteAddress ?? '',
+    sourceIp,
     caller,
     input,
     output,
@@ -225,10 +228,11 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
       chunks.push(chunk);
     });
     req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
-    req.on('error', reject);
-    // A client that goes away mid-body ends neither way; its request is still recorded.
+    // A client that goes away mid-body: its request is still recorded, as this.
+    const cutShort = () => reject(new KmsError('SerializationException', 'The connection closed before the request body was complete.'));
+    req.on('error', cutShort);
     req.on('close', () => {
-      if (!req.complete) reject(new KmsError('SerializationException', 'The connection closed before the request body was complete.'));
+      if (!req.complete) cutShort();
     });
   });
 }
