@@ -16,7 +16,7 @@ import type { Config } from './config.js';
 import { setPkcs11Observer } from './hsm/instrument.js';
 import { openHsm } from './hsm/pkcs11-token.js';
 import type { Hsm } from './hsm/types.js';
-import { createRequestListener } from './http/server.js';
+import { createClientErrorListener, createRequestListener, type HttpDeps } from './http/server.js';
 import type { Services } from './kms/context.js';
 import { checkConsistency, isConsistent } from './kms/lifecycle/consistency.js';
 import { GcmEncryptionMeter } from './kms/lifecycle/gcm-wear.js';
@@ -114,7 +114,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     { region: config.region, service: 'kms', maxSkewSeconds: config.maxClockSkewSeconds, now },
     principals.secretFor,
   );
-  const listener = createRequestListener({
+  const httpDeps: HttpDeps = {
     services,
     principals,
     verifier,
@@ -126,8 +126,9 @@ export async function startService(config: Config, options: StartOptions = {}): 
       if (closing) return 'shutting down';
       return audit.problem() ?? (health.lastFailed ? 'the last health check failed' : undefined);
     },
-  });
-  const server = http.createServer({ keepAliveTimeout: 65_000 }, listener);
+  };
+  const server = http.createServer({ keepAliveTimeout: 65_000 }, createRequestListener(httpDeps));
+  server.on('clientError', createClientErrorListener(httpDeps));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.port, config.host, () => resolve());

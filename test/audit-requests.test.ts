@@ -141,6 +141,26 @@ describe('every request leaves a record; a failed trail heals', () => {
       expect(readRecords(dataDir).length).toBe(before + 1);
     });
 
+    it('HTTP too broken to parse is recorded and answered as node would (400, 431), in AWS JSON', async () => {
+      const cases: [string, number, string][] = [
+        ['BREW / HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'HPE_INVALID_METHOD'],
+        ['POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: TrentService.ListKeys\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', 400, 'HPE_INVALID_CHUNK_SIZE'],
+        [`GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HPE_HEADER_OVERFLOW'],
+      ];
+      for (const [bytes, status, code] of cases) {
+        const before = readRecords(dataDir).length;
+        const reply = await rawHttp(service.port, bytes);
+        expect(reply.startsWith(`HTTP/1.1 ${status} `), reply.slice(0, 200)).toBe(true);
+        const body = JSON.parse(/\{"__type".*?\}/.exec(reply)![0]); // chunked or not
+        expect(body).toEqual({ __type: 'SerializationException', message: `The request is not valid HTTP (${code}).` });
+        const requestId = /x-amzn-requestid: ([0-9a-f-]{36})/i.exec(reply)![1]!;
+        const records = readRecords(dataDir);
+        expect(records.length).toBe(before + 1);
+        // The chunked request reached the API path (its target names the event); the others did not.
+        expect(records.at(-1)).toMatchObject({ requestID: requestId, eventName: bytes.includes('chunked') ? 'ListKeys' : 'UnknownOperation', errorCode: 'SerializationException', userIdentity: { type: 'Unknown' }, sourceIPAddress: '127.0.0.1' });
+      }
+    });
+
     it('a body cut short by the client is recorded', async () => {
       const before = readRecords(dataDir).length;
       await rawHttp(service.port, 'POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: TrentService.ListKeys\r\nContent-Length: 500\r\n\r\n{"Limit":', true);

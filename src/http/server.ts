@@ -5,7 +5,8 @@
  * Request path: target → SigV4 → JSON → model validation → handler → model serialisation.
  */
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import express from 'express';
 import type { ApiAuditor } from '../audit/api-call.js';
 import type { Caller, PrincipalRegistry } from '../auth/principals.js';
@@ -65,6 +66,59 @@ export function createRequestListener(deps: HttpDeps): (req: IncomingMessage, re
     else void handleApiRequest(deps, req, res, new KmsError('UnknownOperationException', `No route for ${req.method} ${path.slice(0, 256)}.`));
   };
 }
+
+/**
+ * node:http's clientError: bytes too broken to parse as HTTP (request line, headers, chunking),
+ * headers over node's limit, or a request that did not arrive in time never reach the request
+ * listener. Each is recorded (no caller: nothing was authenticated) and answered with an
+ * AWS-style error, as node would answer it (400, 431, 408), then the connection closes. A
+ * connection reset by the client carries no request and is only closed.
+ */
+export function createClientErrorListener(deps: HttpDeps): (err: Error & { code?: string }, socket: Duplex) => void {
+  return (err, socket) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    // node:http's own link from a socket to the response it is serving (set for the request in flight).
+    const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
+    if (inFlight && !inFlight.req.complete) {
+      // The bytes broke inside a request the listener already serves (bad chunking): that request
+      // fails with the parse error and is recorded and answered once, by the API path.
+      inFlight.shouldKeepAlive = false;
+      inFlight.req.emit('error', err);
+      return;
+    }
+    const sourceIp = (socket as Duplex & { remoteAddress?: string }).remoteAddress ?? '';
+    void (async () => {
+      const requestId = randomUUID();
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      let error = notHttp(err.code);
+      try {
+        const facts = { requestId, eventId: randomUUID(), eventTime: deps.services.now(), operation: undefined, headers: {}, sourceIp, caller: undefined, input: undefined, output: undefined };
+        await deps.auditor?.record({ ...facts, error: { type: error.type, message: error.message } });
+      } catch (auditErr) {
+        deps.log.error({ requestId, err: auditErr instanceof Error ? auditErr.message : String(auditErr) }, 'audit record could not be written');
+        error = internal();
+      }
+      deps.metrics?.request('-', error.type, 0);
+      if (inFlight) {
+        // Garbage pipelined behind a complete request: its answer must not cut into that one's.
+        inFlight.once('finish', () => socket.destroy());
+        return;
+      }
+      const body = JSON.stringify({ __type: error.type, message: error.message });
+      const code = error.type === 'KMSInternalException' ? 500 : status;
+      socket.end(
+        `HTTP/1.1 ${code} ${STATUS_CODES[code]}\r\n` +
+          `Content-Type: ${JSON_CONTENT_TYPE}\r\nx-amzn-RequestId: ${requestId}\r\nX-Amzn-ErrorType: ${error.type}\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    })();
+  };
+}
+
+const notHttp = (code: string | undefined) => new KmsError('SerializationException', `The request is not valid HTTP (${code ?? 'parse error'}).`);
 
 function createHttpApp(deps: HttpDeps): express.Express {
   const app = express();
@@ -230,7 +284,8 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
     req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
     // A client that goes away mid-body: its request is still recorded, as this.
     const cutShort = () => reject(new KmsError('SerializationException', 'The connection closed before the request body was complete.'));
-    req.on('error', cutShort);
+    // HPE_*: the body's framing broke (see createClientErrorListener).
+    req.on('error', (e: Error & { code?: string }) => (e.code?.startsWith('HPE_') && e.code !== 'HPE_INVALID_EOF_STATE' ? reject(notHttp(e.code)) : cutShort()));
     req.on('close', () => {
       if (!req.complete) cutShort();
     });
