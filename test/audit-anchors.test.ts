@@ -11,6 +11,7 @@ import path from 'node:path';
 import { CreateKeyCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type DigestFile, sha256Hex, splitDigest, stringToSign } from '../src/audit/format.js';
+import Database from 'better-sqlite3';
 import { startService } from '../src/service.js';
 import { openSqliteStore } from '../src/store/sqlite-store.js';
 import { runCli } from './helpers/process.js';
@@ -200,5 +201,31 @@ describe('audit anchors outside the audit directory', () => {
       const strict = await verify(noToken, ['--check-token']);
       expect(strict.stdout).toMatch(/finding: the token was not reached/);
     });
+  });
+
+  it('adopts the chains of a trail written before the registry existed, and only then', async () => {
+    const dir = tempDir('p11kms-audit-adopt-');
+    const run = async () => {
+      const service = await startService(testConfig(dir));
+      const client = new KMSClient({ endpoint: service.url, region: REGION, credentials: ROOT, maxAttempts: 1 });
+      await client.send(new CreateKeyCommand({}));
+      client.destroy();
+      await service.close();
+    };
+    await run();
+    // As after the upgrade that added migration 6: the trail exists, the registry is empty.
+    const db = new Database(path.join(dir, 'p11kms.db'));
+    db.exec('DELETE FROM audit_chains');
+    db.close();
+    expect((await verify(dir)).stderr).toMatch(/is not in the chain registry/);
+    await run();
+    const adopted = await verify(dir);
+    expect(adopted.stderr).toBe('');
+    expect(adopted.stdout).toMatch(/audit trail OK: 2 records in 2 chain\(s\)/);
+    // A chain made up after that is not adopted by later starts.
+    const first = recordNames(dir)[0]!;
+    fs.copyFileSync(path.join(auditDir(dir), first), path.join(auditDir(dir), first.replace(/-p\d+-/, '-p1-')));
+    await run();
+    expect((await verify(dir)).stderr).toMatch(/-p1-[0-9a-f]+ is not in the chain registry/);
   });
 });
