@@ -12,6 +12,7 @@ import { CreateKeyCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type DigestFile, sha256Hex, splitDigest, stringToSign } from '../src/audit/format.js';
 import Database from 'better-sqlite3';
+import { openHsm } from '../src/hsm/pkcs11-token.js';
 import { startService } from '../src/service.js';
 import { openSqliteStore } from '../src/store/sqlite-store.js';
 import { runCli } from './helpers/process.js';
@@ -75,6 +76,13 @@ describe('audit anchors outside the audit directory', () => {
       expect(head).toMatchObject({ digestSequence: 2, recordCount: 5, final: true, digestHash: sha256Hex(bytes) });
       expect(head.signingKeyFingerprint).toMatch(/^[0-9a-f]{64}$/);
     }
+    // The token's head object names the same newest digests.
+    const hsm = await openHsm(testConfig(dataDir).token, dataDir);
+    const heads = await (await hsm.auditSigningKey!(false))!.readHeads();
+    await hsm.close();
+    expect(heads.sort((a, b) => (a.chainId < b.chainId ? -1 : 1))).toEqual(
+      registry.map((c) => ({ chainId: c.chainId, digestSequence: 2, digestHash: c.digestHash, recordCount: 5, final: true })),
+    );
     // The copy holds every digest, byte for byte, and the public key.
     const copied = fs.readdirSync(copyDir).sort();
     for (const name of digestNames(dataDir)) expect(fs.readFileSync(path.join(copyDir, name))).toEqual(fs.readFileSync(path.join(digestDir(dataDir), name)));

@@ -95,15 +95,15 @@ export async function openAuditSigningKey(
   // Read-modify-write of the one head object: serialised within the process, and across
   // processes by the token write lock where the token is shared (self-provisioned, workers).
   let headWrites: Promise<unknown> = Promise.resolve();
-  const readHeads = () => tokenScan(() => withSession((s) => readHeadObject(p, s).heads));
+  const readHeads = () => tokenScan(() => withSession((s) => readHeadObjects(p, s).heads));
   const publishHead = (head: TokenChainHead): Promise<void> => {
     const turn = headWrites.then(() =>
       tokenWrite(() =>
         withSession((s) => {
-          const { handle, heads } = readHeadObject(p, s);
+          const { handles, heads } = readHeadObjects(p, s);
           const known = heads.find((h) => h.chainId === head.chainId);
           if (known && known.digestSequence >= head.digestSequence) return;
-          writeHeadObject(p, s, handle, [...heads.filter((h) => h.chainId !== head.chainId), head]);
+          replaceHeadObjects(p, s, handles, [...heads.filter((h) => h.chainId !== head.chainId), head]);
         }),
       ),
     );
@@ -134,7 +134,11 @@ export async function openAuditSigningKey(
 /** The head object's value: `{"v":1,"chains":{"<chainId>":[digestSequence,"<hash>",recordCount,final]}}`. */
 type HeadsValue = { v: 1; chains: Record<string, [number, string, number, boolean]> };
 
-function readHeadObject(p: P11.PKCS11, session: Handle): { handle: Handle | undefined; heads: TokenChainHead[] } {
+/**
+ * Every head object's handle and the newest head per chain across them. Normally there is one;
+ * a crash between creating the replacement and destroying the old one leaves two.
+ */
+function readHeadObjects(p: P11.PKCS11, session: Handle): { handles: Handle[]; heads: TokenChainHead[] } {
   let fn = 'C_FindObjectsInit';
   try {
     p.C_FindObjectsInit(session, [
@@ -142,41 +146,46 @@ function readHeadObject(p: P11.PKCS11, session: Handle): { handle: Handle | unde
       { type: pkcs11js.CKA_LABEL, value: AUDIT_HEADS_LABEL },
     ]);
     fn = 'C_FindObjects';
-    const [handle] = p.C_FindObjects(session, 1);
+    const handles = p.C_FindObjects(session, 16);
     fn = 'C_FindObjectsFinal';
     p.C_FindObjectsFinal(session);
-    if (handle === undefined) return { handle, heads: [] };
     fn = 'C_GetAttributeValue';
-    const raw = p.C_GetAttributeValue(session, handle, [{ type: pkcs11js.CKA_VALUE }])[0]!.value;
-    const value = JSON.parse(raw.toString('utf8')) as HeadsValue;
-    const heads = Object.entries(value.chains).map(([chainId, [digestSequence, digestHash, recordCount, final]]) => ({ chainId, digestSequence, digestHash, recordCount, final }));
-    return { handle, heads };
+    const newest = new Map<string, TokenChainHead>();
+    for (const handle of handles) {
+      const raw = p.C_GetAttributeValue(session, handle, [{ type: pkcs11js.CKA_VALUE }])[0]!.value;
+      const value = JSON.parse(raw.toString('utf8')) as HeadsValue;
+      for (const [chainId, [digestSequence, digestHash, recordCount, final]] of Object.entries(value.chains)) {
+        if ((newest.get(chainId)?.digestSequence ?? -1) < digestSequence) newest.set(chainId, { chainId, digestSequence, digestHash, recordCount, final });
+      }
+    }
+    return { handles, heads: [...newest.values()] };
   } catch (err) {
     if (err instanceof SyntaxError) throw new HsmError('other', 'CKR_GENERAL_ERROR', 'C_GetAttributeValue', 'the audit head object does not hold valid JSON');
     throw toHsmError(err, fn, 'reading the audit chain heads');
   }
 }
 
-function writeHeadObject(p: P11.PKCS11, session: Handle, handle: Handle | undefined, heads: TokenChainHead[]): void {
+/**
+ * Writes the heads as a new object, then destroys the old ones: SoftHSM2 keeps a data object's
+ * CKA_VALUE read-only after creation (CKR_ATTRIBUTE_READ_ONLY), and creating first means a crash
+ * in between leaves two objects (merged on read), never none.
+ */
+function replaceHeadObjects(p: P11.PKCS11, session: Handle, old: Handle[], heads: TokenChainHead[]): void {
   const value: HeadsValue = { v: 1, chains: {} };
   for (const h of [...heads].sort((a, b) => (a.chainId < b.chainId ? -1 : 1))) value.chains[h.chainId] = [h.digestSequence, h.digestHash, h.recordCount, h.final];
   const bytes = Buffer.from(JSON.stringify(value), 'utf8');
-  let fn = 'C_SetAttributeValue';
+  let fn = 'C_CreateObject';
   try {
-    if (handle !== undefined) {
-      p.C_SetAttributeValue(session, handle, [{ type: pkcs11js.CKA_VALUE, value: bytes }]);
-      return;
-    }
-    fn = 'C_CreateObject';
     p.C_CreateObject(session, [
       { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
       { type: pkcs11js.CKA_TOKEN, value: true },
       { type: pkcs11js.CKA_PRIVATE, value: true },
-      { type: pkcs11js.CKA_MODIFIABLE, value: true },
       { type: pkcs11js.CKA_LABEL, value: AUDIT_HEADS_LABEL },
       { type: pkcs11js.CKA_APPLICATION, value: 'p11kms audit' },
       { type: pkcs11js.CKA_VALUE, value: bytes },
     ]);
+    fn = 'C_DestroyObject';
+    for (const handle of old) p.C_DestroyObject(session, handle);
   } catch (err) {
     throw toHsmError(err, fn, 'writing the audit chain heads');
   }
