@@ -236,4 +236,38 @@ describe('audit anchors outside the audit directory', () => {
     await run();
     expect((await verify(dir)).stderr).toMatch(/-p1-[0-9a-f]+ is not in the chain registry/);
   });
+
+  it('copies digests to syslog, and verify checks an exported log against the trail', async () => {
+    const dir = tempDir('p11kms-audit-syslog-');
+    const bin = tempDir('p11kms-audit-syslog-bin-');
+    const syslog = path.join(bin, 'syslog.log');
+    // Stands in for the syslog daemon (there is none here): logger(1) is called as
+    // `logger -t TAG -- MESSAGE`; this one appends a syslog-style line to a file.
+    fs.writeFileSync(path.join(bin, 'logger'), `#!/bin/sh\necho "$(date '+%b %e %T') host $2: $4" >> '${syslog}'\n`, { mode: 0o755 });
+    const savedPath = process.env.PATH;
+    process.env.PATH = `${bin}:${savedPath}`;
+    try {
+      const service = await startService(testConfig(dir, { P11KMS_AUDIT_DIGEST_COPY: 'syslog' }));
+      const client = new KMSClient({ endpoint: service.url, region: REGION, credentials: ROOT, maxAttempts: 1 });
+      await client.send(new CreateKeyCommand({}));
+      await service.audit.digestNow();
+      await client.send(new CreateKeyCommand({}));
+      client.destroy();
+      await service.close();
+    } finally {
+      process.env.PATH = savedPath;
+    }
+    const lines = fs.readFileSync(syslog, 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toMatch(/ host p11kms-audit-digest: \{"chainId":"[^"]+","digestSequence":2,"digestHash":"[0-9a-f]{64}","recordCount":2,"final":true\}$/);
+    const configured = await runCli(['audit', 'verify'], dir, { P11KMS_AUDIT_DIGEST_COPY: 'syslog' });
+    expect(configured.code).toBe(0);
+    expect(configured.stdout).toContain('note: digests are copied to syslog: pass --digest-copy <exported log file>');
+    expect((await verify(dir, ['--digest-copy', syslog])).code).toBe(0);
+    const final = digestNames(dir).at(-1)!;
+    fs.rmSync(path.join(digestDir(dir), final));
+    const removed = await verify(dir, ['--trail-only', '--digest-copy', syslog]);
+    expect(removed.code).toBe(1);
+    expect(removed.stderr).toContain(`the digest copy in ${syslog} names digest ${final} (records 1-2, final), which is missing from the trail (deleted)`);
+  });
 });
