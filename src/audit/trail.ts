@@ -148,6 +148,8 @@ class FileAuditTrail implements AuditTrail {
   private durableHash = GENESIS_HASH;
   private failedAt: Date | undefined;
   private refusedAppends = 0;
+  /** While the recovery record is on its way to the disk (appends are accepted again). */
+  private healing = false;
   private recoveryTimer: NodeJS.Timeout | undefined;
   private readonly writer: AuditRecordWriter;
   /** Digests not yet in the operator's copy, oldest first (delivered in order, retried). */
@@ -205,6 +207,7 @@ class FileAuditTrail implements AuditTrail {
 
   problem(): string | undefined {
     if (this.failed) return `audit trail cannot write: ${this.failed.message}`;
+    if (this.healing) return 'audit trail healing: its recovery record is not yet on disk';
     if (this.closed) return 'audit trail closed';
     return undefined;
   }
@@ -342,6 +345,7 @@ class FileAuditTrail implements AuditTrail {
     this.failed = undefined;
     this.failedAt = undefined;
     this.refusedAppends = 0;
+    this.healing = true;
     try {
       await this.recordServiceEvent({
         eventName: 'AuditTrailRecovered',
@@ -356,6 +360,8 @@ class FileAuditTrail implements AuditTrail {
       this.failedAt = failedAt;
       this.refusedAppends += refused;
       return;
+    } finally {
+      this.healing = false;
     }
     this.o.log.warn({ chainId: this.chainId, failedAt: eventTimeOf(failedAt), refusedRecords: refused }, 'audit trail healed: accepting requests again');
   }

@@ -284,8 +284,8 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
     req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
     // A client that goes away mid-body: its request is still recorded, as this.
     const cutShort = () => reject(new KmsError('SerializationException', 'The connection closed before the request body was complete.'));
-    // HPE_*: the body's framing broke (see createClientErrorListener).
-    req.on('error', (e: Error & { code?: string }) => (e.code?.startsWith('HPE_') && e.code !== 'HPE_INVALID_EOF_STATE' ? reject(notHttp(e.code)) : cutShort()));
+    // Anything else: the body's framing broke or it timed out (see createClientErrorListener).
+    req.on('error', (e: Error & { code?: string }) => (e.code === 'ECONNRESET' || e.code === 'HPE_INVALID_EOF_STATE' ? cutShort() : reject(notHttp(e.code))));
     req.on('close', () => {
       if (!req.complete) cutShort();
     });
