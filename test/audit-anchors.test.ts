@@ -120,6 +120,13 @@ describe('audit anchors outside the audit directory', () => {
     const { code, stderr } = await verify(dir);
     expect(code).toBe(1);
     expect(stderr).toContain(`chain ${newest}: the chain registry names digest ${newest}_000002.json (records 1-5, final), which is missing from the trail (deleted)`);
+    // Its registry row deleted too (SQLite needs no PIN): the token's head object still names it.
+    const db = new Database(path.join(dir, 'p11kms.db'));
+    db.prepare('DELETE FROM audit_chains WHERE chain_id = ?').run(newest);
+    db.close();
+    const noRow = await verify(dir);
+    expect(noRow.code).toBe(1);
+    expect(noRow.stderr).toContain(`chain ${newest}: the token's head object names digest ${newest}_000002.json (records 1-5, final), which is missing from the trail (deleted)`);
     // Even without registry and token, the operator's copy still knows the chain.
     const fromCopy = await verify(dir, ['--trail-only', '--digest-copy', copyDir]);
     expect(fromCopy.code).toBe(1);
@@ -137,6 +144,13 @@ describe('audit anchors outside the audit directory', () => {
     const { code, stderr } = await verify(dir);
     expect(code).toBe(1);
     expect(stderr).toContain(`chain ${made} is not in the chain registry of the metadata store`);
+    // A registry row forged beside it (SQLite needs no PIN): the token still does not know it.
+    const db = new Database(path.join(dir, 'p11kms.db'));
+    db.prepare('INSERT INTO audit_chains (chain_id, opened_at, digest_sequence, record_count, final) VALUES (?, ?, 0, 0, 0)').run(made, Date.now());
+    db.close();
+    const forged = await verify(dir);
+    expect(forged.code).toBe(1);
+    expect(forged.stderr).toContain(`chain ${made} is unknown to the token's head object (added: no service process registered it)`);
   });
 
   it("fails when the newest chain's final digest is deleted and its records rewritten", async () => {

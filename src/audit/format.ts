@@ -89,8 +89,9 @@ export interface DigestBody {
  *  registry in the metadata store, the token's head object, the operator's digest copy). */
 export interface DigestAnchor {
   chainId: string;
+  /** 0: the chain is known, before its first digest (registry and token only). */
   digestSequence: number;
-  /** Lower-case hex SHA-256 of the digest file's bytes. */
+  /** Lower-case hex SHA-256 of the digest file's bytes ('' before the first digest). */
   digestHash: string;
   /** The digest's lastSequence. */
   recordCount: number;

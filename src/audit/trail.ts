@@ -196,6 +196,9 @@ class FileAuditTrail implements AuditTrail {
       if ((await this.o.registry.listChains()).length === 0) await this.adoptExistingChains(this.o.registry);
       await this.o.registry.registerChain(this.chainId, this.openedAt);
     }
+    await this.o.signingKey?.publishHead(unsignedHead(this.chainId)).catch((e: unknown) => {
+      this.o.log.error({ err: e instanceof Error ? e.message : String(e), chainId: this.chainId }, "audit chain not registered in the token's head object");
+    });
     await this.applyRetention().catch((e: unknown) => this.o.log.warn({ err: String(e) }, 'audit retention failed'));
     const digestTimer = setInterval(() => void this.digestNow(), this.o.digestIntervalSeconds * 1000);
     const retentionTimer = setInterval(() => void this.applyRetention().catch(() => {}), 3600_000);
@@ -534,9 +537,12 @@ class FileAuditTrail implements AuditTrail {
       }
       const openedAt = new Date(Date.parse(d?.digestStartTime ?? '') || Date.now());
       if (known && d) {
-        await registry.recordDigest({ chainId, openedAt, digestSequence: d.digestSequence, digestHash: known.digestHashValue, recordCount: d.lastSequence, final: d.final, signingKeyFingerprint: d.digestPublicKeyFingerprint });
+        const anchor = { chainId, digestSequence: d.digestSequence, digestHash: known.digestHashValue, recordCount: d.lastSequence, final: d.final };
+        await registry.recordDigest({ ...anchor, openedAt, signingKeyFingerprint: d.digestPublicKeyFingerprint });
+        await this.o.signingKey?.publishHead(anchor);
       } else {
         await registry.registerChain(chainId, openedAt);
+        await this.o.signingKey?.publishHead(unsignedHead(chainId));
       }
     }
     if (chainIds.size + newest.size > 0) this.o.log.warn({ chains: [...new Set([...chainIds, ...newest.keys()])].length }, 'audit chains on disk adopted into the new chain registry');
@@ -631,6 +637,9 @@ class FileAuditTrail implements AuditTrail {
     return this.closed;
   }
 }
+
+/** A chain known before its first digest. */
+const unsignedHead = (chainId: string): DigestAnchor => ({ chainId, digestSequence: 0, digestHash: '', recordCount: 0, final: false });
 
 /** The newest digest file of every chain but `own`, with the SHA-256 of its bytes. */
 async function latestDigestsOfOtherChains(digestDir: string, own: string): Promise<{ chainId: string; digestFile: string; digestHashValue: string }[]> {

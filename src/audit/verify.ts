@@ -174,7 +174,18 @@ function checkAnchors(anchors: TrailAnchors, digestDir: string, chainIds: string
       }
     }
   }
-  if (anchors.token) for (const head of anchors.token.heads) requireDigest("the token's head object", head);
+  if (anchors.token && anchors.token.heads.length > 0) {
+    // The token names every chain since its head object exists (registered at open): one it does
+    // not know was added, even with a registry row forged beside it.
+    const known = new Set(anchors.token.heads.map((h) => h.chainId));
+    for (const chainId of chainIds) if (!known.has(chainId)) findings.push(`chain ${chainId} is unknown to the token's head object (added: no service process registered it)`);
+    for (const head of anchors.token.heads) {
+      if (head.digestSequence > 0) requireDigest("the token's head object", head);
+      else if (!present.has(head.chainId) && !anchors.registry?.some((c) => c.chainId === head.chainId)) {
+        findings.push(`chain ${head.chainId} is in the token's head object but none of its files remain (deleted)`);
+      }
+    }
+  }
   if (anchors.copy) {
     findings.push(...anchors.copy.problems);
     for (const a of anchors.copy.anchors) requireDigest(`the digest copy in ${anchors.copy.source}`, a);

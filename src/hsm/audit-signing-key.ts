@@ -12,11 +12,11 @@
  * CKA_ID, so all of them sign with one key (a surplus pair from the race is harmless: digests
  * name the fingerprint of the key that signed them).
  *
- * Chain heads: a data object (CKO_DATA, CKA_LABEL `p11kms-audit-heads`) holds the newest digest
- * of every audit chain (sequence, SHA-256 of the digest file, records covered, final). It is a
- * private token object: reading or changing it needs a session logged in with the user PIN, so
- * whoever can delete files in the data dir but lacks the PIN cannot move a head back. Its value
- * is not secret (hashes and counts).
+ * Chain heads: a data object (CKO_DATA, CKA_LABEL `p11kms-audit-heads`) names every audit chain
+ * (registered when its process opens it) and its newest digest (sequence, SHA-256 of the digest
+ * file, records covered, final). It is a private token object: reading or changing it needs a
+ * session logged in with the user PIN, so whoever can rewrite the data dir but lacks the PIN can
+ * neither move a head back nor add a chain. Its value is not secret (hashes and counts).
  */
 import { createHash, randomBytes } from 'node:crypto';
 // pkcs11js is CommonJS: only the default import carries the constants.
@@ -39,8 +39,9 @@ const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d03
 /** A chain's newest digest as the token remembers it. */
 export interface TokenChainHead {
   chainId: string;
+  /** 0 for a chain registered before its first digest. */
   digestSequence: number;
-  /** Lower-case hex SHA-256 of the digest file's bytes. */
+  /** Lower-case hex SHA-256 of the digest file's bytes ('' before the first digest). */
   digestHash: string;
   recordCount: number;
   final: boolean;
@@ -92,8 +93,8 @@ export async function openAuditSigningKey(
   }
   const chosen = found[0]!;
   const privateKey = chosen.privateKey;
-  // Read-modify-write of the one head object: serialised within the process, and across
-  // processes by the token write lock where the token is shared (self-provisioned, workers).
+  // Serialised within the process; across processes nothing is lost without a lock either (see
+  // replaceHeadObjects).
   let headWrites: Promise<unknown> = Promise.resolve();
   const readHeads = () => tokenScan(() => withSession((s) => readHeadObjects(p, s).heads));
   const publishHead = (head: TokenChainHead): Promise<void> => {
@@ -166,15 +167,17 @@ function readHeadObjects(p: P11.PKCS11, session: Handle): { handles: Handle[]; h
 }
 
 /**
- * Writes the heads as a new object, then destroys the old ones: SoftHSM2 keeps a data object's
- * CKA_VALUE read-only after creation (CKR_ATTRIBUTE_READ_ONLY), and creating first means a crash
- * in between leaves two objects (merged on read), never none.
+ * Writes the heads as a new object, then destroys the ones they were read from: SoftHSM2 keeps a
+ * data object's CKA_VALUE read-only after creation (CKR_ATTRIBUTE_READ_ONLY). Creating first means
+ * a crash in between leaves two objects, merged on read, never none; and as a writer destroys only
+ * objects whose content its new one includes, two processes writing at once (workers on an
+ * external token, which has no cross-process object-write lock) leave two objects between them,
+ * not one that lost the other's head. A destroy that fails (already destroyed by the other) changes nothing.
  */
 function replaceHeadObjects(p: P11.PKCS11, session: Handle, old: Handle[], heads: TokenChainHead[]): void {
   const value: HeadsValue = { v: 1, chains: {} };
   for (const h of [...heads].sort((a, b) => (a.chainId < b.chainId ? -1 : 1))) value.chains[h.chainId] = [h.digestSequence, h.digestHash, h.recordCount, h.final];
   const bytes = Buffer.from(JSON.stringify(value), 'utf8');
-  let fn = 'C_CreateObject';
   try {
     p.C_CreateObject(session, [
       { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
@@ -184,10 +187,15 @@ function replaceHeadObjects(p: P11.PKCS11, session: Handle, old: Handle[], heads
       { type: pkcs11js.CKA_APPLICATION, value: 'p11kms audit' },
       { type: pkcs11js.CKA_VALUE, value: bytes },
     ]);
-    fn = 'C_DestroyObject';
-    for (const handle of old) p.C_DestroyObject(session, handle);
+    for (const handle of old) {
+      try {
+        p.C_DestroyObject(session, handle);
+      } catch {
+        // see above
+      }
+    }
   } catch (err) {
-    throw toHsmError(err, fn, 'writing the audit chain heads');
+    throw toHsmError(err, 'C_CreateObject', 'writing the audit chain heads');
   }
 }
 
