@@ -12,6 +12,7 @@ import { CreateKeyCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type DigestFile, sha256Hex, splitDigest, stringToSign } from '../src/audit/format.js';
 import Database from 'better-sqlite3';
+import { locateSoftHsmModule as findSoftHsmModule } from '../src/hsm/provision.js';
 import { openHsm } from '../src/hsm/pkcs11-token.js';
 import { startService } from '../src/service.js';
 import { openSqliteStore } from '../src/store/sqlite-store.js';
@@ -212,16 +213,27 @@ describe('audit anchors outside the audit directory', () => {
     });
 
     it('fails without the token too: the registry pins the key', async () => {
+      // An external token that is not reachable now (no such label in the module).
+      const emptyConf = path.join(tempDir('p11kms-audit-anchors-nohsm-'), 'softhsm2.conf');
+      fs.mkdirSync(path.join(path.dirname(emptyConf), 'tokens'));
+      fs.writeFileSync(emptyConf, `directories.tokendir = ${path.join(path.dirname(emptyConf), 'tokens')}\nobjectstore.backend = file\n`);
+      const external = { SOFTHSM2_CONF: emptyConf, P11KMS_PKCS11_MODULE: findSoftHsmModule(), P11KMS_TOKEN_LABEL: 'elsewhere', P11KMS_PIN: '1234' };
+      const { code, stdout } = await runCli(['audit', 'verify'], dir, external);
+      expect(code).toBe(1);
+      expect(stdout).toMatch(/note: the token was not reached \(no token labelled 'elsewhere'/);
+      expect(stdout).toMatch(/not by the key the chain registry names \([0-9a-f]{64}\)/);
+      // --check-token insists on the token.
+      const strict = await runCli(['audit', 'verify', '--check-token'], dir, external);
+      expect(strict.stdout).toMatch(/finding: the token was not reached/);
+    });
+
+    it('fails when the self-provisioned token was deleted with it', async () => {
       const noToken = tempDir('p11kms-audit-anchors-notoken-');
       fs.cpSync(dir, noToken, { recursive: true });
       fs.rmSync(path.join(noToken, 'softhsm'), { recursive: true });
       const { code, stdout } = await verify(noToken);
       expect(code).toBe(1);
-      expect(stdout).toContain('note: the token was not reached');
-      expect(stdout).toMatch(/not by the key the chain registry names \([0-9a-f]{64}\)/);
-      // --check-token insists on the token.
-      const strict = await verify(noToken, ['--check-token']);
-      expect(strict.stdout).toMatch(/finding: the token was not reached/);
+      expect(stdout).toMatch(/finding: the token was not reached \(no self-provisioned token under/);
     });
   });
 

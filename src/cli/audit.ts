@@ -118,8 +118,12 @@ async function gatherAnchors(
       }
     }
     const token = await readToken(cfg);
-    if ('problem' in token) (want.requireToken ? findings : notes).push(`the token was not reached (${token.problem}); the digests' key is checked against the chain registry instead`);
-    else anchors.token = token;
+    if ('problem' in token) {
+      // The self-provisioned token lives in the data dir: gone while the registry names signed
+      // digests, it was deleted (with it, the only check of a registry rewritten alongside).
+      const deleted = token.missingSelfProvisioned && (anchors.registry ?? []).some((c) => c.signingKeyFingerprint !== null);
+      (want.requireToken || deleted ? findings : notes).push(`the token was not reached (${token.problem}); the digests' key is checked against the chain registry instead`);
+    } else anchors.token = token;
   }
   const copy = want.digestCopy ?? (cfg.audit.digestCopy !== 'syslog' ? cfg.audit.digestCopy : undefined);
   if (copy !== undefined) {
@@ -135,11 +139,11 @@ async function gatherAnchors(
 }
 
 /** The token's audit key fingerprint and chain heads, or why the token could not be read. */
-async function readToken(cfg: Config): Promise<NonNullable<TrailAnchors['token']> | { problem: string }> {
+async function readToken(cfg: Config): Promise<NonNullable<TrailAnchors['token']> | { problem: string; missingSelfProvisioned?: boolean }> {
   if (cfg.token.module === undefined) {
     const { softHsmPaths } = await import('../hsm/provision.js');
     // Never provision a fresh token here: that would hide a deleted one.
-    if (!fs.existsSync(softHsmPaths(cfg.dataDir).userPinPath)) return { problem: `no self-provisioned token under ${softHsmPaths(cfg.dataDir).dir}` };
+    if (!fs.existsSync(softHsmPaths(cfg.dataDir).userPinPath)) return { problem: `no self-provisioned token under ${softHsmPaths(cfg.dataDir).dir}`, missingSelfProvisioned: true };
   }
   try {
     const { openHsm } = await import('../hsm/pkcs11-token.js');
