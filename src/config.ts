@@ -44,6 +44,12 @@ const envSchema = z.object({
   P11KMS_AUDIT_RETENTION_DAYS: z.coerce.number().int().min(1).max(36500).optional(),
   /** How often the audit chain's digest is signed with the token key (and always at shutdown). */
   P11KMS_AUDIT_DIGEST_SECONDS: z.coerce.number().int().min(1).max(86400).default(300),
+  /** A second, append-only copy of every audit digest: `syslog`, or a directory (another mount). */
+  P11KMS_AUDIT_DIGEST_COPY: z
+    .string()
+    .min(1)
+    .refine((v) => v === 'syslog' || path.isAbsolute(v), 'must be `syslog` or an absolute directory path')
+    .optional(),
   /** An audit file rolls over at this size (and at each UTC day). */
   P11KMS_AUDIT_FILE_MAX_MB: z.coerce.number().int().min(1).max(4096).default(64),
   /** Refuse imports that the token cannot unwrap itself (e.g. OAEP-SHA-256 on SoftHSM2), instead
@@ -126,6 +132,8 @@ export interface AuditConfig {
   retentionDays?: number;
   digestIntervalSeconds: number;
   fileMaxBytes: number;
+  /** `syslog` or an absolute directory: where digests are copied as they are signed. */
+  digestCopy?: string;
 }
 
 export class ConfigError extends Error {}
@@ -177,6 +185,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       retentionDays: e.P11KMS_AUDIT_RETENTION_DAYS,
       digestIntervalSeconds: e.P11KMS_AUDIT_DIGEST_SECONDS,
       fileMaxBytes: e.P11KMS_AUDIT_FILE_MAX_MB * 1024 * 1024,
+      digestCopy: e.P11KMS_AUDIT_DIGEST_COPY,
     },
     lifecycle: {
       strictKeyCustody: e.P11KMS_STRICT_KEY_CUSTODY,

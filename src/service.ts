@@ -7,7 +7,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { ApiAuditor } from './audit/api-call.js';
-import { type AuditTrail, disabledAuditTrail, openAuditTrail } from './audit/trail.js';
+import { openDigestCopy } from './audit/digest-copy.js';
+import { type AuditRecordWriter, type AuditTrail, disabledAuditTrail, openAuditTrail } from './audit/trail.js';
 import { KmsAuthorizer } from './auth/kms-authorizer.js';
 import { loadPrincipals } from './auth/principals.js';
 import { SigV4Verifier } from './auth/sigv4.js';
@@ -20,9 +21,9 @@ import { PRODUCT_VERSION } from './package-info.js';
 import { setPkcs11Observer } from './hsm/instrument.js';
 import { openHsm } from './hsm/pkcs11-token.js';
 import type { Hsm } from './hsm/types.js';
-import { createConsoleRouter } from './http/console-static.js';
-import { createOperatorRouter } from './http/operator-api.js';
-import { createRequestListener } from './http/server.js';
+import { createConsoleRoutes } from './http/console-static.js';
+import { createOperatorRoutes } from './http/operator-api.js';
+import { createClientErrorListener, createRequestListener, type HttpDeps } from './http/server.js';
 import type { Services } from './kms/context.js';
 import { checkConsistency, isConsistent } from './kms/lifecycle/consistency.js';
 import { GcmEncryptionMeter } from './kms/lifecycle/gcm-wear.js';
@@ -56,6 +57,8 @@ const HEALTH_FAILURE_CACHE_MS = 2_000;
 export interface StartOptions {
   now?: () => Date;
   log?: Logger;
+  /** Wraps the audit trail's record writes (tests inject a failing disk). */
+  auditRecordWriter?: AuditRecordWriter;
 }
 
 export async function startService(config: Config, options: StartOptions = {}): Promise<RunningService> {
@@ -83,7 +86,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
   setPkcs11Observer(metrics.pkcs11);
   let audit: AuditTrail;
   try {
-    audit = config.audit.enabled ? await openServiceAuditTrail(config, hsm, account, now, log, metrics) : disabledAuditTrail();
+    audit = config.audit.enabled ? await openServiceAuditTrail(config, hsm, store, account, now, log, metrics, options.auditRecordWriter) : disabledAuditTrail();
     if (!config.audit.enabled) log.warn('audit trail disabled (P11KMS_AUDIT=off): requests are not recorded');
   } catch (e) {
     await store.close();
@@ -123,7 +126,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
   const xksFrontDoor = xksSettings && openXksFrontDoor(config, xksSettings, services, audit, metrics, log, now);
   const auditor = audit.enabled ? new ApiAuditor(audit, services) : undefined;
   const checkHealth = () => health.check();
-  const listener = createRequestListener({
+  const httpDeps: HttpDeps = {
     services,
     principals,
     verifier,
@@ -131,17 +134,18 @@ export async function startService(config: Config, options: StartOptions = {}): 
     checkHealth,
     auditor,
     metrics,
-    routers: [
-      createOperatorRouter({ services, principals, verifier, log, dataDir: config.dataDir, databaseFile: DATABASE_FILE, checkHealth, auditor, metrics }),
-      createConsoleRouter({ region: config.region, accountId: config.accountId }),
+    routes: [
+      createOperatorRoutes({ services, principals, verifier, log, dataDir: config.dataDir, databaseFile: DATABASE_FILE, checkHealth, auditor, metrics }),
+      createConsoleRoutes({ region: config.region, accountId: config.accountId }),
     ],
     checkReady: () => {
       if (closing) return 'shutting down';
       return audit.problem() ?? (health.lastFailed ? 'the last health check failed' : undefined);
     },
     xks: xksFrontDoor?.handler,
-  });
-  const server = http.createServer({ keepAliveTimeout: 65_000 }, listener);
+  };
+  const server = http.createServer({ keepAliveTimeout: 65_000 }, createRequestListener(httpDeps));
+  server.on('clientError', createClientErrorListener(httpDeps));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.port, config.host, () => resolve());
@@ -208,7 +212,16 @@ function openXksFrontDoor(
   return { handler, credentials };
 }
 
-async function openServiceAuditTrail(config: Config, hsm: Hsm, account: Services['account'], now: () => Date, log: Logger, metrics: Metrics): Promise<AuditTrail> {
+async function openServiceAuditTrail(
+  config: Config,
+  hsm: Hsm,
+  store: MetadataStore,
+  account: Services['account'],
+  now: () => Date,
+  log: Logger,
+  metrics: Metrics,
+  recordWriter: AuditRecordWriter | undefined,
+): Promise<AuditTrail> {
   let signingKey;
   try {
     signingKey = await hsm.auditSigningKey?.(true);
@@ -225,6 +238,9 @@ async function openServiceAuditTrail(config: Config, hsm: Hsm, account: Services
     signingKey,
     log: { info: (o, m) => log.info(o, m), warn: (o, m) => log.warn(o, m), error: (o, m) => log.error(o, m) },
     observer: metrics.audit,
+    registry: store.auditChains,
+    digestCopy: config.audit.digestCopy === undefined ? undefined : openDigestCopy(config.audit.digestCopy),
+    recordWriter,
   });
 }
 

@@ -85,6 +85,19 @@ export interface DigestBody {
   knownChains?: { chainId: string; digestFile: string; digestHashValue: string }[];
 }
 
+/** What an anchor outside the audit directory remembers of a chain's newest digest (the chain
+ *  registry in the metadata store, the token's head object, the operator's digest copy). */
+export interface DigestAnchor {
+  chainId: string;
+  /** 0: the chain is known, before its first digest (registry and token only). */
+  digestSequence: number;
+  /** Lower-case hex SHA-256 of the digest file's bytes ('' before the first digest). */
+  digestHash: string;
+  /** The digest's lastSequence. */
+  recordCount: number;
+  final: boolean;
+}
+
 export interface DigestFile extends DigestBody {
   /** Hex IEEE-P1363 ECDSA signature over sha256(stringToSign(...)); null when unsigned. */
   digestSignature: string | null;

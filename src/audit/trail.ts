@@ -9,21 +9,31 @@
  * next one (one write per batch, started as soon as the previous one completes), so under load
  * the cost of a synchronous write is shared by every request that arrived during the previous one.
  *
- * A write or fsync failure is permanent for this process: every later append rejects and the
- * service answers requests with KMSInternalException rather than act without a record (/readyz
- * goes red). Chain and sequence numbers are assigned synchronously in append(), so the file order
- * is the append order.
+ * A write failure stops the trail: every append rejects until it heals, so the service answers
+ * requests with KMSInternalException rather than act without a record (/readyz goes red). Every
+ * second it tries to heal: it cuts the file back to what was acknowledged, rewinds the chain to
+ * the last durable record, opens the next file and writes an AuditTrailRecovered service event
+ * (when the fault began, what it was, how many appends were refused); once that record is durable
+ * the trail accepts appends again. Chain and sequence numbers are assigned synchronously in
+ * append(), so the file order is the append order.
+ *
+ * Anchors outside the audit directory: the chain is registered in the metadata store when it
+ * opens, and every digest advances its head there, in the token's head object and in the
+ * operator's digest copy (verify.ts cross-checks all of them).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AuditSigningKey } from '../hsm/audit-signing-key.js';
 import type { Account } from '../kms/arn.js';
+import type { AuditChainRegistry } from '../store/audit-chains.js';
+import type { DigestCopy } from './digest-copy.js';
 import {
   AUDIT_DIR,
   CHAIN_MEMBER,
   DIGEST_DIR,
   DIGEST_SIGNATURE_ALGORITHM,
+  type DigestAnchor,
   type DigestBody,
   type DigestFile,
   GENESIS_HASH,
@@ -55,7 +65,22 @@ export interface AuditTrailOptions {
   signingKey: AuditSigningKey | undefined;
   log: { info(o: object, msg: string): void; warn(o: object, msg: string): void; error(o: object, msg: string): void };
   observer?: AuditObserver;
+  /** The metadata store's chain registry; undefined runs without one (tests of the file format). */
+  registry?: AuditChainRegistry;
+  /** The operator's second copy of the digests (P11KMS_AUDIT_DIGEST_COPY). */
+  digestCopy?: DigestCopy;
+  /** Writes record batches to the open file; tests wrap the default to make the disk fail. */
+  recordWriter?: AuditRecordWriter;
+  /** How long a failed trail waits between attempts to heal (default 1000 ms). */
+  recoveryIntervalMs?: number;
 }
+
+/** The one place record bytes reach the disk (the file is opened O_DSYNC). */
+export interface AuditRecordWriter {
+  write(fd: number, buf: Buffer): Promise<void>;
+}
+
+export const fileRecordWriter: AuditRecordWriter = { write: (fd, buf) => writeAll(fd, buf) };
 
 export interface AuditTrail {
   readonly enabled: boolean;
@@ -119,6 +144,16 @@ class FileAuditTrail implements AuditTrail {
   private flushScheduled = false;
   private flushing: Promise<void> | undefined;
   private failed: Error | undefined;
+  /** Hash of the last durable record line (what a healed trail continues from). */
+  private durableHash = GENESIS_HASH;
+  private failedAt: Date | undefined;
+  private refusedAppends = 0;
+  /** While the recovery record is on its way to the disk (appends are accepted again). */
+  private healing = false;
+  private recoveryTimer: NodeJS.Timeout | undefined;
+  private readonly writer: AuditRecordWriter;
+  /** Digests not yet in the operator's copy, oldest first (delivered in order, retried). */
+  private copyBacklog: { name: string; content: string; anchor: DigestAnchor }[] = [];
 
   // file state
   private fd: number | undefined;
@@ -145,7 +180,11 @@ class FileAuditTrail implements AuditTrail {
     this.chainId = newChainId(now, process.pid, randomBytes(3).toString('hex'));
     this.startedAt = eventTimeOf(now);
     this.lastDigestEnd = this.startedAt;
+    this.openedAt = now;
+    this.writer = o.recordWriter ?? fileRecordWriter;
   }
+
+  private readonly openedAt: Date;
 
   async start(): Promise<void> {
     await fs.promises.mkdir(this.digestDir, { recursive: true, mode: 0o700 });
@@ -153,6 +192,13 @@ class FileAuditTrail implements AuditTrail {
     else this.o.log.warn({}, 'audit digests will be unsigned: the token offers no audit signing key');
     this.knownChains = await latestDigestsOfOtherChains(this.digestDir, this.chainId);
     await this.openNextFile();
+    if (this.o.registry) {
+      if ((await this.o.registry.listChains()).length === 0) await this.adoptExistingChains(this.o.registry);
+      await this.o.registry.registerChain(this.chainId, this.openedAt);
+    }
+    await this.o.signingKey?.publishHead(unsignedHead(this.chainId)).catch((e: unknown) => {
+      this.o.log.error({ err: e instanceof Error ? e.message : String(e), chainId: this.chainId }, "audit chain not registered in the token's head object");
+    });
     await this.applyRetention().catch((e: unknown) => this.o.log.warn({ err: String(e) }, 'audit retention failed'));
     const digestTimer = setInterval(() => void this.digestNow(), this.o.digestIntervalSeconds * 1000);
     const retentionTimer = setInterval(() => void this.applyRetention().catch(() => {}), 3600_000);
@@ -164,12 +210,16 @@ class FileAuditTrail implements AuditTrail {
 
   problem(): string | undefined {
     if (this.failed) return `audit trail cannot write: ${this.failed.message}`;
+    if (this.healing) return 'audit trail healing: its recovery record is not yet on disk';
     if (this.closed) return 'audit trail closed';
     return undefined;
   }
 
   append(record: AuditRecord): Promise<void> {
-    if (this.failed) return Promise.reject(this.failed);
+    if (this.failed) {
+      this.refusedAppends++;
+      return Promise.reject(this.failed);
+    }
     if (this.closed) return Promise.reject(new Error('the audit trail is closed'));
     const seq = ++this.seq;
     const json = JSON.stringify(record);
@@ -212,8 +262,9 @@ class FileAuditTrail implements AuditTrail {
           await this.rollIfNeeded(buf.length);
           // The file is opened O_DSYNC: the write returns once the bytes are durable, one
           // thread-pool round trip per batch instead of write + fdatasync.
-          await writeAll(this.fd!, buf);
+          await this.writer.write(this.fd!, buf);
           this.fileBytes += buf.length;
+          this.durableHash = lastHash;
         } catch (e) {
           this.fail(e instanceof Error ? e : new Error(String(e)));
           for (const w of waiters) w.reject(this.failed!);
@@ -251,8 +302,71 @@ class FileAuditTrail implements AuditTrail {
   private fail(err: Error): void {
     if (this.failed) return;
     this.failed = err;
+    this.failedAt ??= new Date();
     this.o.observer?.writeError();
-    this.o.log.error({ err: err.message, chainId: this.chainId }, 'audit trail write failed; refusing further requests');
+    this.o.log.error({ err: err.message, chainId: this.chainId }, 'audit trail write failed; refusing requests until it heals');
+    this.scheduleRecovery();
+  }
+
+  private scheduleRecovery(): void {
+    if (this.recoveryTimer || this.closed) return;
+    this.recoveryTimer = setTimeout(() => {
+      this.recoveryTimer = undefined;
+      void this.recover();
+    }, this.o.recoveryIntervalMs ?? 1000);
+    this.recoveryTimer.unref();
+  }
+
+  /**
+   * Heals a failed trail: the current file is cut back to its acknowledged bytes (a failed batch
+   * may have left part of itself) and closed, the chain rewinds to the last durable record, the
+   * next file opens, and an AuditTrailRecovered record must become durable before appends are
+   * accepted again. Any step failing leaves the trail failed and tries again later.
+   */
+  private async recover(): Promise<void> {
+    if (!this.failed || this.closed) return;
+    if (this.flushing) await this.flushing;
+    const failure = this.failed;
+    try {
+      if (this.fd !== undefined) {
+        const fd = this.fd;
+        await new Promise<void>((resolve, reject) => fs.ftruncate(fd, this.fileBytes, (err) => (err ? reject(err) : resolve())));
+        this.fd = undefined;
+        await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
+      }
+      // A fresh descriptor each attempt; a new part only after records (no empty parts pile up).
+      await this.openPart(this.fileBytes > 0 ? this.part + 1 : this.part);
+    } catch (e) {
+      this.o.log.warn({ err: e instanceof Error ? e.message : String(e), chainId: this.chainId }, 'audit trail still cannot write');
+      this.scheduleRecovery();
+      return;
+    }
+    this.seq = this.durableSeq();
+    this.prev = this.durableHash;
+    const failedAt = this.failedAt!;
+    const refused = this.refusedAppends;
+    this.failed = undefined;
+    this.failedAt = undefined;
+    this.refusedAppends = 0;
+    this.healing = true;
+    try {
+      await this.recordServiceEvent({
+        eventName: 'AuditTrailRecovered',
+        additionalEventData: {
+          failedAt: eventTimeOf(failedAt),
+          error: (failure as NodeJS.ErrnoException).code ?? failure.message.slice(0, 200),
+          refusedRecords: refused,
+        },
+      });
+    } catch {
+      // The disk failed again: fail() has scheduled the next attempt; keep the fault's start.
+      this.failedAt = failedAt;
+      this.refusedAppends += refused;
+      return;
+    } finally {
+      this.healing = false;
+    }
+    this.o.log.warn({ chainId: this.chainId, failedAt: eventTimeOf(failedAt), refusedRecords: refused }, 'audit trail healed: accepting requests again');
   }
 
   /** Rolls to the next file at the size limit or a new UTC day; the old file's end gets a digest. */
@@ -267,15 +381,26 @@ class FileAuditTrail implements AuditTrail {
     await this.openNextFile();
   }
 
-  private async openNextFile(): Promise<void> {
-    this.part++;
-    this.fileName = recordFileName(this.chainId, this.part);
+  private openNextFile(): Promise<void> {
+    return this.openPart(this.part + 1);
+  }
+
+  /** Opens (creating) a part; the state moves on only once the file exists durably (no gap in parts). */
+  private async openPart(part: number): Promise<void> {
+    const fileName = recordFileName(this.chainId, part);
+    const flags = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_DSYNC;
+    const fd = await new Promise<number>((resolve, reject) => fs.open(path.join(this.dir, fileName), flags, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
+    try {
+      await fsyncDir(this.dir);
+    } catch (e) {
+      await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
+      throw e;
+    }
+    this.part = part;
+    this.fileName = fileName;
     this.fileDay = new Date().toISOString().slice(0, 10);
     this.fileBytes = 0;
-    const file = path.join(this.dir, this.fileName);
-    const flags = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_DSYNC;
-    this.fd = await new Promise<number>((resolve, reject) => fs.open(file, flags, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))));
-    await fsyncDir(this.dir);
+    this.fd = fd;
   }
 
   digestNow(): Promise<void> {
@@ -361,6 +486,66 @@ class FileAuditTrail implements AuditTrail {
     this.marks = this.marks.filter((m) => m.seq > lastSequence);
     this.files = this.files.filter((f) => f.lastSequence > lastSequence || f.file === this.fileName);
     this.o.observer?.digest(signature !== null);
+    await this.publishAnchors(name, content, { chainId: this.chainId, digestSequence: body.digestSequence, digestHash: this.previousDigest.hash, recordCount: lastSequence, final });
+  }
+
+  /**
+   * Tells the anchors outside the audit directory about a committed digest. A failure leaves that
+   * anchor behind (verify accepts an anchor that lags, as later digests link to the one it names)
+   * and is logged; the next digest catches it up.
+   */
+  private async publishAnchors(name: string, content: string, anchor: DigestAnchor): Promise<void> {
+    const warn = (what: string) => (e: unknown) => this.o.log.error({ err: e instanceof Error ? e.message : String(e), chainId: this.chainId, digest: name }, `audit digest not recorded in ${what}`);
+    const key = this.o.signingKey;
+    await this.o.registry
+      ?.recordDigest({ ...anchor, openedAt: this.openedAt, signingKeyFingerprint: key?.fingerprint ?? null })
+      .catch(warn('the chain registry'));
+    await key?.publishHead(anchor).catch(warn("the token's head object"));
+    const copy = this.o.digestCopy;
+    if (copy) {
+      this.copyBacklog.push({ name, content, anchor });
+      try {
+        while (this.copyBacklog.length > 0) {
+          const next = this.copyBacklog[0]!;
+          await copy.deliver(next.name, next.content, next.anchor);
+          this.copyBacklog.shift();
+        }
+      } catch (e) {
+        warn(`the digest copy (${copy.target})`)(e);
+      }
+    }
+  }
+
+  /**
+   * First start with a chain registry (an existing trail, before the registry existed): registers
+   * the chains already on disk with their newest digests, so verify can check them from now on.
+   */
+  private async adoptExistingChains(registry: AuditChainRegistry): Promise<void> {
+    const chainIds = new Set<string>();
+    for (const name of await fs.promises.readdir(this.dir)) {
+      const parsed = parseRecordFileName(name);
+      if (parsed && parsed.chainId !== this.chainId) chainIds.add(parsed.chainId);
+    }
+    const newest = new Map(this.knownChains.map((k) => [k.chainId, k]));
+    for (const chainId of new Set([...chainIds, ...newest.keys()])) {
+      const known = newest.get(chainId);
+      let d: DigestFile | undefined;
+      try {
+        if (known) d = JSON.parse(await fs.promises.readFile(path.join(this.digestDir, known.digestFile), 'utf8')) as DigestFile;
+      } catch {
+        d = undefined; // verify reports an unreadable digest
+      }
+      const openedAt = new Date(Date.parse(d?.digestStartTime ?? '') || Date.now());
+      if (known && d) {
+        const anchor = { chainId, digestSequence: d.digestSequence, digestHash: known.digestHashValue, recordCount: d.lastSequence, final: d.final };
+        await registry.recordDigest({ ...anchor, openedAt, signingKeyFingerprint: d.digestPublicKeyFingerprint });
+        await this.o.signingKey?.publishHead(anchor);
+      } else {
+        await registry.registerChain(chainId, openedAt);
+        await this.o.signingKey?.publishHead(unsignedHead(chainId));
+      }
+    }
+    if (chainIds.size + newest.size > 0) this.o.log.warn({ chains: [...new Set([...chainIds, ...newest.keys()])].length }, 'audit chains on disk adopted into the new chain registry');
   }
 
   private previousDigestLastHash: string | undefined;
@@ -373,6 +558,9 @@ class FileAuditTrail implements AuditTrail {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
+    await this.o.digestCopy?.deliverPublicKey(publicKeyFileName(key.fingerprint), pem).catch((e: unknown) => {
+      this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, `audit public key not delivered to the digest copy (${this.o.digestCopy!.target})`);
+    });
   }
 
   /**
@@ -433,6 +621,7 @@ class FileAuditTrail implements AuditTrail {
   close(): Promise<void> {
     this.closed ??= (async () => {
       for (const t of this.timers) clearInterval(t);
+      if (this.recoveryTimer) clearTimeout(this.recoveryTimer);
       while (this.flushScheduled || this.flushing) {
         if (this.flushing) await this.flushing;
         else await new Promise((r) => setImmediate(r));
@@ -448,6 +637,9 @@ class FileAuditTrail implements AuditTrail {
     return this.closed;
   }
 }
+
+/** A chain known before its first digest. */
+const unsignedHead = (chainId: string): DigestAnchor => ({ chainId, digestSequence: 0, digestHash: '', recordCount: 0, final: false });
 
 /** The newest digest file of every chain but `own`, with the SHA-256 of its bytes. */
 async function latestDigestsOfOtherChains(digestDir: string, own: string): Promise<{ chainId: string; digestFile: string; digestHashValue: string }[]> {

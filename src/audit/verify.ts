@@ -4,16 +4,25 @@
  * to the previous digest, the record range it vouches for), and what may legitimately be missing
  * (a prefix removed by retention, vouched for by a digest; an unsigned tail after a crash).
  *
+ * Then the anchors outside the audit directory, which survive the directory's deletion: every
+ * chain the metadata store's registry names must be there up to the digest it recorded (same
+ * bytes), and every chain in the trail must be registered; the token's head object and the
+ * operator's digest copy name digests that must be there unchanged; and the digests must be
+ * signed by the token's audit key (or, without the token, by the key the registry names).
+ *
  * Findings name the first record that was altered, removed or reordered. Notes are not findings.
  */
 import { createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { AuditChainHead } from '../store/audit-chains.js';
 import {
   AUDIT_DIR,
   CHAIN_MEMBER,
   DIGEST_DIR,
+  type DigestAnchor,
   type DigestFile,
+  digestFileName,
   GENESIS_HASH,
   parseDigestFileName,
   parseRecordFileName,
@@ -28,6 +37,17 @@ export interface VerifyOptions {
   /** With a retention period, a missing prefix must be older than this many days. */
   retentionDays?: number;
   now?: Date;
+  /** What is known about the trail outside its directory; each one given is cross-checked. */
+  anchors?: TrailAnchors;
+}
+
+export interface TrailAnchors {
+  /** Every chain the metadata store's registry names. */
+  registry?: AuditChainHead[];
+  /** The token: its audit key's fingerprint (undefined when it holds none) and its chain heads. */
+  token?: { fingerprint: string | undefined; heads: DigestAnchor[] };
+  /** The operator's digest copy: where it was read and what it vouches for. */
+  copy?: { source: string; anchors: DigestAnchor[]; problems: string[] };
 }
 
 export interface VerifyResult {
@@ -58,12 +78,9 @@ export function verifyAuditTrail(dataDir: string, options: VerifyOptions = {}): 
   const dir = path.join(dataDir, AUDIT_DIR);
   const digestDir = path.join(dir, DIGEST_DIR);
   const result: VerifyResult = { ok: true, findings: [], notes: [], chains: 0, records: 0, digests: 0, lastVerifiedEventId: undefined, lastVerifiedEventTime: undefined, fingerprints: [] };
-  if (!fs.existsSync(dir)) {
-    result.notes.push(`no audit trail under ${dir}`);
-    return result;
-  }
+  if (!fs.existsSync(dir)) result.notes.push(`no audit trail under ${dir}`);
   const recordFiles = new Map<string, { part: number; name: string }[]>();
-  for (const name of fs.readdirSync(dir)) {
+  for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
     const parsed = parseRecordFileName(name);
     if (!parsed) continue;
     const list = recordFiles.get(parsed.chainId) ?? [];
@@ -125,10 +142,69 @@ export function verifyAuditTrail(dataDir: string, options: VerifyOptions = {}): 
     }
   }
   result.fingerprints = [...used];
+  if (options.anchors) checkAnchors(options.anchors, digestDir, chainIds, options, result);
   result.lastVerifiedEventId = lastVerified?.eventId;
   result.lastVerifiedEventTime = lastVerified?.eventTime;
   result.ok = result.findings.length === 0;
   return result;
+}
+
+/** The cross-checks with what lives outside the audit directory (see the file comment). */
+function checkAnchors(anchors: TrailAnchors, digestDir: string, chainIds: string[], options: VerifyOptions, result: VerifyResult): void {
+  const findings = result.findings;
+  const requireDigest = (source: string, a: DigestAnchor) => {
+    const name = digestFileName(a.chainId, a.digestSequence);
+    const what = `digest ${name} (records 1-${a.recordCount}${a.final ? ', final' : ''})`;
+    const file = path.join(digestDir, name);
+    if (!fs.existsSync(file)) findings.push(`chain ${a.chainId}: ${source} names ${what}, which is missing from the trail (deleted)`);
+    else if (sha256Hex(fs.readFileSync(file)) !== a.digestHash) findings.push(`chain ${a.chainId}: ${what} is not the one ${source} recorded (replaced or re-signed)`);
+  };
+  const present = new Set(chainIds);
+  if (anchors.registry) {
+    const registered = new Map(anchors.registry.map((c) => [c.chainId, c]));
+    for (const chainId of chainIds) {
+      if (!registered.has(chainId)) findings.push(`chain ${chainId} is not in the chain registry of the metadata store (added: no service on this store wrote it)`);
+    }
+    for (const head of anchors.registry) {
+      if (head.digestSequence > 0 && head.digestHash !== null) {
+        requireDigest('the chain registry', { chainId: head.chainId, digestSequence: head.digestSequence, digestHash: head.digestHash, recordCount: head.recordCount, final: head.final });
+      } else if (!present.has(head.chainId)) {
+        if (retentionAllows(head.openedAt.toISOString(), options)) result.notes.push(`chain ${head.chainId}: expired before its first digest (retention)`);
+        else findings.push(`chain ${head.chainId} is in the chain registry (opened ${head.openedAt.toISOString()}) but none of its files remain (deleted)`);
+      }
+    }
+  }
+  if (anchors.token && anchors.token.heads.length > 0) {
+    // The token names every chain since its head object exists (registered at open): one it does
+    // not know was added, even with a registry row forged beside it.
+    const known = new Set(anchors.token.heads.map((h) => h.chainId));
+    for (const chainId of chainIds) if (!known.has(chainId)) findings.push(`chain ${chainId} is unknown to the token's head object (added: no service process registered it)`);
+    for (const head of anchors.token.heads) {
+      if (head.digestSequence > 0) requireDigest("the token's head object", head);
+      else if (!present.has(head.chainId) && !anchors.registry?.some((c) => c.chainId === head.chainId)) {
+        findings.push(`chain ${head.chainId} is in the token's head object but none of its files remain (deleted)`);
+      }
+    }
+  }
+  if (anchors.copy) {
+    findings.push(...anchors.copy.problems);
+    for (const a of anchors.copy.anchors) requireDigest(`the digest copy in ${anchors.copy.source}`, a);
+  }
+  // Which key may have signed: the token's, when it was reached; else the one the registry names.
+  let pinned: string[] | undefined;
+  let pinnedBy = '';
+  if (anchors.token) {
+    pinned = anchors.token.fingerprint ? [anchors.token.fingerprint] : [];
+    pinnedBy = anchors.token.fingerprint ? `the token's audit key ${anchors.token.fingerprint}` : 'any key in the token (it holds no audit signing key)';
+  } else if (anchors.registry) {
+    const named = [...new Set(anchors.registry.map((c) => c.signingKeyFingerprint).filter((f): f is string => f !== null))];
+    if (named.length > 0) {
+      pinned = named;
+      pinnedBy = `the key the chain registry names (${named.join(', ')})`;
+    }
+  }
+  const foreign = pinned ? result.fingerprints.filter((f) => !pinned.includes(f)) : [];
+  if (foreign.length > 0) findings.push(`digests are signed by key(s) ${foreign.join(', ')}, not by ${pinnedBy} (re-signed, public key file swapped)`);
 }
 
 function describe(line: Line): string {

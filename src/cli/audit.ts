@@ -2,18 +2,24 @@
  * `p11kms audit verify` and `p11kms audit query`, on the data dir the service uses
  * (P11KMS_DATA_DIR and the other P11KMS_* variables, read like the server does).
  *
- *   p11kms audit verify [--fingerprint <hex>] [--check-token] [--json]
+ *   p11kms audit verify [--fingerprint <hex>] [--check-token] [--digest-copy <dir|file>] [--trail-only] [--json]
  *       exit 0 only for an intact trail; prints the record count and the last verified event ID.
  *       Exit 1 on any finding (the first one names the first altered/removed/reordered record),
- *       2 on usage or configuration errors.
+ *       2 on usage or configuration errors. Cross-checks the chain registry in the metadata store,
+ *       the token (its audit key and chain heads) whenever it can be opened (--check-token: it
+ *       must be), and the digest copy (--digest-copy, or P11KMS_AUDIT_DIGEST_COPY when that is a
+ *       directory). --trail-only checks the files alone (an archived copy of audit/).
  *   p11kms audit query [--from <ISO time>] [--to <ISO time>] [--key <key ID|ARN>]
  *                      [--principal <ARN|access key ID>] [--event <EventName>] [--limit <n>]
  *       prints matching records as JSON lines, oldest chain first.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
+import type { TrailAnchors } from '../audit/verify.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 
-const USAGE = `usage: p11kms audit verify [--fingerprint <hex>] [--check-token] [--json]
+const USAGE = `usage: p11kms audit verify [--fingerprint <hex>] [--check-token] [--digest-copy <dir|file>] [--trail-only] [--json]
        p11kms audit query [--from <time>] [--to <time>] [--key <id|arn>] [--principal <arn|access key>] [--event <name>] [--limit <n>]`;
 
 function config(): Config | undefined {
@@ -39,7 +45,16 @@ export async function run(args: string[]): Promise<number> {
 async function verify(args: string[]): Promise<number> {
   let values;
   try {
-    ({ values } = parseArgs({ args, options: { fingerprint: { type: 'string' }, 'check-token': { type: 'boolean' }, json: { type: 'boolean' } } }));
+    ({ values } = parseArgs({
+      args,
+      options: {
+        fingerprint: { type: 'string' },
+        'check-token': { type: 'boolean' },
+        'digest-copy': { type: 'string' },
+        'trail-only': { type: 'boolean' },
+        json: { type: 'boolean' },
+      },
+    }));
   } catch (e) {
     console.error(`p11kms audit verify: ${(e as Error).message}\n${USAGE}`);
     return 2;
@@ -47,13 +62,13 @@ async function verify(args: string[]): Promise<number> {
   const cfg = config();
   if (!cfg) return 2;
   const { verifyAuditTrail } = await import('../audit/verify.js');
-  const result = verifyAuditTrail(cfg.dataDir, { expectedFingerprint: values.fingerprint, retentionDays: cfg.audit.retentionDays });
-  if (values['check-token']) {
-    const tokenFinding = await checkTokenKey(cfg, result.fingerprints);
-    if (tokenFinding) result.findings.push(tokenFinding);
-    else result.notes.push('the digests were signed by the audit key held in the token');
-    result.ok = result.findings.length === 0;
-  }
+  const gathered = await gatherAnchors(cfg, { requireToken: values['check-token'] === true, digestCopy: values['digest-copy'], trailOnly: values['trail-only'] === true });
+  const result = verifyAuditTrail(cfg.dataDir, { expectedFingerprint: values.fingerprint, retentionDays: cfg.audit.retentionDays, anchors: gathered.anchors });
+  // After the trail's own findings, so the first finding still names the first damaged record.
+  result.findings.push(...gathered.findings);
+  result.notes.push(...gathered.notes);
+  if (gathered.anchors.token && result.findings.length === 0 && result.fingerprints.length > 0) result.notes.push('the digests were signed by the audit key held in the token');
+  result.ok = result.findings.length === 0;
   if (values.json) {
     console.log(JSON.stringify(result));
     return result.ok ? 0 : 1;
@@ -74,17 +89,73 @@ async function verify(args: string[]): Promise<number> {
   return 0;
 }
 
-/** Opens the token and compares its audit key with the fingerprints the digests name. */
-async function checkTokenKey(cfg: Config, fingerprints: string[]): Promise<string | undefined> {
-  const { openHsm } = await import('../hsm/pkcs11-token.js');
-  const hsm = await openHsm(cfg.token, cfg.dataDir);
+/**
+ * Reads what vouches for the trail from outside its directory: the metadata store's chain
+ * registry (required: the service always keeps one), the token (whenever it opens; required with
+ * --check-token) and the digest copy (when named).
+ */
+async function gatherAnchors(
+  cfg: Config,
+  want: { requireToken: boolean; digestCopy: string | undefined; trailOnly: boolean },
+): Promise<{ anchors: TrailAnchors; findings: string[]; notes: string[] }> {
+  const anchors: TrailAnchors = {};
+  const findings: string[] = [];
+  const notes: string[] = [];
+  if (want.trailOnly) {
+    notes.push('--trail-only: the chain registry and the token were not consulted; a deleted newest chain or digest cannot be detected');
+  } else {
+    const { DATABASE_FILE } = await import('../service.js');
+    const dbFile = path.join(cfg.dataDir, DATABASE_FILE);
+    if (!fs.existsSync(dbFile)) {
+      findings.push(`no metadata store at ${dbFile}: its chain registry cannot vouch for the trail (deleted? --trail-only checks an archived copy of audit/ alone)`);
+    } else {
+      const { openSqliteStore } = await import('../store/sqlite-store.js');
+      const store = await openSqliteStore(dbFile);
+      try {
+        anchors.registry = await store.auditChains.listChains();
+      } finally {
+        await store.close();
+      }
+    }
+    const token = await readToken(cfg);
+    if ('problem' in token) {
+      // The self-provisioned token lives in the data dir: gone while the registry names signed
+      // digests, it was deleted (with it, the only check of a registry rewritten alongside).
+      const deleted = token.missingSelfProvisioned && (anchors.registry ?? []).some((c) => c.signingKeyFingerprint !== null);
+      (want.requireToken || deleted ? findings : notes).push(`the token was not reached (${token.problem}); the digests' key is checked against the chain registry instead`);
+    } else anchors.token = token;
+  }
+  const copy = want.digestCopy ?? (cfg.audit.digestCopy !== 'syslog' ? cfg.audit.digestCopy : undefined);
+  if (copy !== undefined) {
+    if (!fs.existsSync(copy)) findings.push(`the digest copy ${copy} does not exist`);
+    else {
+      const { readDigestCopy } = await import('../audit/digest-copy.js');
+      anchors.copy = { source: copy, ...readDigestCopy(copy) };
+    }
+  } else if (cfg.audit.digestCopy === 'syslog') {
+    notes.push('digests are copied to syslog: pass --digest-copy <exported log file> to check them against it');
+  }
+  return { anchors, findings, notes };
+}
+
+/** The token's audit key fingerprint and chain heads, or why the token could not be read. */
+async function readToken(cfg: Config): Promise<NonNullable<TrailAnchors['token']> | { problem: string; missingSelfProvisioned?: boolean }> {
+  if (cfg.token.module === undefined) {
+    const { softHsmPaths } = await import('../hsm/provision.js');
+    // Never provision a fresh token here: that would hide a deleted one.
+    if (!fs.existsSync(softHsmPaths(cfg.dataDir).userPinPath)) return { problem: `no self-provisioned token under ${softHsmPaths(cfg.dataDir).dir}`, missingSelfProvisioned: true };
+  }
   try {
-    const key = await hsm.auditSigningKey?.(false);
-    if (!key) return 'the token holds no audit signing key';
-    const foreign = fingerprints.filter((f) => f !== key.fingerprint);
-    return foreign.length > 0 ? `digests are signed by key(s) ${foreign.join(', ')}, not by the token's audit key ${key.fingerprint}` : undefined;
-  } finally {
-    await hsm.close();
+    const { openHsm } = await import('../hsm/pkcs11-token.js');
+    const hsm = await openHsm(cfg.token, cfg.dataDir);
+    try {
+      const key = await hsm.auditSigningKey?.(false);
+      return { fingerprint: key?.fingerprint, heads: key ? await key.readHeads() : [] };
+    } finally {
+      await hsm.close();
+    }
+  } catch (e) {
+    return { problem: e instanceof Error ? e.message : String(e) };
   }
 }
 

@@ -11,6 +11,12 @@
  * it generated one itself it looks again and every process settles on the pair with the lowest
  * CKA_ID, so all of them sign with one key (a surplus pair from the race is harmless: digests
  * name the fingerprint of the key that signed them).
+ *
+ * Chain heads: a data object (CKO_DATA, CKA_LABEL `p11kms-audit-heads`) names every audit chain
+ * (registered when its process opens it) and its newest digest (sequence, SHA-256 of the digest
+ * file, records covered, final). It is a private token object: reading or changing it needs a
+ * session logged in with the user PIN, so whoever can rewrite the data dir but lacks the PIN can
+ * neither move a head back nor add a chain. Its value is not secret (hashes and counts).
  */
 import { createHash, randomBytes } from 'node:crypto';
 // pkcs11js is CommonJS: only the default import carries the constants.
@@ -23,11 +29,23 @@ type Handle = P11.Handle;
 type WithSession = <T>(fn: (session: Handle) => T | Promise<T>) => Promise<T>;
 
 export const AUDIT_KEY_LABEL = 'p11kms-audit-signing';
+export const AUDIT_HEADS_LABEL = 'p11kms-audit-heads';
 const ID_PREFIX = 'p11kms-audit#';
 /** DER OID of prime256v1 (CKA_EC_PARAMS). */
 const P256_PARAMS = Buffer.from('06082a8648ce3d030107', 'hex');
 /** SubjectPublicKeyInfo prefix for an uncompressed P-256 point (id-ecPublicKey, prime256v1). */
 const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
+
+/** A chain's newest digest as the token remembers it. */
+export interface TokenChainHead {
+  chainId: string;
+  /** 0 for a chain registered before its first digest. */
+  digestSequence: number;
+  /** Lower-case hex SHA-256 of the digest file's bytes ('' before the first digest). */
+  digestHash: string;
+  recordCount: number;
+  final: boolean;
+}
 
 export interface AuditSigningKey {
   /** DER SubjectPublicKeyInfo of the P-256 public key. */
@@ -36,6 +54,10 @@ export interface AuditSigningKey {
   readonly fingerprint: string;
   /** ECDSA P-256 inside the token over a 32-byte digest; IEEE P1363 r‖s (64 bytes). */
   signDigest(digest: Buffer): Promise<Buffer>;
+  /** Stores a chain's newest digest in the token's head object (never moves a head back). */
+  publishHead(head: TokenChainHead): Promise<void>;
+  /** Every chain head the token holds. */
+  readHeads(): Promise<TokenChainHead[]>;
 }
 
 export function spkiFingerprint(spki: Buffer): string {
@@ -71,7 +93,27 @@ export async function openAuditSigningKey(
   }
   const chosen = found[0]!;
   const privateKey = chosen.privateKey;
+  // Serialised within the process; across processes nothing is lost without a lock either (see
+  // replaceHeadObjects).
+  let headWrites: Promise<unknown> = Promise.resolve();
+  const readHeads = () => tokenScan(() => withSession((s) => readHeadObjects(p, s).heads));
+  const publishHead = (head: TokenChainHead): Promise<void> => {
+    const turn = headWrites.then(() =>
+      tokenWrite(() =>
+        withSession((s) => {
+          const { handles, heads } = readHeadObjects(p, s);
+          const known = heads.find((h) => h.chainId === head.chainId);
+          if (known && known.digestSequence >= head.digestSequence) return;
+          replaceHeadObjects(p, s, handles, [...heads.filter((h) => h.chainId !== head.chainId), head]);
+        }),
+      ),
+    );
+    headWrites = turn.catch(() => undefined);
+    return turn;
+  };
   return {
+    publishHead,
+    readHeads,
     publicKeySpki: chosen.spki,
     fingerprint: spkiFingerprint(chosen.spki),
     signDigest: (digest: Buffer) => {
@@ -88,6 +130,73 @@ export async function openAuditSigningKey(
       });
     },
   };
+}
+
+/** The head object's value: `{"v":1,"chains":{"<chainId>":[digestSequence,"<hash>",recordCount,final]}}`. */
+type HeadsValue = { v: 1; chains: Record<string, [number, string, number, boolean]> };
+
+/**
+ * Every head object's handle and the newest head per chain across them. Normally there is one;
+ * a crash between creating the replacement and destroying the old one leaves two.
+ */
+function readHeadObjects(p: P11.PKCS11, session: Handle): { handles: Handle[]; heads: TokenChainHead[] } {
+  let fn = 'C_FindObjectsInit';
+  try {
+    p.C_FindObjectsInit(session, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
+      { type: pkcs11js.CKA_LABEL, value: AUDIT_HEADS_LABEL },
+    ]);
+    fn = 'C_FindObjects';
+    const handles = p.C_FindObjects(session, 16);
+    fn = 'C_FindObjectsFinal';
+    p.C_FindObjectsFinal(session);
+    fn = 'C_GetAttributeValue';
+    const newest = new Map<string, TokenChainHead>();
+    for (const handle of handles) {
+      const raw = p.C_GetAttributeValue(session, handle, [{ type: pkcs11js.CKA_VALUE }])[0]!.value;
+      const value = JSON.parse(raw.toString('utf8')) as HeadsValue;
+      for (const [chainId, [digestSequence, digestHash, recordCount, final]] of Object.entries(value.chains)) {
+        if ((newest.get(chainId)?.digestSequence ?? -1) < digestSequence) newest.set(chainId, { chainId, digestSequence, digestHash, recordCount, final });
+      }
+    }
+    return { handles, heads: [...newest.values()] };
+  } catch (err) {
+    if (err instanceof SyntaxError) throw new HsmError('other', 'CKR_GENERAL_ERROR', 'C_GetAttributeValue', 'the audit head object does not hold valid JSON');
+    throw toHsmError(err, fn, 'reading the audit chain heads');
+  }
+}
+
+/**
+ * Writes the heads as a new object, then destroys the ones they were read from: SoftHSM2 keeps a
+ * data object's CKA_VALUE read-only after creation (CKR_ATTRIBUTE_READ_ONLY). Creating first means
+ * a crash in between leaves two objects, merged on read, never none; and as a writer destroys only
+ * objects whose content its new one includes, two processes writing at once (workers on an
+ * external token, which has no cross-process object-write lock) leave two objects between them,
+ * not one that lost the other's head. A destroy that fails (already destroyed by the other) changes nothing.
+ */
+function replaceHeadObjects(p: P11.PKCS11, session: Handle, old: Handle[], heads: TokenChainHead[]): void {
+  const value: HeadsValue = { v: 1, chains: {} };
+  for (const h of [...heads].sort((a, b) => (a.chainId < b.chainId ? -1 : 1))) value.chains[h.chainId] = [h.digestSequence, h.digestHash, h.recordCount, h.final];
+  const bytes = Buffer.from(JSON.stringify(value), 'utf8');
+  try {
+    p.C_CreateObject(session, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
+      { type: pkcs11js.CKA_TOKEN, value: true },
+      { type: pkcs11js.CKA_PRIVATE, value: true },
+      { type: pkcs11js.CKA_LABEL, value: AUDIT_HEADS_LABEL },
+      { type: pkcs11js.CKA_APPLICATION, value: 'p11kms audit' },
+      { type: pkcs11js.CKA_VALUE, value: bytes },
+    ]);
+    for (const handle of old) {
+      try {
+        p.C_DestroyObject(session, handle);
+      } catch {
+        // see above
+      }
+    }
+  } catch (err) {
+    throw toHsmError(err, 'C_CreateObject', 'writing the audit chain heads');
+  }
 }
 
 export interface TokenLocks {

@@ -22,7 +22,16 @@ const SECURITY_HEADERS: Record<string, string> = {
   'Cross-Origin-Opener-Policy': 'same-origin',
 };
 
-export function createConsoleRouter(settings: { region: string; accountId: string }): Router {
+/** The console's routes: GET (and HEAD) under /console; not audited, like the probes (static
+ *  files and the public settings; every call the console makes is an audited API call). */
+export function createConsoleRoutes(settings: { region: string; accountId: string }): { handles: (method: string, path: string) => boolean; router: Router } {
+  return {
+    handles: (method, path) => (method === 'GET' || method === 'HEAD') && (path === '/console' || path.startsWith('/console/')),
+    router: createConsoleRouter(settings),
+  };
+}
+
+function createConsoleRouter(settings: { region: string; accountId: string }): Router {
   // Strict: '/console' (redirected) and '/console/' (the app) are different routes.
   const router = express.Router({ strict: true });
   router.use('/console', (_req, res, next) => {

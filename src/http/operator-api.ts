@@ -63,7 +63,14 @@ const usageQuery = z
   .strict();
 const noQuery = z.object({}).strict();
 
-export function createOperatorRouter(deps: OperatorApiDeps): Router {
+const OPERATOR_PATHS = new Set(['/audit', '/audit/verification', '/usage', '/service']);
+
+/** The routes, and which requests are theirs (every other request goes to the KMS API's router). */
+export function createOperatorRoutes(deps: OperatorApiDeps): { handles: (method: string, path: string) => boolean; router: Router } {
+  return { handles: (method, path) => method === 'GET' && OPERATOR_PATHS.has(path), router: createOperatorRouter(deps) };
+}
+
+function createOperatorRouter(deps: OperatorApiDeps): Router {
   const router = express.Router();
   let verification: { at: number; result: Promise<VerifyResult> } | undefined;
 

@@ -6,7 +6,8 @@
  * Request path: target → SigV4 → JSON → model validation → handler → model serialisation.
  */
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import express from 'express';
 import type { ApiAuditor } from '../audit/api-call.js';
 import type { Caller, PrincipalRegistry } from '../auth/principals.js';
@@ -41,16 +42,21 @@ export interface HttpDeps {
   checkReady?: () => string | undefined;
   /** The XKS proxy API (src/http/xks), when P11KMS_XKS_URI_PREFIX turns it on. */
   xks?: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
-  /** Further routes beside the KMS API: the operator API and the console (./operator-api.ts,
-   *  ./console-static.ts). */
-  routers?: express.Router[];
+  /** Further routes beside the KMS API, each saying which requests are its own: the operator API
+   *  (./operator-api.ts, which authenticates and audits its requests) and the console's static
+   *  files (./console-static.ts). */
+  routes?: { handles: (method: string, path: string) => boolean; router: express.Router }[];
 }
+
+/** The operational probes (GET only, no authentication, not audited: see README). */
+const PROBE_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
 /**
  * The node:http request listener. The KMS API (POST /) is served straight from node's request
  * and response objects: it is the hot path, and Express's per-request set-up cost four times what
  * a bare node:http handler costs here (5.8k vs 23k requests/s measured on 2 cores). Express serves
- * every other route.
+ * the probes. Every other request (another method or path) goes the API's way too, to be
+ * attributed, recorded and answered UnknownOperationException.
  */
 export function createRequestListener(deps: HttpDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const app = createHttpApp(deps);
@@ -58,11 +64,72 @@ export function createRequestListener(deps: HttpDeps): (req: IncomingMessage, re
     // SDKs correct their SigV4 clock by the Date header, so it comes from the service clock that
     // SigV4 verification also uses (tests move it).
     res.setHeader('Date', deps.services.now().toUTCString());
-    if (req.method === 'POST' && req.url === '/') void handleApiRequest(deps, req, res);
-    else if (deps.xks && isXksPath((req.url ?? '/').split('?', 1)[0]!)) void deps.xks(req, res);
-    else app(req, res);
+    if (req.method === 'POST' && req.url === '/') {
+      void handleApiRequest(deps, req, res);
+      return;
+    }
+    const path = (req.url ?? '').split('?', 1)[0]!;
+    if (deps.xks && isXksPath(path)) void deps.xks(req, res);
+    else if (req.method === 'GET' && PROBE_PATHS.has(path)) app(req, res);
+    else if (deps.routes?.some((r) => r.handles(req.method ?? '', path))) app(req, res);
+    // POST with a query string still speaks the API.
+    else if (req.method === 'POST' && path === '/') void handleApiRequest(deps, req, res);
+    else void handleApiRequest(deps, req, res, new KmsError('UnknownOperationException', `No route for ${req.method} ${path.slice(0, 256)}.`));
   };
 }
+
+/**
+ * node:http's clientError: bytes too broken to parse as HTTP (request line, headers, chunking),
+ * headers over node's limit, or a request that did not arrive in time never reach the request
+ * listener. Each is recorded (no caller: nothing was authenticated) and answered with an
+ * AWS-style error, as node would answer it (400, 431, 408), then the connection closes. A
+ * connection reset by the client carries no request and is only closed.
+ */
+export function createClientErrorListener(deps: HttpDeps): (err: Error & { code?: string }, socket: Duplex) => void {
+  return (err, socket) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    // node:http's own link from a socket to the response it is serving (set for the request in flight).
+    const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
+    if (inFlight && !inFlight.req.complete) {
+      // The bytes broke inside a request the listener already serves (bad chunking): that request
+      // fails with the parse error and is recorded and answered once, by the API path.
+      inFlight.shouldKeepAlive = false;
+      inFlight.req.emit('error', err);
+      return;
+    }
+    const sourceIp = (socket as Duplex & { remoteAddress?: string }).remoteAddress ?? '';
+    void (async () => {
+      const requestId = randomUUID();
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      let error = notHttp(err.code);
+      try {
+        const facts = { requestId, eventId: randomUUID(), eventTime: deps.services.now(), operation: undefined, headers: {}, sourceIp, caller: undefined, input: undefined, output: undefined };
+        await deps.auditor?.record({ ...facts, error: { type: error.type, message: error.message } });
+      } catch (auditErr) {
+        deps.log.error({ requestId, err: auditErr instanceof Error ? auditErr.message : String(auditErr) }, 'audit record could not be written');
+        error = internal();
+      }
+      deps.metrics?.request('-', error.type, 0);
+      if (inFlight) {
+        // Garbage pipelined behind a complete request: its answer must not cut into that one's.
+        inFlight.once('finish', () => socket.destroy());
+        return;
+      }
+      const body = JSON.stringify({ __type: error.type, message: error.message });
+      const code = error.type === 'KMSInternalException' ? 500 : status;
+      socket.end(
+        `HTTP/1.1 ${code} ${STATUS_CODES[code]}\r\n` +
+          `Content-Type: ${JSON_CONTENT_TYPE}\r\nx-amzn-RequestId: ${requestId}\r\nX-Amzn-ErrorType: ${error.type}\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    })();
+  };
+}
+
+const notHttp = (code: string | undefined) => new KmsError('SerializationException', `The request is not valid HTTP (${code ?? 'parse error'}).`);
 
 function createHttpApp(deps: HttpDeps): express.Express {
   const app = express();
@@ -93,23 +160,21 @@ function createHttpApp(deps: HttpDeps): express.Express {
       () => sendJson(res, 500, { status: 'metrics unavailable' }),
     );
   });
-  for (const router of deps.routers ?? []) app.use(router);
-  // POST with a query string or another path still speaks the API's error language.
-  app.post('/', (req, res) => {
-    void handleApiRequest(deps, req, res);
-  });
-  app.use((req, res) => {
-    const requestId = randomUUID();
-    sendError(res, requestId, new KmsError('UnknownOperationException', `No route for ${req.method} ${req.path}.`));
-  });
+  for (const route of deps.routes ?? []) app.use(route.router);
   return app;
 }
 
-async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/**
+ * Serves one API request, or with `notApi` the answer for a request outside the API (another
+ * method or path), which is still authenticated where it can be, so its record names the caller.
+ */
+async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: ServerResponse, notApi?: KmsError): Promise<void> {
   const requestId = randomUUID();
   const eventId = randomUUID();
   const started = process.hrtime.bigint();
   const eventTime = deps.services.now();
+  // Read now: a client that disconnects takes its socket's address with it.
+  const sourceIp = req.socket.remoteAddress ?? '';
   let operation = '-';
   let principalArn: string | undefined;
   // What the audit record needs, filled in as the request gets through each stage.
@@ -119,6 +184,15 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
   const resources = new Set<string>();
   try {
     const body = await readBody(req);
+    if (notApi) {
+      try {
+        caller = deps.principals.caller(deps.verifier.verify({ method: req.method ?? '', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body }));
+        principalArn = caller.principal.arn;
+      } catch {
+        // Not (validly) signed: recorded with the access key it claims, if any.
+      }
+      throw notApi;
+    }
     operation = operationOf(req.headers['x-amz-target']);
     const accessKeyId = deps.verifier.verify({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body });
     caller = deps.principals.caller(accessKeyId);
@@ -132,7 +206,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
       requestId,
       eventId,
       caller,
-      sourceIp: req.socket.remoteAddress ?? '',
+      sourceIp,
       userAgent: req.headers['user-agent'] ?? '',
       secureTransport: false,
       operation,
@@ -142,7 +216,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     output = await handler(input, ctx, deps.services);
     const responseBody = output === undefined ? '{}' : JSON.stringify(serializeOutput(operation, output));
     // Durable before the response: the record is on disk when the client hears back.
-    if (deps.auditor) await deps.auditor.record(auditFacts(req, requestId, eventId, eventTime, operation, caller, auditInput, output, undefined, resources));
+    if (deps.auditor) await deps.auditor.record(auditFacts(req, sourceIp, requestId, eventId, eventTime, operation, caller, auditInput, output, undefined, resources));
     res.writeHead(200, { 'Content-Type': JSON_CONTENT_TYPE, 'x-amzn-RequestId': requestId });
     res.end(responseBody);
     deps.metrics?.request(operation, 'OK', elapsedMs(started) / 1000);
@@ -151,7 +225,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     let error = toKmsError(e, deps.log, requestId, operation);
     if (deps.auditor) {
       try {
-        await deps.auditor.record(auditFacts(req, requestId, eventId, eventTime, operation, caller, auditInput, undefined, error, resources));
+        await deps.auditor.record(auditFacts(req, sourceIp, requestId, eventId, eventTime, operation, caller, auditInput, undefined, error, resources));
       } catch (auditErr) {
         // No record, no answer but a failure: the client must not take this for a result.
         deps.log.error({ requestId, operation, err: auditErr instanceof Error ? auditErr.message : String(auditErr) }, 'audit record could not be written');
@@ -166,6 +240,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
 
 function auditFacts(
   req: IncomingMessage,
+  sourceIp: string,
   requestId: string,
   eventId: string,
   eventTime: Date,
@@ -182,7 +257,7 @@ function auditFacts(
     eventTime,
     operation: operation === '-' ? undefined : operation,
     headers: req.headers,
-    sourceIp: req.socket.remoteAddress ?? '',
+    sourceIp,
     caller,
     input,
     output,
@@ -223,7 +298,14 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
       if (size > MAX_BODY_BYTES) refuse();
       else chunks.push(chunk);
     };
-    req.on('error', reject); // also while a refused body drains
+    // A client that goes away mid-body: its request is still recorded, as this.
+    const cutShort = () => reject(new KmsError('SerializationException', 'The connection closed before the request body was complete.'));
+    // Anything else (also while a refused body drains): the body's framing broke or it timed out
+    // (see createClientErrorListener).
+    req.on('error', (e: Error & { code?: string }) => (e.code === 'ECONNRESET' || e.code === 'HPE_INVALID_EOF_STATE' ? cutShort() : reject(notHttp(e.code))));
+    req.on('close', () => {
+      if (!req.complete) cutShort();
+    });
     if (Number(req.headers['content-length']) > MAX_BODY_BYTES) return refuse();
     req.on('data', onData);
     req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));

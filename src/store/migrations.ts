@@ -101,6 +101,19 @@ CREATE TABLE key_last_usage (
 ) STRICT, WITHOUT ROWID;
 `;
 
+// The audit chain registry (issue 9): one row per audit chain, its newest digest's hash.
+const AUDIT_CHAINS_SCHEMA = `
+CREATE TABLE audit_chains (
+  chain_id                TEXT    NOT NULL PRIMARY KEY,
+  opened_at               INTEGER NOT NULL,
+  digest_sequence         INTEGER NOT NULL CHECK (digest_sequence >= 0),
+  digest_hash             TEXT,
+  record_count            INTEGER NOT NULL CHECK (record_count >= 0),
+  final                   INTEGER NOT NULL CHECK (final IN (0, 1)),
+  signing_key_fingerprint TEXT
+) STRICT, WITHOUT ROWID;
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, description: 'keys, backing-key versions, aliases, tags', sql: INITIAL_SCHEMA },
   { version: 2, description: 'grants', sql: GRANTS_SCHEMA },
@@ -111,6 +124,7 @@ export const MIGRATIONS: readonly Migration[] = [
     sql: 'ALTER TABLE key_versions ADD COLUMN gcm_encryptions INTEGER NOT NULL DEFAULT 0;',
   },
   { version: 5, description: 'last cryptographic use of each key (GetKeyLastUsage)', sql: KEY_USAGE_SCHEMA },
+  { version: 6, description: 'audit chain registry (newest digest of every audit chain)', sql: AUDIT_CHAINS_SCHEMA },
 ];
 
 /** Highest applied version; 0 for a database that has never been migrated. */

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { applyMigrations } from './migrations.js';
+import { SqliteAuditChainRegistry } from './sqlite-audit-chains.js';
 import { SqliteKeyLifecycleStore } from './sqlite-lifecycle.js';
 import { SqliteGrantTable } from './sqlite-grants.js';
 import {
@@ -179,6 +180,7 @@ class SqliteMetadataStore implements MetadataStore {
   private readonly removeTagsTx;
 
   readonly lifecycle: SqliteKeyLifecycleStore;
+  readonly auditChains: SqliteAuditChainRegistry;
 
   /**
    * Decoded key rows by key ID (getKey runs on every Encrypt: ~5-10 us of read transaction, WAL
@@ -195,6 +197,7 @@ class SqliteMetadataStore implements MetadataStore {
 
   constructor(private readonly db: Database.Database) {
     this.lifecycle = new SqliteKeyLifecycleStore(db);
+    this.auditChains = new SqliteAuditChainRegistry(db);
     this.totalChangesStmt = db.prepare<[], number>('SELECT total_changes()').pluck();
     this.dataVersionStmt = db.prepare<[], number>('PRAGMA data_version').pluck();
     this.insertKeyStmt = db.prepare<KeyRow>(

@@ -3,6 +3,7 @@
  * (several service nodes on one database) can both satisfy it. It holds metadata only: never key
  * material, plaintext or secrets.
  */
+import type { AuditChainRegistry } from './audit-chains.js';
 import type { KeyLifecycleStore } from './lifecycle.js';
 
 export type KeyState =
@@ -91,6 +92,8 @@ export interface KeyUseRecord {
 export interface MetadataStore {
   /** Rotation, imports, expiry and work claims (key-material lifecycle). */
   readonly lifecycle: KeyLifecycleStore;
+  /** The audit chains and their newest digests (anchors the audit trail outside its directory). */
+  readonly auditChains: AuditChainRegistry;
   /** Inserts the key, its first backing version and its tags in one transaction, durable on return. */
   createKey(key: KeyRecord, version: BackingKeyVersionRecord, tags: TagRecord[]): Promise<void>;
   getKey(keyId: string): Promise<KeyRecord | undefined>;
