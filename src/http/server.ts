@@ -8,16 +8,19 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import express from 'express';
 import type { ApiAuditor } from '../audit/api-call.js';
-import type { Caller, PrincipalRegistry } from '../auth/principals.js';
+import { type Caller, type PrincipalRegistry, presentsBoundCertificate } from '../auth/principals.js';
 import type { SigV4Verifier } from '../auth/sigv4.js';
 import { HsmError } from '../hsm/types.js';
 import type { RequestContext, Services } from '../kms/context.js';
 import { operationHandlers } from '../kms/operations/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { KmsError, internal, unsupported } from '../kms/errors.js';
+import { KmsError, accessDenied, internal, unsupported } from '../kms/errors.js';
+import { type RequestQuotas, Throttled } from '../kms/quotas/quotas.js';
+import type { ConnectionGuard } from './connections.js';
 import { httpStatusOf } from './error-response.js';
 import { operationNames, parseInput, serializeOutput } from './model.js';
+import { isTlsSocket, peerIdentityOf } from './tls.js';
 
 const TARGET_PREFIX = 'TrentService.';
 const JSON_CONTENT_TYPE = 'application/x-amz-json-1.1';
@@ -36,6 +39,10 @@ export interface HttpDeps {
   metrics?: Metrics;
   /** undefined when ready to serve, else why not (GET /readyz; no token round trip). */
   checkReady?: () => string | undefined;
+  /** Request quotas (P11KMS_QUOTAS); absent: unlimited. */
+  quotas?: RequestQuotas;
+  /** Connection limits and the shutdown drain (src/http/connections.ts). */
+  connections?: ConnectionGuard;
 }
 
 /**
@@ -50,6 +57,7 @@ export function createRequestListener(deps: HttpDeps): (req: IncomingMessage, re
     // SDKs correct their SigV4 clock by the Date header, so it comes from the service clock that
     // SigV4 verification also uses (tests move it).
     res.setHeader('Date', deps.services.now().toUTCString());
+    deps.connections?.onRequest(res);
     if (req.method === 'POST' && req.url === '/') void handleApiRequest(deps, req, res);
     else app(req, res);
   };
@@ -107,14 +115,19 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
   let auditInput: unknown;
   let output: Record<string, unknown> | undefined;
   try {
+    deps.connections?.admitApiRequest(res);
     const body = await readBody(req);
     operation = operationOf(req.headers['x-amz-target']);
     const accessKeyId = deps.verifier.verify({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body });
     caller = deps.principals.caller(accessKeyId);
     principalArn = caller.principal.arn;
+    if (!presentsBoundCertificate(caller.principal, peerIdentityOf(req.socket))) {
+      throw accessDenied(`${principalArn} must call with the client certificate bound to it.`);
+    }
     auditInput = parseJson(body);
     const input = parseInput(operation, auditInput);
     auditInput = input;
+    deps.quotas?.admit(operation, input, principalArn);
     const handler = operationHandlers[operation];
     if (!handler) throw unsupported(`${operation} is not supported by this service.`);
     const ctx: RequestContext = {
@@ -123,7 +136,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
       caller,
       sourceIp: req.socket.remoteAddress ?? '',
       userAgent: req.headers['user-agent'] ?? '',
-      secureTransport: false,
+      secureTransport: isTlsSocket(req.socket),
       operation,
       input,
     };
@@ -147,6 +160,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
       }
     }
     sendError(res, requestId, error);
+    if (error instanceof Throttled) deps.metrics?.throttled(operation, error.family);
     deps.metrics?.request(operation, error.type, elapsedMs(started) / 1000);
     deps.log.debug({ requestId, operation, principal: principalArn, status: httpStatusOf(error), error: error.type, ms: elapsedMs(started) }, 'request');
   }
@@ -216,6 +230,8 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
 /** Anything that is not already an API error becomes one; internal details go to the log only. */
 function toKmsError(e: unknown, log: Logger, requestId: string, operation: string): KmsError {
   if (e instanceof KmsError) return e;
+  // Back-pressure, not a fault: answered at once so that the client backs off.
+  if (e instanceof HsmError && e.kind === 'busy') return new Throttled('pkcs11-sessions', 'every HSM session is busy');
   if (e instanceof HsmError) {
     log.error({ requestId, operation, ckr: e.ckr, fn: e.fn, kind: e.kind }, 'token call failed');
     if (e.kind === 'unavailable') return new KmsError('KeyUnavailableException', 'The HSM that holds the key is not available. Retry the request.');
