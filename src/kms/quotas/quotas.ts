@@ -24,6 +24,7 @@ const FAMILY_QUOTA_NAMES: Record<string, string> = {
 };
 const quotaName = (family: string) => FAMILY_QUOTA_NAMES[family] ?? `${family} request rate`;
 
+const PRINCIPAL_ARN = /^arn:aws[a-z-]*:iam::\d{12}:(root|user\/.+|role\/.+)$/;
 const rates = z.record(z.string(), z.number().positive().finite());
 const limitsSchema = z.strictObject({
   families: rates.default({}).refine((f) => Object.keys(f).every((k) => QUOTA_FAMILIES.includes(k)), {
@@ -32,7 +33,14 @@ const limitsSchema = z.strictObject({
   operations: rates.default({}),
 });
 const quotaFileSchema = limitsSchema.extend({
-  principals: z.record(z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:(root|user\/.+|role\/.+)$/, 'must be an IAM principal ARN'), limitsSchema).default({}),
+  principals: z
+    .record(z.string(), limitsSchema)
+    .default({})
+    .superRefine((principals, ctx) => {
+      for (const arn of Object.keys(principals)) {
+        if (!PRINCIPAL_ARN.test(arn)) ctx.addIssue({ code: 'custom', path: [arn], message: 'must be an IAM principal ARN' });
+      }
+    }),
 });
 
 export type QuotaLimits = z.infer<typeof limitsSchema>;
