@@ -15,6 +15,7 @@ const t = useTestService({
   P11KMS_REQUEST_TIMEOUT_MS: '3000',
   P11KMS_KEEP_ALIVE_TIMEOUT_MS: '1000',
   P11KMS_MAX_CONNECTIONS_PER_SOURCE: '120',
+  P11KMS_MAX_CONNECTIONS: '350',
   P11KMS_MAX_REQUESTS_IN_FLIGHT: '40',
 });
 
@@ -91,6 +92,19 @@ describe('slow and idle connections', () => {
     expect(other.data()).toMatch(/^HTTP\/1.1 200/);
     for (const p of probes) p.socket.destroy();
     other.socket.destroy();
+  });
+
+  it('closes connections beyond P11KMS_MAX_CONNECTIONS at once, whatever their source', async () => {
+    const sources = ['127.0.0.10', '127.0.0.11', '127.0.0.12', '127.0.0.13'];
+    const probes = await Promise.all(Array.from({ length: 380 }, (_, i) => connect(sources[i % sources.length]!)));
+    const quick = await Promise.all(probes.map((p) => Promise.race([p.closedAt.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 500))])));
+    // 350 at most stay open (a few may still be counted from the previous test's closing sockets).
+    expect(quick.filter(Boolean).length).toBeGreaterThanOrEqual(30);
+    expect(quick.filter(Boolean).length).toBeLessThan(60);
+    for (const p of probes) p.socket.destroy();
+    await Promise.all(probes.map((p) => p.closedAt));
+    await new Promise((r) => setTimeout(r, 200));
+    await expect(t.client.send(new CreateKeyCommand({}))).resolves.toBeDefined();
   });
 
   it('closes an idle keep-alive connection after the keep-alive timeout', async () => {

@@ -124,26 +124,37 @@ class TokenBucket {
   }
 }
 
-interface Bucket {
+/** A quota's bucket and its name for the ThrottlingException message (made once, not per request). */
+interface Quota {
   bucket: TokenBucket;
-  family: string;
   detail: string;
 }
 
 class QuotaSet {
-  private readonly families = new Map<string, TokenBucket>();
-  private readonly operations = new Map<string, TokenBucket>();
+  private readonly families = new Map<string, Quota>();
+  private readonly operations = new Map<string, Quota>();
 
-  constructor(limits: QuotaLimits, private readonly scope: string) {
-    for (const [family, rate] of Object.entries(limits.families)) this.families.set(family, new TokenBucket(rate));
-    for (const [operation, rate] of Object.entries(limits.operations)) this.operations.set(operation, new TokenBucket(rate));
+  constructor(limits: QuotaLimits, scope: string) {
+    for (const [family, rate] of Object.entries(limits.families)) {
+      this.families.set(family, { bucket: new TokenBucket(rate), detail: `${quotaName(family)}: ${rate} per second${scope}` });
+    }
+    for (const [operation, rate] of Object.entries(limits.operations)) {
+      this.operations.set(operation, { bucket: new TokenBucket(rate), detail: `${operation} request rate: ${rate} per second${scope}` });
+    }
   }
 
-  bucketsFor(operation: string, family: string | undefined, into: Bucket[]): void {
+  /** Throws Throttled if a quota of this set that applies is exhausted; returns those that apply. */
+  check(operation: string, family: string | undefined, now: number, passed: Quota[]): void {
     const byOperation = this.operations.get(operation);
-    if (byOperation) into.push({ bucket: byOperation, family: family ?? '-', detail: `${operation} request rate: ${byOperation.rate} per second${this.scope}` });
+    if (byOperation) {
+      if (!byOperation.bucket.available(now)) throw new Throttled('-', byOperation.detail);
+      passed.push(byOperation);
+    }
     const byFamily = family === undefined ? undefined : this.families.get(family);
-    if (byFamily) into.push({ bucket: byFamily, family: family!, detail: `${quotaName(family!)}: ${byFamily.rate} per second${this.scope}` });
+    if (byFamily) {
+      if (!byFamily.bucket.available(now)) throw new Throttled(family!, byFamily.detail);
+      passed.push(byFamily);
+    }
   }
 }
 
@@ -159,13 +170,11 @@ export class RequestQuotas {
   /** Counts one request against every quota that applies, or throws Throttled (taking nothing). */
   admit(operation: string, input: Record<string, unknown>, principalArn: string): void {
     const family = quotaFamilyOf(operation, input);
-    const buckets: Bucket[] = [];
-    this.account.bucketsFor(operation, family, buckets);
-    this.principals.get(principalArn)?.bucketsFor(operation, family, buckets);
-    if (buckets.length === 0) return;
     const now = performance.now();
-    for (const b of buckets) if (!b.bucket.available(now)) throw new Throttled(b.family, b.detail);
-    for (const b of buckets) b.bucket.take();
+    const passed: Quota[] = [];
+    this.account.check(operation, family, now, passed);
+    this.principals.get(principalArn)?.check(operation, family, now, passed);
+    for (const q of passed) q.bucket.take();
   }
 }
 
