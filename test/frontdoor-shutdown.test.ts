@@ -49,11 +49,12 @@ async function startTlsService(ca: TestCa, env: Record<string, string> = {}) {
   return { proc, url, port, certFile, keyFile, dataDir };
 }
 
-function httpsGet(agent: https.Agent, url: string): Promise<{ status: number; connection?: string; socketId: unknown }> {
+function httpsGet(agent: https.Agent, url: string): Promise<{ status: number; connection?: string; socket: tls.TLSSocket }> {
   return new Promise((resolve, reject) => {
     const req = https.get(url, { agent }, (res) => {
+      const socket = res.socket as tls.TLSSocket; // detached from the response once it ends
       res.resume();
-      res.on('end', () => resolve({ status: res.statusCode!, connection: res.headers.connection, socketId: res.socket }));
+      res.on('end', () => resolve({ status: res.statusCode!, connection: res.headers.connection, socket }));
     });
     req.on('error', reject);
   });
@@ -100,6 +101,9 @@ describe('SIGHUP', () => {
       expect(before).toBe(fingerprint(svc.certFile));
       const { KeyMetadata } = await client.send(new CreateKeyCommand({}));
       const load = encryptLoop(client, KeyMetadata!.KeyId!);
+      // One keep-alive connection opened before the reload, used again after it.
+      const keepAlive = new https.Agent({ ca: caPem, keepAlive: true, maxSockets: 1 });
+      const first = await httpsGet(keepAlive, `${svc.url}/readyz`);
       await new Promise((r) => setTimeout(r, 500));
       const next = ca.issue('rotated', { subject: '/CN=localhost', server: true });
       fs.copyFileSync(next.keyFile, svc.keyFile);
@@ -112,6 +116,12 @@ describe('SIGHUP', () => {
         after = await servedCertificate(svc.port, caPem);
       }
       expect(after).toBe(fingerprint(next.certFile));
+      const again = await httpsGet(keepAlive, `${svc.url}/readyz`);
+      expect(again.status).toBe(200);
+      expect(again.socket).toBeInstanceOf(tls.TLSSocket);
+      expect(again.socket).toBe(first.socket);
+      expect(again.socket.getPeerX509Certificate()!.fingerprint256).toBe(before);
+      keepAlive.destroy();
       await new Promise((r) => setTimeout(r, 500));
       // A broken pair on the next SIGHUP keeps the current certificate and the service.
       fs.writeFileSync(svc.certFile, fs.readFileSync(ca.caFile));
@@ -151,6 +161,12 @@ describe('SIGTERM', () => {
       const inFlightClosed = new Promise<void>((r) => inFlight.once('close', () => r()));
       await new Promise((r) => inFlight.once('secureConnect', r));
       inFlight.write('POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: TrentService.ListKeys\r\nContent-Length: 2\r\n\r\n{');
+      // ... and one whose body never comes: the drain cuts it after P11KMS_SHUTDOWN_TIMEOUT_MS.
+      const stuck = tls.connect({ host: '127.0.0.1', port: svc.port, ca: caPem });
+      await new Promise((r) => stuck.once('secureConnect', r));
+      stuck.write('POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: TrentService.ListKeys\r\nContent-Length: 2\r\n\r\n{');
+      stuck.on('error', () => undefined);
+      const stuckClosed = new Promise<number>((r) => stuck.once('close', () => r(Date.now())));
       const signalledAt = Date.now();
       svc.proc.child.kill('SIGTERM');
       setTimeout(() => inFlight.write('}'), DELAY + 300);
@@ -182,6 +198,10 @@ describe('SIGTERM', () => {
       await inFlightClosed;
       expect(answer).toMatch(/^HTTP\/1\.1 \d{3} /);
       expect(answer).toMatch(/\r\nConnection: close\r\n/i);
+      // ... cut the request that never finished once the drain timed out ...
+      const stuckAfter = (await stuckClosed) - signalledAt;
+      expect(stuckAfter).toBeGreaterThanOrEqual(DELAY + TIMEOUT - 100);
+      expect(stuckAfter).toBeLessThan(DELAY + TIMEOUT + 1500);
       // ... and served the busy keep-alive SDK client no longer (it was served for 17 s more before).
       expect(load.results.filter((r) => r.ok && r.at > signalledAt + DELAY + 500)).toEqual([]);
       // Requests went on being served while unready, and none failed before the listener closed.
