@@ -23,6 +23,9 @@ function configOrExit(): Config {
 }
 
 async function runService(config: Config): Promise<void> {
+  // Installed before the (possibly slow) start: SIGHUP's default action would end the process.
+  let reloadTls = () => undefined as void;
+  process.on('SIGHUP', () => reloadTls());
   const service = await startService(config);
   const stop = (signal: string) => {
     service.log.info({ signal }, 'shutting down');
@@ -39,14 +42,14 @@ async function runService(config: Config): Promise<void> {
   };
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGHUP', () => {
+  reloadTls = () => {
     try {
       service.reloadTls();
     } catch (e) {
       // The old certificate stays in use; a broken new one must not take the service down.
       service.log.error({ err: e instanceof Error ? e.message : String(e) }, 'TLS reload failed; keeping the current certificate');
     }
-  });
+  };
 }
 
 /** Time allowed after the drain for the last audit digest, key-usage flush and token close. */
