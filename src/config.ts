@@ -77,6 +77,31 @@ const envSchema = z.object({
   P11KMS_XKS_CREDENTIALS_FILE: z.string().min(1).optional(),
   /** Secondary authorization rules for XKS requests (src/kms/xks/authorization.ts). */
   P11KMS_XKS_AUTHORIZATION_FILE: z.string().min(1).optional(),
+  /** HTTPS on P11KMS_PORT (PEM; the cert file may hold the chain). Both or neither. */
+  P11KMS_TLS_CERT_FILE: z.string().min(1).optional(),
+  P11KMS_TLS_KEY_FILE: z.string().min(1).optional(),
+  /** Mutual TLS: clients must present a certificate chaining to this CA bundle (PEM). */
+  P11KMS_TLS_CLIENT_CA_FILE: z.string().min(1).optional(),
+  /** Request quotas: off, AWS's documented defaults, or a JSON/YAML quota file (src/kms/quotas/). */
+  P11KMS_QUOTAS: z.string().min(1).default('off'),
+  /** Callers queued for a PKCS#11 session beyond which requests are throttled (back-pressure). */
+  P11KMS_SESSION_QUEUE_MAX: z.coerce.number().int().min(0).max(1_000_000).default(256),
+  /** A client must send the complete request head within this time (slow-header connections). */
+  P11KMS_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(10_000),
+  /** ... and the complete request (head and body) within this time. */
+  P11KMS_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
+  /** An idle keep-alive connection is closed after this time (above the usual 60 s of load balancers). */
+  P11KMS_KEEP_ALIVE_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(65_000),
+  /** Open connections at most (further ones are closed on accept). */
+  P11KMS_MAX_CONNECTIONS: z.coerce.number().int().min(1).max(1_000_000).default(4096),
+  /** Open connections from one source address at most. */
+  P11KMS_MAX_CONNECTIONS_PER_SOURCE: z.coerce.number().int().min(1).max(1_000_000).default(512),
+  /** KMS API requests being processed at once at most (further ones: ThrottlingException). */
+  P11KMS_MAX_REQUESTS_IN_FLIGHT: z.coerce.number().int().min(1).max(1_000_000).default(1024),
+  /** On SIGTERM: how long /readyz answers 503 before the listener closes (load balancers notice). */
+  P11KMS_SHUTDOWN_DELAY_MS: z.coerce.number().int().min(0).max(600_000).default(0),
+  /** On SIGTERM: how long in-flight requests may take to finish before connections are cut. */
+  P11KMS_SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
 });
 
 export interface TokenConfig {
@@ -87,6 +112,8 @@ export interface TokenConfig {
   pinFile?: string;
   poolSize: number;
   symmetricCalls: 'sync' | 'async';
+  /** Callers that may wait for a busy session; one more is refused (HsmError 'busy'). */
+  sessionQueueMax?: number;
   /** Several service processes use the token (P11KMS_WORKERS > 1): SoftHSM2 then needs object
    *  writes and scans serialised across processes (see src/hsm/pkcs11-hsm.ts tokenWrite). */
   sharedAcrossProcesses?: boolean;
@@ -109,6 +136,7 @@ export interface Config {
   lifecycle: LifecycleConfig;
   /** The XKS proxy API; absent when P11KMS_XKS_URI_PREFIX is unset. */
   xks?: XksConfig;
+  frontDoor: FrontDoorConfig;
 }
 
 export interface XksConfig {
@@ -118,6 +146,31 @@ export interface XksConfig {
   credential?: { accessKeyId: string; secretAccessKey: string };
   credentialsFile?: string;
   authorizationFile?: string;
+}
+
+export interface TlsConfig {
+  certFile: string;
+  keyFile: string;
+  clientCaFile?: string;
+}
+
+export interface ConnectionLimits {
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  maxConnections: number;
+  maxConnectionsPerSource: number;
+  maxRequestsInFlight: number;
+}
+
+/** How the service meets the network: TLS, quotas, connection limits, shutdown. */
+export interface FrontDoorConfig {
+  tls?: TlsConfig;
+  /** 'off', 'aws' or the path of a quota file. */
+  quotas: string;
+  connections: ConnectionLimits;
+  shutdownDelayMs: number;
+  shutdownTimeoutMs: number;
 }
 
 export interface LifecycleConfig {
@@ -156,6 +209,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       throw new ConfigError('invalid configuration: P11KMS_PIN or P11KMS_PIN_FILE is required with P11KMS_PKCS11_MODULE');
     }
   }
+  if ((e.P11KMS_TLS_CERT_FILE === undefined) !== (e.P11KMS_TLS_KEY_FILE === undefined)) {
+    throw new ConfigError('invalid configuration: P11KMS_TLS_CERT_FILE and P11KMS_TLS_KEY_FILE must be set together');
+  }
+  if (e.P11KMS_TLS_CLIENT_CA_FILE !== undefined && e.P11KMS_TLS_CERT_FILE === undefined) {
+    throw new ConfigError('invalid configuration: P11KMS_TLS_CLIENT_CA_FILE needs P11KMS_TLS_CERT_FILE and P11KMS_TLS_KEY_FILE');
+  }
   return {
     host: e.P11KMS_HOST,
     port: e.P11KMS_PORT,
@@ -175,6 +234,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       pinFile: e.P11KMS_PIN_FILE,
       poolSize: e.P11KMS_SESSION_POOL_SIZE,
       symmetricCalls: e.P11KMS_SYMMETRIC_CALLS,
+      sessionQueueMax: e.P11KMS_SESSION_QUEUE_MAX,
       sharedAcrossProcesses: e.P11KMS_WORKERS > 1,
     },
     logLevel: e.P11KMS_LOG_LEVEL,
@@ -194,6 +254,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       gcmRotateAfter: e.P11KMS_GCM_ROTATE_AFTER,
     },
     xks: xksConfigOf(e),
+    frontDoor: {
+      tls: e.P11KMS_TLS_CERT_FILE && e.P11KMS_TLS_KEY_FILE
+        ? { certFile: e.P11KMS_TLS_CERT_FILE, keyFile: e.P11KMS_TLS_KEY_FILE, clientCaFile: e.P11KMS_TLS_CLIENT_CA_FILE }
+        : undefined,
+      quotas: e.P11KMS_QUOTAS,
+      connections: {
+        headersTimeoutMs: e.P11KMS_HEADERS_TIMEOUT_MS,
+        requestTimeoutMs: Math.max(e.P11KMS_REQUEST_TIMEOUT_MS, e.P11KMS_HEADERS_TIMEOUT_MS),
+        keepAliveTimeoutMs: e.P11KMS_KEEP_ALIVE_TIMEOUT_MS,
+        maxConnections: e.P11KMS_MAX_CONNECTIONS,
+        maxConnectionsPerSource: e.P11KMS_MAX_CONNECTIONS_PER_SOURCE,
+        maxRequestsInFlight: e.P11KMS_MAX_REQUESTS_IN_FLIGHT,
+      },
+      shutdownDelayMs: e.P11KMS_SHUTDOWN_DELAY_MS,
+      shutdownTimeoutMs: e.P11KMS_SHUTDOWN_TIMEOUT_MS,
+    },
   };
 }
 

@@ -23,9 +23,18 @@ function configOrExit(): Config {
 }
 
 async function runService(config: Config): Promise<void> {
+  // Installed before the (possibly slow) start: SIGHUP's default action would end the process.
+  let reloadTls = () => undefined as void;
+  process.on('SIGHUP', () => reloadTls());
   const service = await startService(config);
   const stop = (signal: string) => {
     service.log.info({ signal }, 'shutting down');
+    // The drain is bounded; this bounds flushing the audit trail and closing the token as well.
+    const { shutdownDelayMs, shutdownTimeoutMs } = config.frontDoor;
+    setTimeout(() => {
+      service.log.error('shutdown did not finish in time; exiting');
+      process.exit(1);
+    }, shutdownDelayMs + shutdownTimeoutMs + SHUTDOWN_FLUSH_MS).unref();
     service.close().then(
       () => process.exit(0),
       () => process.exit(1),
@@ -33,7 +42,18 @@ async function runService(config: Config): Promise<void> {
   };
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
+  reloadTls = () => {
+    try {
+      service.reloadTls();
+    } catch (e) {
+      // The old certificate stays in use; a broken new one must not take the service down.
+      service.log.error({ err: e instanceof Error ? e.message : String(e) }, 'TLS reload failed; keeping the current certificate');
+    }
+  };
 }
+
+/** Time allowed after the drain for the last audit digest, key-usage flush and token close. */
+const SHUTDOWN_FLUSH_MS = 10_000;
 
 function runPrimary(config: Config): void {
   const log = createLogger(config.logLevel);
@@ -64,6 +84,9 @@ function runPrimary(config: Config): void {
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+  process.on('SIGHUP', () => {
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGHUP');
+  });
 }
 
 const config = configOrExit();

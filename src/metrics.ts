@@ -24,6 +24,7 @@ export class Metrics {
   private readonly pkcs11Seconds: client.Histogram<'function'>;
   private readonly pkcs11Errors: client.Counter<'function' | 'ckr'>;
   private readonly tokenUp: client.Gauge;
+  private readonly throttledRequests: client.Counter<'operation' | 'family'>;
   private readonly requestChildren = new Map<string, client.Counter.Internal>();
   private readonly latencyChildren = new Map<string, client.Histogram.Internal<'operation'>>();
   private readonly pkcs11Children = new Map<string, client.Histogram.Internal<'function'>>();
@@ -58,6 +59,12 @@ export class Metrics {
       help: 'PKCS#11 call latency by function (C_Encrypt, C_Decrypt, ...; *Async calls under their base name).',
       labelNames: ['function'],
       buckets: PKCS11_BUCKETS,
+      registers,
+    });
+    this.throttledRequests = new client.Counter({
+      name: 'p11kms_throttled_requests_total',
+      help: 'Requests refused with ThrottlingException, by operation and the quota family that refused them (the operation\'s own quota: "-"; requests-in-flight and pkcs11-sessions: back-pressure).',
+      labelNames: ['operation', 'family'],
       registers,
     });
     this.pkcs11Errors = new client.Counter({
@@ -156,6 +163,11 @@ export class Metrics {
   async requestSummary(): Promise<{ operation: string; code: string; count: number }[]> {
     const metric = await this.requests.get();
     return metric.values.map((v) => ({ operation: String(v.labels.operation), code: String(v.labels.code), count: v.value }));
+  }
+
+  /** One request refused with ThrottlingException. */
+  throttled(operation: string, family: string): void {
+    this.throttledRequests.labels(operation, family).inc();
   }
 
   setTokenUp(up: boolean): void {

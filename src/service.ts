@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { ApiAuditor } from './audit/api-call.js';
@@ -24,6 +25,10 @@ import type { Hsm } from './hsm/types.js';
 import { createConsoleRoutes } from './http/console-static.js';
 import { createOperatorRoutes } from './http/operator-api.js';
 import { createClientErrorListener, createRequestListener, type HttpDeps } from './http/server.js';
+import { ConnectionGuard, connectionsCheckingIntervalMs } from './http/connections.js';
+import { operationNames } from './http/model.js';
+import { reloadTlsMaterial, tlsServerOptions } from './http/tls.js';
+import { loadRequestQuotas } from './kms/quotas/quotas.js';
 import type { Services } from './kms/context.js';
 import { checkConsistency, isConsistent } from './kms/lifecycle/consistency.js';
 import { GcmEncryptionMeter } from './kms/lifecycle/gcm-wear.js';
@@ -47,6 +52,10 @@ export interface RunningService {
   metrics: Metrics;
   /** Runs one lifecycle pass now (rotations, deletions, expiry due by the service clock). */
   runDueWork(): Promise<DueWorkSummary>;
+  /** Re-reads the TLS certificate, key and client CA (SIGHUP); open connections are kept. */
+  reloadTls(): void;
+  /** Graceful stop: /readyz 503, then (after P11KMS_SHUTDOWN_DELAY_MS) stop accepting, finish
+   *  in-flight requests within P11KMS_SHUTDOWN_TIMEOUT_MS, flush key usage and the audit trail. */
   close(): Promise<void>;
 }
 
@@ -67,6 +76,15 @@ export async function startService(config: Config, options: StartOptions = {}): 
   const principals = loadPrincipals(config, (msg) => log.info(msg));
   // Before the token opens: a bad XKS credentials or rules file stops the start with nothing to undo.
   const xksSettings = config.xks && loadXksSettings(config.xks, log);
+  const { tls, connections } = config.frontDoor;
+  if (!tls?.clientCaFile && principals.all().some((p) => p.certificate)) {
+    throw new Error('principals bound to a client certificate need mutual TLS (P11KMS_TLS_CLIENT_CA_FILE)');
+  }
+  // Read before the token opens, so that a bad file stops the start at once.
+  const quotas = loadRequestQuotas(config.frontDoor.quotas, config.region, operationNames);
+  const serverOptions = { keepAliveTimeout: connections.keepAliveTimeoutMs, connectionsCheckingInterval: connectionsCheckingIntervalMs(connections) };
+  const server = tls ? https.createServer({ ...serverOptions, ...tlsServerOptions(tls, connections.headersTimeoutMs) }) : http.createServer(serverOptions);
+  const guard = new ConnectionGuard(server, connections);
   const hsm = await openHsm(config.token, config.dataDir, (level, msg) => log[level](msg));
   let store: MetadataStore | undefined;
   let authorizer: KmsAuthorizer;
@@ -143,8 +161,10 @@ export async function startService(config: Config, options: StartOptions = {}): 
       return audit.problem() ?? (health.lastFailed ? 'the last health check failed' : undefined);
     },
     xks: xksFrontDoor?.handler,
+    quotas,
+    connections: guard,
   };
-  const server = http.createServer({ keepAliveTimeout: 65_000 }, createRequestListener(httpDeps));
+  server.on('request', createRequestListener(httpDeps));
   server.on('clientError', createClientErrorListener(httpDeps));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -152,23 +172,29 @@ export async function startService(config: Config, options: StartOptions = {}): 
   });
   const port = (server.address() as AddressInfo).port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  log.info({ url: `http://${host}:${port}`, token: hsm.info.label, tokenModel: hsm.info.model, mechanisms: hsm.info.mechanismCount }, 'p11kms listening');
+  const url = `${tls ? 'https' : 'http'}://${host}:${port}`;
+  log.info({ url, tls: tls ? (tls.clientCaFile ? 'mutual' : 'server') : 'off', quotas: config.frontDoor.quotas, token: hsm.info.label, tokenModel: hsm.info.model, mechanisms: hsm.info.mechanismCount }, 'p11kms listening');
 
   let closing: Promise<void> | undefined;
   return {
-    url: `http://${host}:${port}`,
+    url,
     port,
     services,
     log,
     audit,
     metrics,
     runDueWork: () => lifecycle.runDueWork(),
+    reloadTls: () => {
+      if (!tls) return;
+      reloadTlsMaterial(server as https.Server, tls);
+      log.info({ cert: tls.certFile }, 'TLS certificate and key reloaded');
+    },
     close: () =>
       (closing ??= (async () => {
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeIdleConnections();
-        });
+        // /readyz answers 503 from here on; load balancers take the instance out meanwhile.
+        if (config.frontDoor.shutdownDelayMs > 0) await new Promise((r) => setTimeout(r, config.frontDoor.shutdownDelayMs));
+        await guard.drain(config.frontDoor.shutdownTimeoutMs);
+        // Saves key uses and GCM counts.
         await lifecycle.stop();
         xksFrontDoor?.credentials.close();
         // Flushes and signs the final digest while the token is still open.

@@ -154,18 +154,21 @@ export interface SignedPoint {
   fileTag?: string;
   /** Runs wrk this many seconds first and discards it (JIT, caches, connections of a fresh service). */
   warmUpSeconds?: number;
+  /** The CA of a TLS listener: the point runs over HTTPS. */
+  tlsCa?: Buffer;
 }
 
 /** Signs the request right now, sends it once (must be 200 and pass `check`), then runs wrk. */
 export async function signedWrkPoint(wrk: string, settings: Settings, work: string, point: SignedPoint): Promise<WrkResult> {
   const request = await presign(point.port, point.operation, point.input, point.credentials ?? ROOT_CREDENTIALS, REGION);
-  const once = await sendOnce(point.port, request);
+  const once = await sendOnce(point.port, request, point.tlsCa);
+  const scheme = point.tlsCa ? 'https' : 'http';
   if (once.status !== 200) throw new Error(`${point.label}: the pre-signed ${point.operation} answered HTTP ${once.status}: ${once.text}`);
   point.check?.(once.text);
   if (point.warmUpSeconds) {
-    await runWrk(wrk, { label: `${point.label} warm-up`, port: point.port, clients: point.clients, seconds: point.warmUpSeconds, request, workDir: work, fileTag: point.fileTag });
+    await runWrk(wrk, { label: `${point.label} warm-up`, port: point.port, clients: point.clients, seconds: point.warmUpSeconds, request, workDir: work, fileTag: point.fileTag, scheme });
   }
-  const result = await runWrk(wrk, { label: point.label, port: point.port, clients: point.clients, seconds: settings.seconds, request, workDir: work, fileTag: point.fileTag });
+  const result = await runWrk(wrk, { label: point.label, port: point.port, clients: point.clients, seconds: settings.seconds, request, workDir: work, fileTag: point.fileTag, scheme });
   logPoint(point.label, result);
   return result;
 }

@@ -8,6 +8,7 @@
  */
 import { ASYM_CLIENTS, RAW_KIND_OF, type AsymOp } from './asym.js';
 import { AUDIT_CLIENTS } from './audit.js';
+import { FRONTDOOR_CLIENTS } from './frontdoor.js';
 import { AUTHZ_CLIENTS } from './authz.js';
 import { median } from './common.js';
 import { machineMarkdown } from './machine.js';
@@ -247,6 +248,7 @@ export function renderMarkdown(r: Results): string {
   if (ran('asym')) asymMarkdown(r, lines);
   if (ran('authz')) authzMarkdown(r, lines);
   if (ran('audit')) auditMarkdown(r, lines);
+  if (ran('frontdoor')) frontDoorMarkdown(r, lines);
   return `${lines.join('\n')}\n`;
 }
 
@@ -352,4 +354,26 @@ function auditMarkdown(r: Results, lines: string[]): void {
     lines.push(row([String(clients), int(on.rps), ms(on.p50Ms), ms(on.p99Ms), int(off.rps), ms(off.p50Ms), ms(off.p99Ms), `**${(on.rps / off.rps).toFixed(3)}**`, (on.p99Ms / off.p99Ms).toFixed(3)]));
   }
   lines.push('', `Two services side by side (same settings but P11KMS_AUDIT), one key each; points alternate on/off, order swapped each round; median of ${d.rounds} round(s).`, '');
+}
+
+function frontDoorMarkdown(r: Results, lines: string[]): void {
+  lines.push('### TLS and quota cost, Encrypt 32 B (issue 12)', '');
+  const d = r.frontdoor;
+  if (!d) {
+    lines.push(`FAILED: ${oneLine(r.failures['frontdoor'] ?? 'not run')}`, '');
+    return;
+  }
+  lines.push(row(['Clients', 'HTTP: req/s', 'p50', 'p99', 'HTTPS: req/s', 'p50', 'p99', 'HTTP + quotas: req/s', 'p50', 'p99', 'HTTPS ÷ HTTP req/s', 'quotas ÷ HTTP req/s']));
+  lines.push(row(['---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:']));
+  for (const clients of FRONTDOOR_CLIENTS) {
+    const h = med(d.http, clients);
+    const s = med(d.https, clients);
+    const q = med(d.quotas, clients);
+    lines.push(row([String(clients), int(h.rps), ms(h.p50Ms), ms(h.p99Ms), int(s.rps), ms(s.p50Ms), ms(s.p99Ms), int(q.rps), ms(q.p50Ms), ms(q.p99Ms), `**${(s.rps / h.rps).toFixed(3)}**`, `**${(q.rps / h.rps).toFixed(3)}**`]));
+  }
+  lines.push(
+    '',
+    `Three services side by side (plain HTTP; HTTPS with TLS 1.3 and keep-alive; plain HTTP with a quota file far above the load, so each request passes three token buckets and none throttles), one key each; points rotate among them, order shifted each round; median of ${d.rounds} round(s). The quota check alone (RequestQuotas.admit, three buckets, in the bench process): ${d.admitNs.toFixed(0)} ns per request.`,
+    '',
+  );
 }

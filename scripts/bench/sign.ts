@@ -4,6 +4,7 @@
  * default, so each point is signed right before it runs).
  */
 import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
+import https from 'node:https';
 import { HttpRequest } from '@smithy/protocol-http';
 import { SignatureV4 } from '@smithy/signature-v4';
 
@@ -67,10 +68,23 @@ export async function presign(port: number, operation: string, input: unknown, c
 }
 
 /** Sends a signed request once (fetch sets Host itself, to the same value) and returns status and
- *  body: the sanity check before every wrk point. */
-export async function sendOnce(port: number, req: SignedRequest): Promise<{ status: number; text: string }> {
+ *  body: the sanity check before every wrk point. With `ca`, over HTTPS trusting that CA. */
+export async function sendOnce(port: number, req: SignedRequest, ca?: Buffer): Promise<{ status: number; text: string }> {
+  if (ca) return sendOnceTls(port, req, ca);
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(req.headers)) if (name !== 'Host') headers[name] = value;
   const res = await fetch(`http://127.0.0.1:${port}/`, { method: 'POST', headers, body: req.body });
   return { status: res.status, text: await res.text() };
+}
+
+function sendOnceTls(port: number, req: SignedRequest, ca: Buffer): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const r = https.request({ host: '127.0.0.1', port, method: 'POST', path: '/', headers: req.headers, ca }, (res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => (text += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    r.on('error', reject);
+    r.end(req.body);
+  });
 }

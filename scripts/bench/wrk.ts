@@ -127,6 +127,8 @@ export interface WrkPoint {
   workDir: string;
   /** Appended to the file names, so that repeated points with one label keep their outputs. */
   fileTag?: string;
+  /** 'https' for a TLS listener (wrk does not check the certificate). */
+  scheme?: 'http' | 'https';
 }
 
 export async function runWrk(wrk: string, point: WrkPoint): Promise<WrkResult> {
@@ -134,7 +136,7 @@ export async function runWrk(wrk: string, point: WrkPoint): Promise<WrkResult> {
   const slug = `${point.label}${point.fileTag ? ` ${point.fileTag}` : ''}`.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
   const script = path.join(point.workDir, `${slug}-c${point.clients}.lua`);
   fs.writeFileSync(script, luaScript(point.request));
-  const args = ['-t', String(threads), '-c', String(point.clients), '-d', `${point.seconds}s`, '--timeout', '10s', '--latency', '-s', script, `http://127.0.0.1:${point.port}/`];
+  const args = ['-t', String(threads), '-c', String(point.clients), '-d', `${point.seconds}s`, '--timeout', '10s', '--latency', '-s', script, `${point.scheme ?? 'http'}://127.0.0.1:${point.port}/`];
   const output = await new Promise<string>((resolve, reject) => {
     const child = spawn(wrk, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     track(child);

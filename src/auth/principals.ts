@@ -16,6 +16,16 @@ export interface Principal {
   /** IAM identity policy documents attached to the principal (evaluated by the policy layer). */
   policies: unknown[];
   tags: Record<string, string>;
+  /** The client certificate this principal must present (mutual TLS), so that its access key
+   *  alone is not enough: the subject, the SPKI's SHA-256, or both. */
+  certificate?: CertificateBinding;
+}
+
+export interface CertificateBinding {
+  /** RDNs in certificate order, comma-separated, e.g. "O=Example,CN=payments". */
+  subject?: string;
+  /** SHA-256 of the DER SubjectPublicKeyInfo, lower-case hex. */
+  spkiSha256?: string;
 }
 
 export interface Caller {
@@ -38,6 +48,10 @@ const principalsFileSchema = z.object({
         accessKeys: z.array(accessKeySchema).max(2).optional(),
         policies: z.array(z.unknown()).default([]),
         tags: z.record(z.string(), z.string()).default({}),
+        certificate: z
+          .strictObject({ subject: z.string().min(1).optional(), spkiSha256: z.string().min(1).optional() })
+          .refine((c) => c.subject !== undefined || c.spkiSha256 !== undefined, 'certificate needs subject or spkiSha256')
+          .optional(),
       })
       .refine((p) => (p.accessKeyId === undefined) === (p.secretAccessKey === undefined), 'accessKeyId and secretAccessKey go together')
       .refine((p) => p.accessKeyId !== undefined || (p.accessKeys?.length ?? 0) > 0, 'a principal needs at least one access key')
@@ -96,12 +110,40 @@ export function loadPrincipals(config: Config, log: (msg: string) => void): Prin
     }
     for (const p of parsed.principals) {
       const accountId = p.arn.split(':')[4]!;
-      const principal: Principal = { arn: p.arn, accountId, isRoot: p.arn.endsWith(':root'), policies: p.policies, tags: p.tags };
+      const principal: Principal = { arn: p.arn, accountId, isRoot: p.arn.endsWith(':root'), policies: p.policies, tags: p.tags, certificate: certificateBinding(p.certificate) };
       const keys = [...(p.accessKeys ?? []), ...(p.accessKeyId ? [{ accessKeyId: p.accessKeyId, secretAccessKey: p.secretAccessKey! }] : [])];
       for (const k of keys) registry.add(principal, k.accessKeyId, k.secretAccessKey);
     }
   }
   return registry;
+}
+
+function certificateBinding(c: { subject?: string; spkiSha256?: string } | undefined): CertificateBinding | undefined {
+  if (!c) return undefined;
+  return {
+    subject: c.subject === undefined ? undefined : normalizeSubject(c.subject.split(',')),
+    spkiSha256: c.spkiSha256 === undefined ? undefined : normalizeFingerprint(c.spkiSha256),
+  };
+}
+
+/** "CN=app, O=Example" and Node's line-per-RDN form compare equal. */
+export function normalizeSubject(rdns: string[]): string {
+  return rdns.map((r) => r.trim()).filter((r) => r.length > 0).join(',');
+}
+
+/** A fingerprint written as hex (colons allowed) or base64 (as in pin-sha256), as lower-case hex. */
+export function normalizeFingerprint(value: string): string {
+  const hex = value.replace(/:/g, '').toLowerCase();
+  if (/^[0-9a-f]{64}$/.test(hex)) return hex;
+  return Buffer.from(value, 'base64').toString('hex');
+}
+
+/** Whether the connection's client certificate is the one the principal is bound to (if any). */
+export function presentsBoundCertificate(principal: Principal, peer: { subject: string; spkiSha256: string } | undefined): boolean {
+  const bound = principal.certificate;
+  if (!bound) return true;
+  if (!peer) return false;
+  return (bound.subject === undefined || bound.subject === peer.subject) && (bound.spkiSha256 === undefined || bound.spkiSha256 === peer.spkiSha256);
 }
 
 function loadOrCreateRootCredentials(dataDir: string, log: (msg: string) => void) {

@@ -116,6 +116,7 @@ export class Pkcs11Hsm implements Hsm {
       () => this.openSession(),
       (session) => this.p.C_CloseSession(session),
       token.poolSize,
+      token.sessionQueueMax,
     );
     this.keyHandles = new HandleCache(this.p, this.pool, this.label, log);
     this.handles = this.keyHandles.handles;

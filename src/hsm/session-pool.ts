@@ -37,6 +37,8 @@ export class SessionPool {
     private readonly openSession: () => Session,
     private readonly closeSession: (session: Session) => void,
     readonly maxSessions: number,
+    /** Callers that may queue for a session; the next one fails at once instead of waiting. */
+    private readonly maxWaiting = Number.POSITIVE_INFINITY,
   ) {
     if (!Number.isInteger(maxSessions) || maxSessions < 1) throw new RangeError('session pool size must be a positive integer');
   }
@@ -110,6 +112,7 @@ export class SessionPool {
   private acquireSlow(): Promise<Session> | Session {
     if (this.closed) throw poolClosedError();
     if (this.openCount < this.maxSessions) return this.openCounted();
+    if (this.waiters.length >= this.maxWaiting) throw poolBusyError(this.waiters.length);
     return new Promise<Session>((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
@@ -170,6 +173,10 @@ export class SessionPool {
       this.drained = undefined;
     }
   }
+}
+
+function poolBusyError(queued: number): HsmError {
+  return new HsmError('busy', 'CKR_SESSION_COUNT', 'withSession', `every PKCS#11 session is busy and ${queued} callers are queued`);
 }
 
 function poolClosedError(): HsmError {

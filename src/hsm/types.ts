@@ -16,6 +16,7 @@ export type HsmFailureKind =
   | 'key-not-found' // no token object for the ref
   | 'unavailable' // token not present, session/login lost, device error
   | 'unsupported' // mechanism missing on this token
+  | 'busy' // every session busy and the queue for one full (back-pressure)
   | 'other';
 
 export class HsmError extends Error {

@@ -10,18 +10,21 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { Duplex } from 'node:stream';
 import express from 'express';
 import type { ApiAuditor } from '../audit/api-call.js';
-import type { Caller, PrincipalRegistry } from '../auth/principals.js';
+import { type Caller, type PrincipalRegistry, presentsBoundCertificate } from '../auth/principals.js';
 import type { SigV4Verifier } from '../auth/sigv4.js';
 import { HsmError } from '../hsm/types.js';
 import type { RequestContext, Services } from '../kms/context.js';
 import { operationHandlers } from '../kms/operations/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { KmsError, internal, unsupported } from '../kms/errors.js';
+import { KmsError, accessDenied, internal, unsupported } from '../kms/errors.js';
+import { type RequestQuotas, Throttled } from '../kms/quotas/quotas.js';
+import type { ConnectionGuard } from './connections.js';
 import { httpStatusOf } from './error-response.js';
 import { parseJsonBody } from './json-body.js';
 import { operationNames, parseInput, serializeOutput } from './model.js';
 import { isXksPath } from './xks/router.js';
+import { isTlsSocket, peerIdentityOf } from './tls.js';
 
 const TARGET_PREFIX = 'TrentService.';
 const JSON_CONTENT_TYPE = 'application/x-amz-json-1.1';
@@ -46,6 +49,10 @@ export interface HttpDeps {
    *  (./operator-api.ts, which authenticates and audits its requests) and the console's static
    *  files (./console-static.ts). */
   routes?: { handles: (method: string, path: string) => boolean; router: express.Router }[];
+  /** Request quotas (P11KMS_QUOTAS); absent: unlimited. */
+  quotas?: RequestQuotas;
+  /** Connection limits and the shutdown drain (src/http/connections.ts). */
+  connections?: ConnectionGuard;
 }
 
 /** The operational probes (GET only, no authentication, not audited: see README). */
@@ -64,6 +71,7 @@ export function createRequestListener(deps: HttpDeps): (req: IncomingMessage, re
     // SDKs correct their SigV4 clock by the Date header, so it comes from the service clock that
     // SigV4 verification also uses (tests move it).
     res.setHeader('Date', deps.services.now().toUTCString());
+    deps.connections?.onRequest(res);
     if (req.method === 'POST' && req.url === '/') {
       void handleApiRequest(deps, req, res);
       return;
@@ -183,6 +191,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
   let output: Record<string, unknown> | undefined;
   const resources = new Set<string>();
   try {
+    deps.connections?.admitApiRequest(res);
     const body = await readBody(req);
     if (notApi) {
       try {
@@ -197,9 +206,13 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     const accessKeyId = deps.verifier.verify({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body });
     caller = deps.principals.caller(accessKeyId);
     principalArn = caller.principal.arn;
+    if (!presentsBoundCertificate(caller.principal, peerIdentityOf(req.socket))) {
+      throw accessDenied(`${principalArn} must call with the client certificate bound to it.`);
+    }
     auditInput = parseJsonBody(body);
     const input = parseInput(operation, auditInput);
     auditInput = input;
+    deps.quotas?.admit(operation, input, principalArn);
     const handler = operationHandlers[operation];
     if (!handler) throw unsupported(`${operation} is not supported by this service.`);
     const ctx: RequestContext = {
@@ -208,7 +221,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
       caller,
       sourceIp,
       userAgent: req.headers['user-agent'] ?? '',
-      secureTransport: false,
+      secureTransport: isTlsSocket(req.socket),
       operation,
       input,
       resources,
@@ -233,6 +246,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
       }
     }
     sendError(res, requestId, error);
+    if (error instanceof Throttled) deps.metrics?.throttled(operation, error.family);
     deps.metrics?.request(operation, error.type, elapsedMs(started) / 1000);
     deps.log.debug({ requestId, operation, principal: principalArn, status: httpStatusOf(error), error: error.type, ms: elapsedMs(started) }, 'request');
   }
@@ -315,6 +329,8 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
 /** Anything that is not already an API error becomes one; internal details go to the log only. */
 function toKmsError(e: unknown, log: Logger, requestId: string, operation: string): KmsError {
   if (e instanceof KmsError) return e;
+  // Back-pressure, not a fault: answered at once so that the client backs off.
+  if (e instanceof HsmError && e.kind === 'busy') return new Throttled('pkcs11-sessions', 'every HSM session is busy');
   if (e instanceof HsmError) {
     log.error({ requestId, operation, ckr: e.ckr, fn: e.fn, kind: e.kind }, 'token call failed');
     if (e.kind === 'unavailable') return new KmsError('KeyUnavailableException', 'The HSM that holds the key is not available. Retry the request.');
