@@ -13,7 +13,6 @@ import { loadPrincipals } from './auth/principals.js';
 import { SigV4Verifier } from './auth/sigv4.js';
 import type { Config } from './config.js';
 import { setPkcs11Observer } from './hsm/instrument.js';
-import { openHsm } from './hsm/pkcs11-token.js';
 import type { Hsm } from './hsm/types.js';
 import { createRequestListener } from './http/server.js';
 import type { Services } from './kms/context.js';
@@ -22,6 +21,7 @@ import { GcmEncryptionMeter } from './kms/lifecycle/gcm-wear.js';
 import { KeyUseTracker } from './kms/key-usage.js';
 import { type DueWorkSummary, type LifecycleScheduler, startLifecycleScheduler } from './kms/lifecycle/scheduler.js';
 import { applySeedFile } from './kms/seed/apply.js';
+import { openBoundHsm } from './kms/token-binding.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { openSqliteStore } from './store/sqlite-store.js';
@@ -55,16 +55,21 @@ export async function startService(config: Config, options: StartOptions = {}): 
   const log = options.log ?? createLogger(config.logLevel);
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const principals = loadPrincipals(config, (msg) => log.info(msg));
-  const hsm = await openHsm(config.token, config.dataDir, (level, msg) => log[level](msg));
-  let store: MetadataStore | undefined;
+  const store = await openSqliteStore(path.join(config.dataDir, DATABASE_FILE));
+  let hsm: Hsm;
+  try {
+    hsm = await openBoundHsm(config, store, log);
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
   let authorizer: KmsAuthorizer;
   try {
-    store = await openSqliteStore(path.join(config.dataDir, DATABASE_FILE));
     // Compiles the principals' identity policies: an invalid one stops the start.
     authorizer = new KmsAuthorizer({ store, principals, accountId: config.accountId });
     await reportDivergence(hsm, store, log);
   } catch (e) {
-    await store?.close();
+    await store.close();
     await hsm.close();
     throw e;
   }

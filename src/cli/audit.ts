@@ -77,7 +77,7 @@ async function verify(args: string[]): Promise<number> {
 /** Opens the token and compares its audit key with the fingerprints the digests name. */
 async function checkTokenKey(cfg: Config, fingerprints: string[]): Promise<string | undefined> {
   const { openHsm } = await import('../hsm/pkcs11-token.js');
-  const hsm = await openHsm(cfg.token, cfg.dataDir);
+  const hsm = await openHsm(cfg.token, cfg.dataDir, undefined, { provision: false });
   try {
     const key = await hsm.auditSigningKey?.(false);
     if (!key) return 'the token holds no audit signing key';

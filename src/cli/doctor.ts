@@ -9,8 +9,9 @@
  */
 import path from 'node:path';
 import { ConfigError, loadConfig } from '../config.js';
-import { openHsm } from '../hsm/pkcs11-token.js';
 import { type ConsistencyReport, checkConsistency, isConsistent, repairConsistency } from '../kms/lifecycle/consistency.js';
+import { openBoundHsm, TokenBindingError } from '../kms/token-binding.js';
+import { createLogger } from '../log.js';
 import { DATABASE_FILE } from '../service.js';
 import { openSqliteStore } from '../store/sqlite-store.js';
 
@@ -33,8 +34,18 @@ export async function run(args: string[]): Promise<number> {
     }
     throw e;
   }
-  const hsm = await openHsm(config.token, config.dataDir);
   const store = await openSqliteStore(path.join(config.dataDir, DATABASE_FILE));
+  let hsm;
+  try {
+    // The same token check as the service: comparing a store with another token's objects would
+    // call every key's material missing (and --repair would act on that).
+    hsm = await openBoundHsm(config, store, createLogger('warn', process.stderr), { record: false });
+  } catch (e) {
+    await store.close();
+    if (!(e instanceof TokenBindingError)) throw e;
+    console.error(`p11kms doctor: ${e.message}`);
+    return 2;
+  }
   try {
     let report = await checkConsistency(hsm, store);
     const actions = flags.has('--repair') ? await repairConsistency(hsm, store, report, { destroyOrphans: flags.has('--destroy-orphans') }) : [];

@@ -9,6 +9,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { applyMigrations } from './migrations.js';
 import { SqliteKeyLifecycleStore } from './sqlite-lifecycle.js';
+import { SqliteTokenBindingStore } from './sqlite-token-binding.js';
 import { SqliteGrantTable } from './sqlite-grants.js';
 import {
   StoreConflictError,
@@ -177,6 +178,7 @@ class SqliteMetadataStore implements MetadataStore {
   private readonly removeTagsTx;
 
   readonly lifecycle: SqliteKeyLifecycleStore;
+  readonly tokenBinding: SqliteTokenBindingStore;
 
   /**
    * Decoded key rows by key ID (getKey runs on every Encrypt: ~5-10 us of read transaction, WAL
@@ -193,6 +195,7 @@ class SqliteMetadataStore implements MetadataStore {
 
   constructor(private readonly db: Database.Database) {
     this.lifecycle = new SqliteKeyLifecycleStore(db);
+    this.tokenBinding = new SqliteTokenBindingStore(db);
     this.totalChangesStmt = db.prepare<[], number>('SELECT total_changes()').pluck();
     this.dataVersionStmt = db.prepare<[], number>('PRAGMA data_version').pluck();
     this.insertKeyStmt = db.prepare<KeyRow>(

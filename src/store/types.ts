@@ -4,6 +4,7 @@
  * material, plaintext or secrets.
  */
 import type { KeyLifecycleStore } from './lifecycle.js';
+import type { TokenBindingStore } from './token-binding.js';
 
 export type KeyState =
   | 'Creating'
@@ -91,6 +92,8 @@ export interface KeyUseRecord {
 export interface MetadataStore {
   /** Rotation, imports, expiry and work claims (key-material lifecycle). */
   readonly lifecycle: KeyLifecycleStore;
+  /** Which PKCS#11 token the keys live in. */
+  readonly tokenBinding: TokenBindingStore;
   /** Inserts the key, its first backing version and its tags in one transaction, durable on return. */
   createKey(key: KeyRecord, version: BackingKeyVersionRecord, tags: TagRecord[]): Promise<void>;
   getKey(keyId: string): Promise<KeyRecord | undefined>;
