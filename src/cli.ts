@@ -9,6 +9,7 @@ const commands: Record<string, Command> = {
   serve: { summary: 'run the service in the foreground (what `npm start` runs)', load: () => import('./cli/serve.js') },
   doctor: { summary: 'check (and --repair) token objects against the metadata database', load: () => import('./cli/doctor.js') },
   audit: { summary: 'verify the audit trail (`audit verify`) or search it (`audit query`)', load: () => import('./cli/audit.js') },
+  seed: { summary: 'dry run of a seed file: what it would change (`seed --check FILE`)', load: () => import('./cli/seed.js') },
   usage: { summary: 'requests per key and operation for a month, with an AWS price estimate (`usage --month 2026-11`)', load: () => import('./cli/usage.js') },
 };
 
