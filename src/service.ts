@@ -2,16 +2,16 @@
  * The composition root: configuration → principals, token, store → HTTP server. Used by main.ts
  * and by the tests, which start real services on loopback.
  */
-import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { ApiAuditor } from './audit/api-call.js';
 import { type AuditTrail, disabledAuditTrail, openAuditTrail } from './audit/trail.js';
 import { KmsAuthorizer } from './auth/kms-authorizer.js';
-import { loadPrincipals } from './auth/principals.js';
+import { loadPrincipals, type PrincipalRegistry } from './auth/principals.js';
 import { SigV4Verifier } from './auth/sigv4.js';
 import type { Config } from './config.js';
+import { ensureDataDir } from './data-dir.js';
 import { setPkcs11Observer } from './hsm/instrument.js';
 import type { Hsm } from './hsm/types.js';
 import { createRequestListener } from './http/server.js';
@@ -24,6 +24,7 @@ import { applySeedFile } from './kms/seed/apply.js';
 import { openBoundHsm } from './kms/token-binding.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics } from './metrics.js';
+import { markServing } from './service-presence.js';
 import { openSqliteStore } from './store/sqlite-store.js';
 import type { MetadataStore } from './store/types.js';
 
@@ -53,8 +54,18 @@ export interface StartOptions {
 
 export async function startService(config: Config, options: StartOptions = {}): Promise<RunningService> {
   const log = options.log ?? createLogger(config.logLevel);
-  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  ensureDataDir(config.dataDir);
   const principals = loadPrincipals(config, (msg) => log.info(msg));
+  try {
+    return await startWith(config, options, log, principals);
+  } catch (e) {
+    // A start that fails leaves no root credentials behind (the next one generates them anew).
+    principals.discardGeneratedCredentials();
+    throw e;
+  }
+}
+
+async function startWith(config: Config, options: StartOptions, log: Logger, principals: PrincipalRegistry): Promise<RunningService> {
   const store = await openSqliteStore(path.join(config.dataDir, DATABASE_FILE));
   let hsm: Hsm;
   try {
@@ -134,9 +145,26 @@ export async function startService(config: Config, options: StartOptions = {}): 
     server.once('error', reject);
     server.listen(config.port, config.host, () => resolve());
   });
+  const unmarkServing = markServing(config.dataDir);
   const port = (server.address() as AddressInfo).port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  log.info({ url: `http://${host}:${port}`, token: hsm.info.label, tokenModel: hsm.info.model, mechanisms: hsm.info.mechanismCount }, 'p11kms listening');
+  // What this process loaded, for the operator; names and counts only, never a secret or PIN.
+  log.info(
+    {
+      url: `http://${host}:${port}`,
+      accountId: config.accountId,
+      region: config.region,
+      principals: principals.all().length,
+      principalsFile: config.principalsFile,
+      token: { label: hsm.info.label, manufacturer: hsm.info.manufacturerId, model: hsm.info.model, serial: hsm.info.serialNumber, module: config.token.module ?? 'self-provisioned SoftHSM2', mechanisms: hsm.info.mechanismCount, sessions: config.token.poolSize },
+      store: path.join(config.dataDir, DATABASE_FILE),
+      keys: await store.countKeys(),
+      audit: config.audit.enabled ? path.join(config.dataDir, 'audit') : 'off',
+      seedFile: config.lifecycle.seedFile,
+      workers: config.workers,
+    },
+    'p11kms listening',
+  );
 
   let closing: Promise<void> | undefined;
   return {
@@ -159,6 +187,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
         setPkcs11Observer(undefined);
         await store.close();
         await hsm.close();
+        unmarkServing();
       })()),
   };
 }

@@ -142,14 +142,14 @@ describe('token binding', () => {
     const { blob } = await storeWithAKey(dataDir, hsm.env('ops'), hsm.conf);
     const before = [...hsm.slots().keys()];
     // Move the token's directory into a fresh SoftHSM2 installation that already has another
-    // token: its config and its place in the slot list differ (SoftHSM2 derives the slot ID
-    // itself from the token's serial, so the ID stays; the binding records neither).
+    // token: its config and its slot list differ (SoftHSM2 derives the slot ID from the token's
+    // serial, so the ID itself stays; the binding records neither slot nor config path).
     const moved = externalSoftHsm();
     moved.init('aaa');
     const src = path.join(path.dirname(hsm.conf), 'tokens');
     for (const d of fs.readdirSync(src)) fs.renameSync(path.join(src, d), path.join(path.dirname(moved.conf), 'tokens', d));
     expect(before).toEqual(['ops']);
-    expect([...moved.slots().keys()]).toEqual(['aaa', 'ops']);
+    expect([...moved.slots().keys()].sort()).toEqual(['aaa', 'ops']);
 
     process.env.SOFTHSM2_CONF = moved.conf;
     const t = await startTestService({ P11KMS_DATA_DIR: dataDir, ...moved.env('ops') });

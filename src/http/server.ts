@@ -134,7 +134,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     res.writeHead(200, { 'Content-Type': JSON_CONTENT_TYPE, 'x-amzn-RequestId': requestId });
     res.end(responseBody);
     deps.metrics?.request(operation, 'OK', elapsedMs(started) / 1000);
-    deps.log.debug({ requestId, operation, principal: principalArn, status: 200, ms: elapsedMs(started) }, 'request');
+    deps.log.info({ requestId, operation, principal: principalArn, key: keyOf(output) ?? keyOf(auditInput), status: 200, ms: roundMs(started) }, 'request');
   } catch (e) {
     let error = toKmsError(e, deps.log, requestId, operation);
     if (deps.auditor) {
@@ -148,7 +148,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     }
     sendError(res, requestId, error);
     deps.metrics?.request(operation, error.type, elapsedMs(started) / 1000);
-    deps.log.debug({ requestId, operation, principal: principalArn, status: httpStatusOf(error), error: error.type, ms: elapsedMs(started) }, 'request');
+    deps.log.info({ requestId, operation, principal: principalArn, key: keyOf(auditInput), status: httpStatusOf(error), error: error.type, ms: roundMs(started) }, 'request');
   }
 }
 
@@ -238,3 +238,12 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 }
 
 const elapsedMs = (started: bigint) => Number(process.hrtime.bigint() - started) / 1e6;
+const roundMs = (started: bigint) => Math.round(elapsedMs(started) * 100) / 100;
+
+/** The key a request names (as given: ID, ARN or alias) or the output reports; never other members. */
+function keyOf(members: unknown): string | undefined {
+  if (typeof members !== 'object' || members === null) return undefined;
+  const { KeyId, SourceKeyId } = members as { KeyId?: unknown; SourceKeyId?: unknown };
+  const key = KeyId ?? SourceKeyId;
+  return typeof key === 'string' ? key.slice(0, 256) : undefined;
+}
