@@ -127,7 +127,12 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
     { region: config.region, service: 'kms', maxSkewSeconds: config.maxClockSkewSeconds, now },
     principals.secretFor,
   );
+  const stsVerifier = new SigV4Verifier(
+    { region: config.region, service: 'sts', maxSkewSeconds: config.maxClockSkewSeconds, now },
+    principals.secretFor,
+  );
   const listener = createRequestListener({
+    sts: { principals, verifier: stsVerifier },
     services,
     principals,
     verifier,

@@ -1,6 +1,7 @@
 /**
  * The one place that speaks HTTP: awsJson1_1 at POST / with X-Amz-Target: TrentService.<Op>,
- * SigV4-authenticated, AWS's error shapes and status codes, and GET /healthz.
+ * SigV4-authenticated, AWS's error shapes and status codes, and GET /healthz; STS
+ * GetCallerIdentity (query protocol) on the same POST / (sts.ts).
  *
  * Request path: target → SigV4 → JSON → model validation → handler → model serialisation.
  */
@@ -18,6 +19,7 @@ import type { Metrics } from '../metrics.js';
 import { KmsError, internal, unsupported } from '../kms/errors.js';
 import { httpStatusOf } from './error-response.js';
 import { operationNames, parseInput, serializeOutput } from './model.js';
+import { handleStsRequest, isStsRequest, type StsDeps } from './sts.js';
 
 const TARGET_PREFIX = 'TrentService.';
 const JSON_CONTENT_TYPE = 'application/x-amz-json-1.1';
@@ -36,6 +38,8 @@ export interface HttpDeps {
   metrics?: Metrics;
   /** undefined when ready to serve, else why not (GET /readyz; no token round trip). */
   checkReady?: () => string | undefined;
+  /** STS GetCallerIdentity on the same port (sts.ts). */
+  sts?: StsDeps;
 }
 
 /**
@@ -108,6 +112,11 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
   let output: Record<string, unknown> | undefined;
   try {
     const body = await readBody(req);
+    if (deps.sts && isStsRequest(req)) {
+      const outcome = handleStsRequest(deps.sts, req, res, body, requestId);
+      deps.log.info({ requestId, ...outcome, ms: roundMs(started) }, 'request');
+      return;
+    }
     operation = operationOf(req.headers['x-amz-target']);
     const accessKeyId = deps.verifier.verify({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body });
     caller = deps.principals.caller(accessKeyId);
