@@ -21,6 +21,8 @@ const envSchema = z.object({
   P11KMS_TOKEN_LABEL: z.string().min(1).max(32).optional(),
   P11KMS_PIN: z.string().min(1).optional(),
   P11KMS_PIN_FILE: z.string().min(1).optional(),
+  /** Bind the metadata store to the token found even though its keys live in another one. */
+  P11KMS_REBIND_TOKEN: bool.default(false),
   P11KMS_ACCOUNT_ID: z.string().regex(/^\d{12}$/, 'must be a 12-digit AWS account ID').default('111122223333'),
   P11KMS_REGION: z.string().regex(/^([a-z]+-){2,3}\d+$/, 'must look like an AWS region, e.g. us-east-1').default('us-east-1'),
   P11KMS_ROOT_ACCESS_KEY_ID: accessKeyIdSchema.optional(),
@@ -129,6 +131,8 @@ export interface Config {
   rootCredentials?: { accessKeyId: string; secretAccessKey: string };
   principalsFile?: string;
   token: TokenConfig;
+  /** P11KMS_REBIND_TOKEN (src/kms/token-binding.ts). */
+  rebindToken: boolean;
   logLevel: z.infer<typeof envSchema>['P11KMS_LOG_LEVEL'];
   workers: number;
   maxClockSkewSeconds: number;
@@ -237,6 +241,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       sessionQueueMax: e.P11KMS_SESSION_QUEUE_MAX,
       sharedAcrossProcesses: e.P11KMS_WORKERS > 1,
     },
+    rebindToken: e.P11KMS_REBIND_TOKEN,
     logLevel: e.P11KMS_LOG_LEVEL,
     workers: e.P11KMS_WORKERS,
     maxClockSkewSeconds: e.P11KMS_MAX_CLOCK_SKEW_SECONDS,

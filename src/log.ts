@@ -1,12 +1,14 @@
 /**
- * Structured JSON logs (pino). Request payloads are never passed to the logger; the redaction
- * list is a second line of defence for fields that must never appear.
+ * Structured logs (pino): JSON lines, or human-readable through pino-pretty (a worker thread, off
+ * the event loop) when stdout is a terminal. Request payloads are never passed to the logger; the
+ * redaction list is a second line of defence for fields that must never appear.
  */
 import pino from 'pino';
 
 export type Logger = pino.Logger;
 
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
+  const pretty = destination === undefined && process.stdout.isTTY === true && level !== 'silent';
   return pino(
     {
       level,
@@ -16,6 +18,6 @@ export function createLogger(level: string, destination?: pino.DestinationStream
         censor: '[redacted]',
       },
     },
-    destination,
+    pretty ? pino.transport({ target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' } }) : destination,
   );
 }

@@ -2,7 +2,6 @@
  * The composition root: configuration → principals, token, store → HTTP server. Used by main.ts
  * and by the tests, which start real services on loopback.
  */
-import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -11,7 +10,7 @@ import { ApiAuditor } from './audit/api-call.js';
 import { openDigestCopy } from './audit/digest-copy.js';
 import { type AuditRecordWriter, type AuditTrail, disabledAuditTrail, openAuditTrail } from './audit/trail.js';
 import { KmsAuthorizer } from './auth/kms-authorizer.js';
-import { loadPrincipals } from './auth/principals.js';
+import { loadPrincipals, type PrincipalRegistry } from './auth/principals.js';
 import { SigV4Verifier } from './auth/sigv4.js';
 import type { Config, XksConfig } from './config.js';
 import { XksAuditor } from './audit/xks-call.js';
@@ -19,8 +18,8 @@ import { XksCredentials } from './auth/xks-credentials.js';
 import { XksAuthorization } from './kms/xks/authorization.js';
 import { XKS_API_PATH, createXksHandler } from './http/xks/router.js';
 import { PRODUCT_VERSION } from './package-info.js';
+import { ensureDataDir } from './data-dir.js';
 import { setPkcs11Observer } from './hsm/instrument.js';
-import { openHsm } from './hsm/pkcs11-token.js';
 import type { Hsm } from './hsm/types.js';
 import { createConsoleRoutes } from './http/console-static.js';
 import { createOperatorRoutes } from './http/operator-api.js';
@@ -35,8 +34,10 @@ import { GcmEncryptionMeter } from './kms/lifecycle/gcm-wear.js';
 import { KeyUseTracker } from './kms/key-usage.js';
 import { type DueWorkSummary, type LifecycleScheduler, startLifecycleScheduler } from './kms/lifecycle/scheduler.js';
 import { applySeedFile } from './kms/seed/apply.js';
+import { openBoundHsm } from './kms/token-binding.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics } from './metrics.js';
+import { markServing } from './service-presence.js';
 import { openSqliteStore } from './store/sqlite-store.js';
 import type { MetadataStore } from './store/types.js';
 
@@ -72,29 +73,44 @@ export interface StartOptions {
 
 export async function startService(config: Config, options: StartOptions = {}): Promise<RunningService> {
   const log = options.log ?? createLogger(config.logLevel);
-  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  ensureDataDir(config.dataDir);
   const principals = loadPrincipals(config, (msg) => log.info(msg));
-  // Before the token opens: a bad XKS credentials or rules file stops the start with nothing to undo.
+  try {
+    return await startWith(config, options, log, principals);
+  } catch (e) {
+    // A start that fails leaves no root credentials behind (the next one generates them anew).
+    principals.discardGeneratedCredentials();
+    throw e;
+  }
+}
+
+async function startWith(config: Config, options: StartOptions, log: Logger, principals: PrincipalRegistry): Promise<RunningService> {
+  // Before the token opens: a bad XKS credentials or rules file, TLS or quota setting stops the
+  // start with nothing to undo.
   const xksSettings = config.xks && loadXksSettings(config.xks, log);
   const { tls, connections } = config.frontDoor;
   if (!tls?.clientCaFile && principals.all().some((p) => p.certificate)) {
     throw new Error('principals bound to a client certificate need mutual TLS (P11KMS_TLS_CLIENT_CA_FILE)');
   }
-  // Read before the token opens, so that a bad file stops the start at once.
   const quotas = loadRequestQuotas(config.frontDoor.quotas, config.region, operationNames);
   const serverOptions = { keepAliveTimeout: connections.keepAliveTimeoutMs, connectionsCheckingInterval: connectionsCheckingIntervalMs(connections) };
   const server = tls ? https.createServer({ ...serverOptions, ...tlsServerOptions(tls, connections.headersTimeoutMs) }) : http.createServer(serverOptions);
   const guard = new ConnectionGuard(server, connections);
-  const hsm = await openHsm(config.token, config.dataDir, (level, msg) => log[level](msg));
-  let store: MetadataStore | undefined;
+  const store = await openSqliteStore(path.join(config.dataDir, DATABASE_FILE));
+  let hsm: Hsm;
+  try {
+    hsm = await openBoundHsm(config, store, log);
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
   let authorizer: KmsAuthorizer;
   try {
-    store = await openSqliteStore(path.join(config.dataDir, DATABASE_FILE));
     // Compiles the principals' identity policies: an invalid one stops the start.
     authorizer = new KmsAuthorizer({ store, principals, accountId: config.accountId });
     await reportDivergence(hsm, store, log);
   } catch (e) {
-    await store?.close();
+    await store.close();
     await hsm.close();
     throw e;
   }
@@ -144,7 +160,12 @@ export async function startService(config: Config, options: StartOptions = {}): 
   const xksFrontDoor = xksSettings && openXksFrontDoor(config, xksSettings, services, audit, metrics, log, now);
   const auditor = audit.enabled ? new ApiAuditor(audit, services) : undefined;
   const checkHealth = () => health.check();
+  const stsVerifier = new SigV4Verifier(
+    { region: config.region, service: 'sts', maxSkewSeconds: config.maxClockSkewSeconds, now },
+    principals.secretFor,
+  );
   const httpDeps: HttpDeps = {
+    sts: { principals, verifier: stsVerifier },
     services,
     principals,
     verifier,
@@ -170,10 +191,30 @@ export async function startService(config: Config, options: StartOptions = {}): 
     server.once('error', reject);
     server.listen(config.port, config.host, () => resolve());
   });
+  const unmarkServing = markServing(config.dataDir);
   const port = (server.address() as AddressInfo).port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `${tls ? 'https' : 'http'}://${host}:${port}`;
-  log.info({ url, tls: tls ? (tls.clientCaFile ? 'mutual' : 'server') : 'off', quotas: config.frontDoor.quotas, token: hsm.info.label, tokenModel: hsm.info.model, mechanisms: hsm.info.mechanismCount }, 'p11kms listening');
+  // What this process loaded, for the operator; names and counts only, never a secret or PIN.
+  log.info(
+    {
+      url,
+      tls: tls ? (tls.clientCaFile ? 'mutual' : 'server') : 'off',
+      quotas: config.frontDoor.quotas,
+      xks: config.xks ? `${config.xks.uriPrefix}/kms/xks/v1` : 'off',
+      accountId: config.accountId,
+      region: config.region,
+      principals: principals.all().length,
+      principalsFile: config.principalsFile,
+      token: { label: hsm.info.label, manufacturer: hsm.info.manufacturerId, model: hsm.info.model, serial: hsm.info.serialNumber, module: config.token.module ?? 'self-provisioned SoftHSM2', mechanisms: hsm.info.mechanismCount, sessions: config.token.poolSize },
+      store: path.join(config.dataDir, DATABASE_FILE),
+      keys: await store.countKeys(),
+      audit: config.audit.enabled ? path.join(config.dataDir, 'audit') : 'off',
+      seedFile: config.lifecycle.seedFile,
+      workers: config.workers,
+    },
+    'p11kms listening',
+  );
 
   let closing: Promise<void> | undefined;
   return {
@@ -202,6 +243,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
         setPkcs11Observer(undefined);
         await store.close();
         await hsm.close();
+        unmarkServing();
       })()),
   };
 }

@@ -14,6 +14,7 @@ import {
   GetPublicKeyCommand,
   SignCommand,
   GetParametersForImportCommand,
+  CreateAliasCommand,
   CreateKeyCommand,
   ListAliasesCommand,
   ListKeysCommand,
@@ -21,7 +22,10 @@ import {
 } from '@aws-sdk/client-kms';
 import { afterEach, describe, expect, it } from 'vitest';
 import { additionalData, parseBlob } from '../src/kms/ciphertext.js';
-import { errorOf, startTestService, tempDir, type TestService } from './helpers/service.js';
+import { createLogger } from '../src/log.js';
+import { startService } from '../src/service.js';
+import { runCli } from './helpers/process.js';
+import { errorOf, startTestService, tempDir, testConfig, type TestService } from './helpers/service.js';
 
 const APP_KEY = '11111111-2222-4333-8444-555555555555';
 const BYOK_KEY = '66666666-7777-4888-9999-000000000000';
@@ -186,5 +190,95 @@ describe('strict key custody', () => {
     }
     const ok = await t.client.send(new GetParametersForImportCommand({ KeyId: keyId, WrappingAlgorithm: 'RSA_AES_KEY_WRAP_SHA_1', WrappingKeySpec: 'RSA_2048' }));
     expect(ok.PublicKey!.length).toBeGreaterThan(200);
+  });
+});
+
+describe('seeding next to existing keys', () => {
+  const NEW_KEY = 'aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee';
+
+  function seedFile(entries: unknown[]): string {
+    const file = path.join(tempDir('p11kms-seedrules-'), 'seed.json');
+    fs.writeFileSync(file, JSON.stringify({ keys: entries }));
+    return file;
+  }
+
+  async function startLogged(dataDir: string, file: string) {
+    const lines: string[] = [];
+    const log = createLogger('info', { write: (s: string) => void lines.push(s) });
+    const service = await startService(testConfig(dataDir, { P11KMS_SEED_FILE: file }), { log });
+    await service.close();
+    return lines.map((l) => JSON.parse(l) as { msg: string; level: number });
+  }
+
+  function serviceEvents(dataDir: string): Array<{ eventName: string; additionalEventData?: { seedChange?: string } }> {
+    const dir = path.join(dataDir, 'audit');
+    return fs
+      .readdirSync(dir)
+      .filter((f) => f.endsWith('.jsonl'))
+      .flatMap((f) => fs.readFileSync(path.join(dir, f), 'utf8').split('\n').filter(Boolean))
+      .map((l) => JSON.parse(l))
+      .filter((r) => r.eventType === 'AwsServiceEvent' && r.additionalEventData?.seedFile);
+  }
+
+  it('never re-points an existing alias or changes an existing key unless the entry says so; dry run first; every change logged and audited', async () => {
+    const dataDir = tempDir('p11kms-seedrules-');
+    const t = await startTestService({ P11KMS_DATA_DIR: dataDir });
+    const mine = (await t.client.send(new CreateKeyCommand({ Description: 'mine' }))).KeyMetadata!.KeyId!;
+    await t.client.send(new CreateAliasCommand({ AliasName: 'alias/my-app-key', TargetKeyId: mine }));
+    await t.stop();
+
+    const cautious = seedFile([
+      { keyId: NEW_KEY, description: 'seeded', aliases: ['alias/my-app-key', 'alias/seeded'] },
+      { keyId: mine, description: 'the seed says otherwise', tags: { env: 'ci' } },
+    ]);
+    // The dry run lists what would change and what would be left alone, and changes nothing.
+    const check = await runCli(['seed', '--check', cautious], dataDir);
+    expect(check.code).toBe(0);
+    expect(check.stdout).toContain(`would CreateKey key ${NEW_KEY}`);
+    expect(check.stdout).toContain(`would CreateAlias alias/seeded -> key ${NEW_KEY}`);
+    expect(check.stdout).toContain(`would skip alias/my-app-key: it names key ${mine}`);
+    expect(check.stdout).toContain(`would skip UpdateKeyDescription description of key ${mine}`);
+    expect(check.stdout).toContain(`would skip TagResource tags env of key ${mine}`);
+
+    const logs = await startLogged(dataDir, cautious);
+    const infos = logs.filter((l) => l.level === 30).map((l) => l.msg);
+    expect(infos).toContain(`seed: CreateKey key ${NEW_KEY} (SYMMETRIC_DEFAULT, AWS_KMS)`);
+    expect(infos).toContain(`seed: CreateAlias alias/seeded -> key ${NEW_KEY}`);
+    const warnings = logs.filter((l) => l.level === 40).map((l) => l.msg);
+    expect(warnings.some((w) => w.includes('alias/my-app-key') && w.includes('"repoint": true'))).toBe(true);
+    expect(warnings.some((w) => w.includes(`description of key ${mine}`) && w.includes('"update": true'))).toBe(true);
+    expect(serviceEvents(dataDir).map((e) => e.eventName)).toEqual(['CreateKey', 'CreateAlias']);
+
+    const u = await startTestService({ P11KMS_DATA_DIR: dataDir });
+    expect((await u.client.send(new DescribeKeyCommand({ KeyId: 'alias/my-app-key' }))).KeyMetadata).toMatchObject({ KeyId: mine, Description: 'mine' });
+    expect((await u.client.send(new ListResourceTagsCommand({ KeyId: mine }))).Tags).toEqual([]);
+    await u.stop();
+
+    // With consent per entry, the same differences are applied, each logged and audited.
+    const consenting = seedFile([
+      { keyId: NEW_KEY, description: 'seeded', aliases: [{ name: 'alias/my-app-key', repoint: true }, 'alias/seeded'] },
+      { keyId: mine, update: true, description: 'the seed says otherwise', tags: { env: 'ci' } },
+    ]);
+    const second = await runCli(['seed', '--check', consenting], dataDir);
+    expect(second.stdout).toContain(`would UpdateAlias alias/my-app-key from key ${mine} to key ${NEW_KEY}`);
+    const applied = (await startLogged(dataDir, consenting)).map((l) => l.msg);
+    expect(applied).toContain(`seed: UpdateAlias alias/my-app-key from key ${mine} to key ${NEW_KEY}`);
+    expect(applied).toContain(`seed: UpdateKeyDescription description of key ${mine}`);
+    expect(applied).toContain(`seed: TagResource tags env of key ${mine}`);
+    expect(serviceEvents(dataDir).map((e) => e.eventName)).toEqual(['CreateKey', 'CreateAlias', 'UpdateAlias', 'UpdateKeyDescription', 'TagResource']);
+    const v = await startTestService({ P11KMS_DATA_DIR: dataDir });
+    expect((await v.client.send(new DescribeKeyCommand({ KeyId: 'alias/my-app-key' }))).KeyMetadata!.KeyId).toBe(NEW_KEY);
+    expect((await v.client.send(new DescribeKeyCommand({ KeyId: mine }))).KeyMetadata!.Description).toBe('the seed says otherwise');
+    await v.stop();
+    // Applied: the dry run now has nothing to do.
+    expect((await runCli(['seed', '--check', consenting], dataDir)).stdout).toContain('0 change(s), 0 skipped');
+  });
+
+  it('the dry run names a bad seed file without echoing material', async () => {
+    const bad = seedFile([{ keyId: NEW_KEY, origin: 'AWS_KMS', keyMaterial: { plainHex: material.toString('hex') } }]);
+    const check = await runCli(['seed', '--check', bad], tempDir('p11kms-seedrules-'));
+    expect(check.code).toBe(2);
+    expect(check.stderr).toContain('keyMaterial needs origin EXTERNAL');
+    expect(check.stderr).not.toContain(material.toString('hex'));
   });
 });

@@ -188,6 +188,17 @@ const keyPolicyCases: Case[] = [
   { name: 'NotPrincipal "*" exempts everyone', caller: BOB, policy: keyPolicy(allowKey('*', 'kms:*'), { Effect: 'Deny', NotPrincipal: '*', Action: 'kms:*', Resource: '*' }), expect: 'allow' },
   { name: 'key policy NotAction', action: 'kms:ScheduleKeyDeletion', policy: keyPolicy({ Effect: 'Allow', Principal: { AWS: ALICE }, NotAction: ['kms:ScheduleKeyDeletion'], Resource: '*' }), expect: /no resource-based/ },
   { name: 'key policy statement without Action has no effect', policy: keyPolicy({ Effect: 'Allow', Principal: { AWS: ALICE }, Resource: '*' }), expect: /no resource-based/ },
+  {
+    // The root statement would accept an IAM allow, but the user's own statement is what failed.
+    name: 'key policy allow for the user whose condition fails names the key policy and the condition',
+    policy: keyPolicy(rootStatement, allowKey({ AWS: ALICE }, 'kms:Encrypt', { Condition: { Bool: { 'aws:SecureTransport': 'true' } } })),
+    expect: new RegExp(`^AccessDeniedException: User: ${ALICE} is not authorized to perform: kms:Encrypt on resource: ${KEY_ARN} because no resource-based policy allows the kms:Encrypt action \\(a statement that allows it has a condition this request does not meet\\)$`),
+  },
+  {
+    name: 'identity allow whose condition fails says so',
+    identity: { [ALICE]: [doc({ Effect: 'Allow', Action: 'kms:Encrypt', Resource: '*', Condition: { IpAddress: { 'aws:SourceIp': '192.0.2.0/24' } } })] },
+    expect: /because no identity-based policy allows the kms:Encrypt action \(a statement that allows it has a condition this request does not meet\)$/,
+  },
 ];
 
 const crossAccountCases: Case[] = [

@@ -163,7 +163,7 @@ describe('SigV4Verifier with signatures from @smithy/signature-v4', () => {
   it('rejects a credential scoped to another region or service', async () => {
     const region = rejected(await sign({ region: 'eu-west-1' }));
     expect(region.type).toBe('InvalidSignatureException');
-    expect(region.message).toBe('Credential should be scoped to a valid region. ');
+    expect(region.message).toBe("Credential should be scoped to a valid region. This service signs in region 'us-east-1', the request in 'eu-west-1': set the client's region to us-east-1. ");
 
     const service = rejected(await sign({ service: 's3' }));
     expect(service.type).toBe('InvalidSignatureException');
@@ -365,7 +365,7 @@ describe('SigV4Verifier behind node:http, called by @aws-sdk/client-kms', () => 
     });
     expect(await outcome(client({ accessKeyId: AKID, secretAccessKey: SECRET }, 'eu-west-1'))).toEqual({
       name: 'InvalidSignatureException',
-      message: 'Credential should be scoped to a valid region. ',
+      message: "Credential should be scoped to a valid region. This service signs in region 'us-east-1', the request in 'eu-west-1': set the client's region to us-east-1. ",
     });
     expect((await outcome(client({ accessKeyId: AKID, secretAccessKey: SECRET, sessionToken: 'tok' })))?.name).toBe(
       'UnrecognizedClientException',

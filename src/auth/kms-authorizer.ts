@@ -24,6 +24,10 @@ import { compilePolicy, compilePolicyDocument, evaluatePolicy, overlyPermissiveC
 import { MalformedPolicyError } from './policy/errors.js';
 import type { Principal, PrincipalRegistry } from './principals.js';
 
+/** Appended to AWS's "no ... policy allows" wording when an Allow for this principal and action
+ *  was there but its condition did not hold. */
+const CONDITION_FAILED = ' (a statement that allows it has a condition this request does not meet)';
+
 /** AWS's key policy quota (the model allows longer documents). */
 export const MAX_KEY_POLICY_BYTES = 32_768;
 const KEY_POLICY_CACHE_SIZE = 10_000;
@@ -127,7 +131,7 @@ export class KmsAuthorizer implements Authorizer {
     const context = await buildConditionContext(request, reads, this.slowLookups);
     const input: EvaluationInput = { principal, action, resource: request.resource, context };
     const identityVerdict = identityVerdictOf(principal, identity.policies, input);
-    const noIdentityAllow = `because no identity-based policy allows the ${action} action`;
+    const noIdentityAllow = `because no identity-based policy allows the ${action} action${identityVerdict.conditionFailed ? CONDITION_FAILED : ''}`;
 
     if (!key) {
       if (identityVerdict.explicitDeny) return { allowed: false, why: 'with an explicit deny in an identity-based policy' };
@@ -154,7 +158,10 @@ export class KmsAuthorizer implements Authorizer {
       return { allowed: true, by: 'policy' };
     }
     if (options.consultGrants && (await this.grantAllows(request, principal, key, identityVerdict))) return { allowed: true, by: 'grant' };
-    return { allowed: false, why: keyVerdict.allow ? noIdentityAllow : `because no resource-based policy allows the ${action} action` };
+    // A key policy statement for this principal whose condition failed is the likelier cause than
+    // the missing identity policy that the account delegation would also have accepted.
+    const keyPolicyCause = !keyVerdict.allow || (keyVerdict.conditionFailed && !identityVerdict.allow);
+    return { allowed: false, why: keyPolicyCause ? `because no resource-based policy allows the ${action} action${keyVerdict.conditionFailed ? CONDITION_FAILED : ''}` : noIdentityAllow };
   }
 
   /** Grants to the caller itself; a grant to an account serves its principals whose identity
@@ -202,12 +209,14 @@ export class KmsAuthorizer implements Authorizer {
 
 function identityVerdictOf(principal: Principal, policies: CompiledPolicy[], input: EvaluationInput): PolicyVerdict {
   let allow = principal.isRoot;
+  let conditionFailed = false;
   for (const policy of policies) {
     const verdict = evaluatePolicy(policy, input);
     if (verdict.explicitDeny) return { explicitDeny: true, allow: undefined };
     if (verdict.allow) allow = true;
+    conditionFailed ||= verdict.conditionFailed === true;
   }
-  return { explicitDeny: false, allow: allow ? 'direct' : undefined };
+  return { explicitDeny: false, allow: allow ? 'direct' : undefined, conditionFailed: !allow && conditionFailed };
 }
 
 function compileIdentityPolicies(principal: Principal): CompiledPolicy[] {

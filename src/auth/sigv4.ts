@@ -153,7 +153,10 @@ export class SigV4Verifier {
     if (service !== this.opts.service) {
       throw invalid(`Credential should be scoped to correct service: '${this.opts.service}'. `);
     }
-    if (region !== this.opts.region) throw invalid('Credential should be scoped to a valid region. ');
+    if (region !== this.opts.region) {
+      // AWS's first sentence; the second names what to set, as AWS's endpoints serve one Region each.
+      throw invalid(`Credential should be scoped to a valid region. This service signs in region '${this.opts.region}', the request in '${region.slice(0, 64)}': set the client's region to ${this.opts.region}. `);
+    }
     if (date !== longDate.slice(0, 8)) {
       throw invalid(
         'Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: ' +

@@ -147,7 +147,7 @@ async function readToken(cfg: Config): Promise<NonNullable<TrailAnchors['token']
   }
   try {
     const { openHsm } = await import('../hsm/pkcs11-token.js');
-    const hsm = await openHsm(cfg.token, cfg.dataDir);
+    const hsm = await openHsm(cfg.token, cfg.dataDir, undefined, { provision: false });
     try {
       const key = await hsm.auditSigningKey?.(false);
       return { fingerprint: key?.fingerprint, heads: key ? await key.readHeads() : [] };

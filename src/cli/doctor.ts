@@ -4,21 +4,25 @@
  * token objects without metadata, metadata whose token objects are gone, key versions out of
  * order, import wrapping keys without parameters. --repair fixes what can be fixed without
  * destroying anything; --destroy-orphans (with --repair) also destroys orphan token objects.
- * Run it while the service is stopped: an operation in flight looks like an orphan.
+ * Run it while the service is stopped: an operation in flight looks like an orphan. It warns while
+ * a service runs on the data dir (src/service-presence.ts) and refuses --repair then (--force).
  * Exit code: 0 consistent, 1 divergences remain, 2 usage or configuration error.
  */
 import path from 'node:path';
 import { ConfigError, loadConfig } from '../config.js';
-import { openHsm } from '../hsm/pkcs11-token.js';
+import { DataDirError, ensureDataDir } from '../data-dir.js';
 import { type ConsistencyReport, checkConsistency, isConsistent, repairConsistency } from '../kms/lifecycle/consistency.js';
+import { openBoundHsm, TokenBindingError } from '../kms/token-binding.js';
+import { createLogger } from '../log.js';
 import { DATABASE_FILE } from '../service.js';
+import { runningServices } from '../service-presence.js';
 import { openSqliteStore } from '../store/sqlite-store.js';
 
-const USAGE = 'usage: p11kms doctor [--repair [--destroy-orphans]] [--json]';
+const USAGE = 'usage: p11kms doctor [--repair [--destroy-orphans] [--force]] [--json]';
 
 export async function run(args: string[]): Promise<number> {
   const flags = new Set(args);
-  const unknown = args.filter((a) => !['--repair', '--destroy-orphans', '--json'].includes(a));
+  const unknown = args.filter((a) => !['--repair', '--destroy-orphans', '--force', '--json'].includes(a));
   if (unknown.length > 0 || (flags.has('--destroy-orphans') && !flags.has('--repair'))) {
     console.error(USAGE);
     return 2;
@@ -33,8 +37,34 @@ export async function run(args: string[]): Promise<number> {
     }
     throw e;
   }
-  const hsm = await openHsm(config.token, config.dataDir);
+  try {
+    ensureDataDir(config.dataDir);
+  } catch (e) {
+    if (!(e instanceof DataDirError)) throw e;
+    console.error(`p11kms doctor: ${e.message}`);
+    return 2;
+  }
+  const running = runningServices(config.dataDir);
+  if (running.length > 0) {
+    const what = `a p11kms service is running on ${config.dataDir} (pid ${running.join(', ')}): operations in flight look like divergences`;
+    if (flags.has('--repair') && !flags.has('--force')) {
+      console.error(`p11kms doctor: ${what}; stop it before --repair (or add --force)`);
+      return 2;
+    }
+    console.error(`p11kms doctor: warning: ${what}`);
+  }
   const store = await openSqliteStore(path.join(config.dataDir, DATABASE_FILE));
+  let hsm;
+  try {
+    // The same token check as the service: comparing a store with another token's objects would
+    // call every key's material missing (and --repair would act on that).
+    hsm = await openBoundHsm(config, store, createLogger('warn', process.stderr), { record: false });
+  } catch (e) {
+    await store.close();
+    if (!(e instanceof TokenBindingError)) throw e;
+    console.error(`p11kms doctor: ${e.message}`);
+    return 2;
+  }
   try {
     let report = await checkConsistency(hsm, store);
     const actions = flags.has('--repair') ? await repairConsistency(hsm, store, report, { destroyOrphans: flags.has('--destroy-orphans') }) : [];

@@ -40,12 +40,14 @@ export async function run(args: string[]): Promise<number> {
     console.log(JSON.stringify(report, null, 2));
     return 0;
   }
-  console.log(`KMS usage for ${report.month} (${report.from} to ${report.to})`);
+  const soFar = Date.parse(report.to) > Date.now();
+  console.log(`KMS usage for ${report.month} (${report.from} to ${soFar ? `now, ${new Date().toISOString()}` : report.to})`);
   console.log(`keys in existence: ${report.keysInExistence}; successful requests: ${report.totalRequests}\n`);
   for (const k of report.keys) {
     const ops = Object.entries(k.requests).sort(([a], [b]) => (a < b ? -1 : 1));
     const failed = Object.values(k.failed).reduce((a, b) => a + b, 0);
-    console.log(`${k.key}${k.keySpec ? ` [${k.keySpec}]` : ''}${k.monthFraction > 0 ? ` existed ${(k.monthFraction * 100).toFixed(1)}% of the month` : ''}`);
+    const existed = k.monthFraction > 0 ? ` existed ${(k.monthFraction * 100).toFixed(k.monthFraction < 0.001 ? 3 : 1)}% of the month${soFar ? ' so far' : ''}` : '';
+    console.log(`${k.key}${k.keySpec ? ` [${k.keySpec}]` : ''}${existed}`);
     for (const [op, n] of ops) console.log(`    ${op.padEnd(36)} ${String(n).padStart(10)}`);
     if (failed > 0) console.log(`    ${'(failed or denied)'.padEnd(36)} ${String(failed).padStart(10)}`);
   }

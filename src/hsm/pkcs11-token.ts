@@ -26,12 +26,18 @@ export type { HsmLog, TokenAccess } from './token-access.js';
 
 const noLog: HsmLog = () => {};
 
+export interface OpenOptions {
+  /** false: a missing self-provisioned SoftHSM2 token is not created but reported
+   *  (CKR_TOKEN_NOT_PRESENT), because the metadata store belongs to a token already. */
+  provision?: boolean;
+}
+
 /**
  * Opens the token named by `token` (self-provisioning SoftHSM2 under <dataDir>/softhsm when
  * `token.module` is absent), logs in, checks mechanisms and primes the key-handle cache.
  * One open Hsm per process and module: PKCS#11 allows a single C_Initialize per process.
  */
-export async function openHsm(token: TokenConfig, dataDir: string, log: HsmLog = noLog): Promise<Hsm> {
+export async function openHsm(token: TokenConfig, dataDir: string, log: HsmLog = noLog, options: OpenOptions = {}): Promise<Hsm> {
   const started = performance.now();
   if (Buffer.byteLength(token.label, 'utf8') > 32 || token.label.length === 0) {
     throw new HsmError('other', 'CKR_ARGUMENTS_BAD', 'openHsm', 'token label must be 1-32 bytes of UTF-8');
@@ -43,7 +49,7 @@ export async function openHsm(token: TokenConfig, dataDir: string, log: HsmLog =
     const modulePath = locateSoftHsmModule();
     const connectAndProvision = () =>
       connect(modulePath, log, (p) => {
-        const { slot, userPin } = ensureSoftHsmToken(p, token.label, paths, log);
+        const { slot, userPin } = ensureSoftHsmToken(p, token.label, paths, log, options.provision ?? true);
         return { slot, pin: userPin };
       });
     // With several processes, loading, token lookup and login read the token's files too: they

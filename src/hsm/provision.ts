@@ -177,8 +177,12 @@ export function ensureSoftHsmToken(
   label: string,
   paths: SoftHsmPaths,
   log: (level: 'info' | 'warn', msg: string) => void,
+  mayCreate = true,
 ): { slot: P11.Handle; userPin: string } {
   let slot = findTokenSlot(p, label);
+  if (slot === undefined && !mayCreate) {
+    throw new HsmError('unavailable', 'CKR_TOKEN_NOT_PRESENT', 'C_GetTokenInfo', `no SoftHSM2 token '${label}' in ${paths.tokenDir}`);
+  }
   if (slot === undefined) {
     const soPin = readOrCreatePin(paths.soPinPath);
     readOrCreatePin(paths.userPinPath);

@@ -1,7 +1,8 @@
 /**
  * The one place that speaks HTTP: awsJson1_1 at POST / with X-Amz-Target: TrentService.<Op>,
  * SigV4-authenticated, AWS's error shapes and status codes, and GET /healthz. The second front
- * door, the XKS proxy API, has its own router beside this one (./xks/router.ts).
+ * door, the XKS proxy API, has its own router beside this one (./xks/router.ts); STS
+ * GetCallerIdentity (query protocol) is answered on the same POST / (sts.ts).
  *
  * Request path: target → SigV4 → JSON → model validation → handler → model serialisation.
  */
@@ -25,6 +26,7 @@ import { parseJsonBody } from './json-body.js';
 import { operationNames, parseInput, serializeOutput } from './model.js';
 import { isXksPath } from './xks/router.js';
 import { isTlsSocket, peerIdentityOf } from './tls.js';
+import { handleStsRequest, isStsRequest, type StsDeps } from './sts.js';
 
 const TARGET_PREFIX = 'TrentService.';
 const JSON_CONTENT_TYPE = 'application/x-amz-json-1.1';
@@ -53,6 +55,8 @@ export interface HttpDeps {
   quotas?: RequestQuotas;
   /** Connection limits and the shutdown drain (src/http/connections.ts). */
   connections?: ConnectionGuard;
+  /** STS GetCallerIdentity on the same port (sts.ts). */
+  sts?: StsDeps;
 }
 
 /** The operational probes (GET only, no authentication, not audited: see README). */
@@ -202,6 +206,11 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
       }
       throw notApi;
     }
+    if (deps.sts && isStsRequest(req)) {
+      const outcome = handleStsRequest(deps.sts, req, res, body, requestId);
+      deps.log.info({ requestId, ...outcome, ms: roundMs(started) }, 'request');
+      return;
+    }
     operation = operationOf(req.headers['x-amz-target']);
     const accessKeyId = deps.verifier.verify({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body });
     caller = deps.principals.caller(accessKeyId);
@@ -233,7 +242,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     res.writeHead(200, { 'Content-Type': JSON_CONTENT_TYPE, 'x-amzn-RequestId': requestId });
     res.end(responseBody);
     deps.metrics?.request(operation, 'OK', elapsedMs(started) / 1000);
-    deps.log.debug({ requestId, operation, principal: principalArn, status: 200, ms: elapsedMs(started) }, 'request');
+    deps.log.info({ requestId, operation, principal: principalArn, key: keyOf(output) ?? keyOf(auditInput), status: 200, ms: roundMs(started) }, 'request');
   } catch (e) {
     let error = toKmsError(e, deps.log, requestId, operation);
     if (deps.auditor) {
@@ -248,7 +257,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     sendError(res, requestId, error);
     if (error instanceof Throttled) deps.metrics?.throttled(operation, error.family);
     deps.metrics?.request(operation, error.type, elapsedMs(started) / 1000);
-    deps.log.debug({ requestId, operation, principal: principalArn, status: httpStatusOf(error), error: error.type, ms: elapsedMs(started) }, 'request');
+    deps.log.info({ requestId, operation, principal: principalArn, key: keyOf(auditInput), status: httpStatusOf(error), error: error.type, ms: roundMs(started) }, 'request');
   }
 }
 
@@ -353,3 +362,12 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 }
 
 const elapsedMs = (started: bigint) => Number(process.hrtime.bigint() - started) / 1e6;
+const roundMs = (started: bigint) => Math.round(elapsedMs(started) * 100) / 100;
+
+/** The key a request names (as given: ID, ARN or alias) or the output reports; never other members. */
+function keyOf(members: unknown): string | undefined {
+  if (typeof members !== 'object' || members === null) return undefined;
+  const { KeyId, SourceKeyId } = members as { KeyId?: unknown; SourceKeyId?: unknown };
+  const key = KeyId ?? SourceKeyId;
+  return typeof key === 'string' ? key.slice(0, 256) : undefined;
+}

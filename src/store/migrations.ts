@@ -114,6 +114,20 @@ CREATE TABLE audit_chains (
 ) STRICT, WITHOUT ROWID;
 `;
 
+// One row: which token this store's keys live in (src/kms/token-binding.ts).
+const TOKEN_BINDING_SCHEMA = `
+CREATE TABLE token_binding (
+  id              INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+  manufacturer_id TEXT    NOT NULL,
+  model           TEXT    NOT NULL,
+  serial_number   TEXT    NOT NULL,
+  label           TEXT    NOT NULL,
+  module          TEXT,
+  identity        TEXT    NOT NULL,
+  bound_at        INTEGER NOT NULL
+) STRICT;
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, description: 'keys, backing-key versions, aliases, tags', sql: INITIAL_SCHEMA },
   { version: 2, description: 'grants', sql: GRANTS_SCHEMA },
@@ -125,6 +139,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   { version: 5, description: 'last cryptographic use of each key (GetKeyLastUsage)', sql: KEY_USAGE_SCHEMA },
   { version: 6, description: 'audit chain registry (newest digest of every audit chain)', sql: AUDIT_CHAINS_SCHEMA },
+  { version: 7, description: 'token binding: the PKCS#11 token the keys live in', sql: TOKEN_BINDING_SCHEMA },
 ];
 
 /** Highest applied version; 0 for a database that has never been migrated. */

@@ -10,6 +10,7 @@ import Database from 'better-sqlite3';
 import { applyMigrations } from './migrations.js';
 import { SqliteAuditChainRegistry } from './sqlite-audit-chains.js';
 import { SqliteKeyLifecycleStore } from './sqlite-lifecycle.js';
+import { SqliteTokenBindingStore } from './sqlite-token-binding.js';
 import { SqliteGrantTable } from './sqlite-grants.js';
 import {
   StoreConflictError,
@@ -181,6 +182,7 @@ class SqliteMetadataStore implements MetadataStore {
 
   readonly lifecycle: SqliteKeyLifecycleStore;
   readonly auditChains: SqliteAuditChainRegistry;
+  readonly tokenBinding: SqliteTokenBindingStore;
 
   /**
    * Decoded key rows by key ID (getKey runs on every Encrypt: ~5-10 us of read transaction, WAL
@@ -198,6 +200,7 @@ class SqliteMetadataStore implements MetadataStore {
   constructor(private readonly db: Database.Database) {
     this.lifecycle = new SqliteKeyLifecycleStore(db);
     this.auditChains = new SqliteAuditChainRegistry(db);
+    this.tokenBinding = new SqliteTokenBindingStore(db);
     this.totalChangesStmt = db.prepare<[], number>('SELECT total_changes()').pluck();
     this.dataVersionStmt = db.prepare<[], number>('PRAGMA data_version').pluck();
     this.insertKeyStmt = db.prepare<KeyRow>(

@@ -5,6 +5,7 @@
  */
 import type { AuditChainRegistry } from './audit-chains.js';
 import type { KeyLifecycleStore } from './lifecycle.js';
+import type { TokenBindingStore } from './token-binding.js';
 
 export type KeyState =
   | 'Creating'
@@ -94,6 +95,8 @@ export interface MetadataStore {
   readonly lifecycle: KeyLifecycleStore;
   /** The audit chains and their newest digests (anchors the audit trail outside its directory). */
   readonly auditChains: AuditChainRegistry;
+  /** Which PKCS#11 token the keys live in. */
+  readonly tokenBinding: TokenBindingStore;
   /** Inserts the key, its first backing version and its tags in one transaction, durable on return. */
   createKey(key: KeyRecord, version: BackingKeyVersionRecord, tags: TagRecord[]): Promise<void>;
   getKey(keyId: string): Promise<KeyRecord | undefined>;

@@ -49,9 +49,12 @@ export function monthRange(month: string): { from: Date; to: Date } {
   return { from, to };
 }
 
-export async function usageReport(dataDir: string, databaseFile: string, month: string, withPrices: boolean): Promise<UsageReport> {
+/** Key fees accrue from a key's creation (or the month's start) to its deletion, the month's end
+ *  or `now`, whichever comes first: in the current month, a key made today has existed minutes. */
+export async function usageReport(dataDir: string, databaseFile: string, month: string, withPrices: boolean, now: Date = new Date()): Promise<UsageReport> {
   const { from, to } = monthRange(month);
   const monthMs = to.getTime() - from.getTime();
+  const until = Math.min(to.getTime(), now.getTime());
   const byKey = new Map<string, KeyUsage>();
   const entry = (key: string) => {
     let e = byKey.get(key);
@@ -93,10 +96,10 @@ export async function usageReport(dataDir: string, databaseFile: string, month: 
         const arn = `arn:${partitionOf(k.region)}:kms:${k.region}:${k.accountId}:key/${k.keyId}`;
         specs.set(arn, k.keySpec);
         const start = Math.max(from.getTime(), k.createdAt.getTime());
-        if (k.createdAt.getTime() >= to.getTime()) continue;
+        if (k.createdAt.getTime() >= until) continue;
         const e = entry(arn);
         e.keySpec = k.keySpec;
-        e.monthFraction = Math.max(0, (to.getTime() - start) / monthMs);
+        e.monthFraction = Math.max(0, (until - start) / monthMs);
         e.rotations = Math.min(Math.max(0, k.currentVersion - 1), KMS_PRICE_LIST.maxChargedRotations);
       }
       after = page[page.length - 1]!.keyId;

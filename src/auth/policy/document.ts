@@ -36,6 +36,9 @@ export interface EvaluationInput {
 export interface PolicyVerdict {
   explicitDeny: boolean;
   allow: AllowKind | undefined;
+  /** An Allow naming this principal, action and resource did not apply because a condition failed
+   *  (so an AccessDenied can say so). */
+  conditionFailed?: boolean;
 }
 
 interface PrincipalSet {
@@ -228,12 +231,12 @@ function statementPrincipal(s: CompiledStatement, principal: EvaluatedPrincipal)
   return 'direct';
 }
 
-function statementApplies(s: CompiledStatement, input: EvaluationInput): boolean {
+function statementTargets(s: CompiledStatement, input: EvaluationInput): boolean {
   if (s.action ? !s.action(input.action) : !s.notAction || s.notAction(input.action)) return false;
-  if (s.resource ? !s.resource(input.resource, input.context) : !s.notResource || s.notResource(input.resource, input.context)) return false;
-  for (const c of s.conditions) if (!c.test(input.context, s.effect)) return false;
-  return true;
+  return !(s.resource ? !s.resource(input.resource, input.context) : !s.notResource || s.notResource(input.resource, input.context));
 }
+
+const conditionsHold = (s: CompiledStatement, input: EvaluationInput) => s.conditions.every((c) => c.test(input.context, s.effect));
 
 // The tag variant's exact wording is not documented; it follows the encryption context one.
 const SINGLE_VALUED_FAMILIES = [
@@ -267,12 +270,17 @@ export function overlyPermissiveCondition(policy: CompiledPolicy): string | unde
 /** Evaluates one document: explicit Deny, and the strongest Allow that applies. */
 export function evaluatePolicy(policy: CompiledPolicy, input: EvaluationInput): PolicyVerdict {
   let allow: AllowKind | undefined;
+  let conditionFailed = false;
   for (const s of policy.statements) {
     if (s.effect === 'Allow' && allow === 'direct') continue;
     const who = statementPrincipal(s, input.principal);
-    if (!who || !statementApplies(s, input)) continue;
+    if (!who || !statementTargets(s, input)) continue;
+    if (!conditionsHold(s, input)) {
+      if (s.effect === 'Allow' && who === 'direct') conditionFailed = true;
+      continue;
+    }
     if (s.effect === 'Deny') return { explicitDeny: true, allow: undefined };
     if (allow === undefined || who === 'direct') allow = who;
   }
-  return { explicitDeny: false, allow };
+  return { explicitDeny: false, allow, conditionFailed: allow !== 'direct' && conditionFailed };
 }

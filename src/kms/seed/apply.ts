@@ -1,6 +1,10 @@
 /**
- * Applies a seed file at start: creates what is missing and brings what differs in line, so the
- * second application changes nothing. Imported material enters the token the same way as through
+ * Applies a seed file at start: creates what is missing, so the second application changes
+ * nothing. A key that exists already is changed only when its entry says `"update": true`, and an
+ * alias naming another key is moved only with `"repoint": true`; what the seed would otherwise
+ * change is skipped with a warning. planSeed computes the changes from the store alone (the dry
+ * run, `p11kms seed --check`, prints them); applySeedFile runs them, logging each by name and
+ * recording each in the audit trail as an AwsServiceEvent. Imported material enters the token the same way as through
  * the API: wrapped here under a fresh wrapping public key, then unwrapped by C_UnwrapKey in the
  * token. Plain hex exists only in the seed file and this process's memory; wrapped hex is
  * unwrapped by the token only (this process sees just the transport key).
@@ -10,16 +14,43 @@ import fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { Logger } from '../../log.js';
 import type { KeyRecord } from '../../store/types.js';
+import { keyArn } from '../arn.js';
 import type { Services } from '../context.js';
 import { checkKeySpecAndUsage, generateBackingKey } from '../key-generation.js';
 import { createImportParameters, importKeyMaterial, markAwaitingImport, requireImportableSpec } from '../lifecycle/key-import.js';
 import { DAY_MS, newKeyMaterialId } from '../lifecycle/materials.js';
 import { defaultKeyPolicy } from '../policy-defaults.js';
-import { type SeedKey, seedFileSchema } from './schema.js';
+import { type SeedFile, type SeedKey, seedFileSchema } from './schema.js';
 
 export class SeedError extends Error {}
 
-export async function applySeedFile(svc: Services, file: string, log: Logger): Promise<void> {
+/** One change a seed makes, named as the API operation it amounts to (also the audit eventName). */
+export interface SeedChange {
+  action: string;
+  keyId: string;
+  /** What it changes, by name (alias names, tag keys, fields); never material or policy text. */
+  detail: string;
+  aliasName?: string;
+  run(svc: Services): Promise<void>;
+}
+
+/** A difference the seed leaves alone because its entry does not allow the change. */
+export interface SeedSkip {
+  keyId: string;
+  detail: string;
+}
+
+export interface SeedPlan {
+  file: string;
+  keys: number;
+  changes: SeedChange[];
+  skipped: SeedSkip[];
+}
+
+type PlanContext = Pick<Services, 'store' | 'account' | 'now'>;
+
+/** Reads and validates a seed file (JSON, or YAML when named *.yaml/*.yml). */
+export function readSeedFile(file: string): SeedFile {
   let raw: unknown;
   try {
     const text = fs.readFileSync(file, 'utf8');
@@ -33,32 +64,105 @@ export async function applySeedFile(svc: Services, file: string, log: Logger): P
     const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
     throw new SeedError(`seed file ${file} is invalid:\n  ${problems.join('\n  ')}`);
   }
-  let changes = 0;
-  for (const seed of parsed.data.keys) changes += await applySeedKey(svc, seed);
-  log.info({ file, keys: parsed.data.keys.length, changes }, 'seed file applied');
+  return parsed.data;
 }
 
-/** Returns how many things it changed. */
-async function applySeedKey(svc: Services, seed: SeedKey): Promise<number> {
-  const policy = seed.policy === undefined ? defaultKeyPolicy(svc.account.partition, svc.account.accountId) : typeof seed.policy === 'string' ? seed.policy : JSON.stringify(seed.policy);
-  let key = await svc.store.getKey(seed.keyId);
-  let changes = 0;
-  if (!key) {
-    key = await createSeedKey(svc, seed, policy);
-    changes++;
+export async function applySeedFile(svc: Services, file: string, log: Logger): Promise<SeedPlan> {
+  const plan = await planSeed(svc, readSeedFile(file), file);
+  for (const skip of plan.skipped) log.warn({ seedFile: file, keyId: skip.keyId }, `seed: skipped ${skip.detail}`);
+  for (const change of plan.changes) {
+    await change.run(svc);
+    log.info({ seedFile: file, action: change.action, keyId: change.keyId }, `seed: ${change.action} ${change.detail}`);
+    const arn = keyArn(svc.account, change.keyId);
+    await svc.audit?.recordServiceEvent({
+      eventName: change.action,
+      keyArns: [arn],
+      requestParameters: { KeyId: arn, ...(change.aliasName && { AliasName: change.aliasName }) },
+      additionalEventData: { seedFile: file, seedChange: change.detail },
+    });
+  }
+  log.info({ seedFile: file, keys: plan.keys, changes: plan.changes.length, skipped: plan.skipped.length }, 'seed file applied');
+  return plan;
+}
+
+/** What applying `seed` would change now, read from the store only (the token is not needed). */
+export async function planSeed(ctx: PlanContext, seed: SeedFile, file: string): Promise<SeedPlan> {
+  const plan: SeedPlan = { file, keys: seed.keys.length, changes: [], skipped: [] };
+  for (const entry of seed.keys) await planKey(ctx, entry, plan);
+  return plan;
+}
+
+async function planKey(ctx: PlanContext, seed: SeedKey, plan: SeedPlan): Promise<void> {
+  const keyId = seed.keyId;
+  const policy = seed.policy === undefined ? defaultKeyPolicy(ctx.account.partition, ctx.account.accountId) : typeof seed.policy === 'string' ? seed.policy : JSON.stringify(seed.policy);
+  const add = (action: string, detail: string, run: SeedChange['run'], aliasName?: string) => plan.changes.push({ action, keyId, detail, run, aliasName });
+  const key = await ctx.store.getKey(keyId);
+  // Changes to a key that exists already need the entry's consent.
+  const propose = (action: string, detail: string, run: SeedChange['run']) => {
+    if (key === undefined || seed.update) add(action, detail, run);
+    else plan.skipped.push({ keyId, detail: `${action} ${detail}: the key exists (set "update": true in its entry to apply)` });
+  };
+  if (key === undefined) {
+    add('CreateKey', `key ${keyId} (${seed.keySpec}, ${seed.origin})`, async (svc) => {
+      await createSeedKey(svc, seed, policy);
+    });
   } else if (key.keySpec !== seed.keySpec || key.origin !== seed.origin) {
-    throw new SeedError(`seed key ${seed.keyId}: the existing key is ${key.keySpec}/${key.origin}, the seed says ${seed.keySpec}/${seed.origin}`);
+    throw new SeedError(`seed key ${keyId}: the existing key is ${key.keySpec}/${key.origin}, the seed says ${seed.keySpec}/${seed.origin}`);
+  } else {
+    if (key.description !== seed.description) propose('UpdateKeyDescription', `description of key ${keyId}`, (svc) => svc.store.updateKey(keyId, { description: seed.description }).then(() => undefined));
+    if (key.policy !== policy) propose('PutKeyPolicy', `key policy of key ${keyId}`, (svc) => svc.store.updateKey(keyId, { policy }).then(() => undefined));
   }
-  if (key.description !== seed.description || key.policy !== policy) {
-    await svc.store.updateKey(key.keyId, { description: seed.description, policy });
-    changes++;
+
+  const current = new Map(key ? (await ctx.store.listTags(keyId)).map((t) => [t.TagKey, t.TagValue]) : []);
+  const missing = Object.entries(seed.tags).filter(([k, v]) => current.get(k) !== v).map(([TagKey, TagValue]) => ({ TagKey, TagValue }));
+  const extra = [...current.keys()].filter((k) => !(k in seed.tags));
+  if (missing.length > 0) propose('TagResource', `tags ${missing.map((t) => t.TagKey).join(', ')} of key ${keyId}`, (svc) => svc.store.putTags(keyId, missing));
+  if (extra.length > 0) propose('UntagResource', `tags ${extra.join(', ')} of key ${keyId}`, (svc) => svc.store.removeTags(keyId, extra));
+
+  for (const { name, repoint } of seed.aliases) {
+    const alias = await ctx.store.getAlias(name);
+    if (!alias) {
+      add('CreateAlias', `${name} -> key ${keyId}`, (svc) => svc.store.createAlias({ aliasName: name, targetKeyId: keyId, createdAt: svc.now(), lastUpdatedAt: svc.now() }), name);
+    } else if (alias.targetKeyId !== keyId) {
+      if (repoint) add('UpdateAlias', `${name} from key ${alias.targetKeyId} to key ${keyId}`, (svc) => svc.store.updateAlias(name, keyId, svc.now()).then(() => undefined), name);
+      else plan.skipped.push({ keyId, detail: `${name}: it names key ${alias.targetKeyId} (set "repoint": true on the alias to move it to ${keyId})` });
+    }
   }
-  changes += await applyTags(svc, key, seed);
-  changes += await applyAliases(svc, key, seed);
-  changes += await applyRotation(svc, key, seed);
-  if (seed.keyMaterial) changes += await applyMaterial(svc, key, seed.keyMaterial);
-  changes += await applyEnabled(svc, key.keyId, seed.enabled);
-  return changes;
+
+  if (seed.rotation !== undefined) {
+    const schedule = key ? await ctx.store.lifecycle.rotationSchedule(keyId, ctx.now()) : undefined;
+    const period = seed.rotation.enabled ? seed.rotation.periodInDays : null;
+    if ((schedule?.periodInDays ?? null) !== period) {
+      const action = period === null ? 'DisableKeyRotation' : 'EnableKeyRotation';
+      propose(action, `key ${keyId}${period === null ? '' : ` every ${period} days`}`, async (svc) => {
+        const next = period === null ? null : new Date(svc.now().getTime() + period * DAY_MS);
+        await svc.store.lifecycle.setRotationSchedule(keyId, period, next);
+      });
+    }
+  }
+
+  let importing = false;
+  if (seed.keyMaterial) {
+    const material = seed.keyMaterial;
+    const materials = key ? await ctx.store.lifecycle.listMaterials(keyId) : [];
+    const imported = materials.find((m) => m.version === key?.currentVersion)?.importState === 'IMPORTED';
+    if (!imported) {
+      importing = true;
+      const detail = `material of key ${keyId}`;
+      const run = (svc: Services) => applyMaterial(svc, keyId, material);
+      // Completing a key still waiting for its material (e.g. a seeding interrupted) changes
+      // nothing anyone could use yet.
+      if (key?.keyState === 'PendingImport') add('ImportKeyMaterial', detail, run);
+      else propose('ImportKeyMaterial', detail, run);
+    }
+  }
+
+  // A new or re-imported key ends up Enabled; a key still waiting for material has no such state.
+  const state = key === undefined || importing ? (seed.origin === 'AWS_KMS' || importing ? 'Enabled' : undefined) : key.keyState;
+  const wanted = seed.enabled ? 'Enabled' : 'Disabled';
+  if ((state === 'Enabled' || state === 'Disabled') && state !== wanted) {
+    propose(seed.enabled ? 'EnableKey' : 'DisableKey', `key ${keyId}`, (svc) => svc.store.updateKey(keyId, { keyState: wanted }).then(() => undefined));
+  }
 }
 
 async function createSeedKey(svc: Services, seed: SeedKey, policy: string): Promise<KeyRecord> {
@@ -90,48 +194,9 @@ async function createSeedKey(svc: Services, seed: SeedKey, policy: string): Prom
   return key;
 }
 
-async function applyTags(svc: Services, key: KeyRecord, seed: SeedKey): Promise<number> {
-  const current = new Map((await svc.store.listTags(key.keyId)).map((t) => [t.TagKey, t.TagValue]));
-  const wanted = Object.entries(seed.tags);
-  const missing = wanted.filter(([k, v]) => current.get(k) !== v).map(([TagKey, TagValue]) => ({ TagKey, TagValue }));
-  const extra = [...current.keys()].filter((k) => !(k in seed.tags));
-  if (missing.length > 0) await svc.store.putTags(key.keyId, missing);
-  if (extra.length > 0) await svc.store.removeTags(key.keyId, extra);
-  return missing.length + extra.length;
-}
-
-async function applyAliases(svc: Services, key: KeyRecord, seed: SeedKey): Promise<number> {
-  let changes = 0;
-  const now = svc.now();
-  for (const aliasName of seed.aliases) {
-    const alias = await svc.store.getAlias(aliasName);
-    if (!alias) {
-      await svc.store.createAlias({ aliasName, targetKeyId: key.keyId, createdAt: now, lastUpdatedAt: now });
-      changes++;
-    } else if (alias.targetKeyId !== key.keyId) {
-      await svc.store.updateAlias(aliasName, key.keyId, now);
-      changes++;
-    }
-  }
-  return changes;
-}
-
-async function applyRotation(svc: Services, key: KeyRecord, seed: SeedKey): Promise<number> {
-  if (seed.rotation === undefined) return 0;
-  const schedule = await svc.store.lifecycle.rotationSchedule(key.keyId, svc.now());
-  const period = seed.rotation.enabled ? seed.rotation.periodInDays : null;
-  if ((schedule?.periodInDays ?? null) === period) return 0;
-  const next = period === null ? null : new Date(svc.now().getTime() + period * DAY_MS);
-  await svc.store.lifecycle.setRotationSchedule(key.keyId, period, next);
-  return 1;
-}
-
-/** Imports the material when the token does not hold it (first start, or after deletion). */
-async function applyMaterial(svc: Services, key: KeyRecord, seeded: NonNullable<SeedKey['keyMaterial']>): Promise<number> {
-  const materials = await svc.store.lifecycle.listMaterials(key.keyId);
-  const current = materials.find((m) => m.version === key.currentVersion);
-  if (current?.importState === 'IMPORTED') return 0;
-  const fresh = (await svc.store.getKey(key.keyId))!;
+/** Imports the material into the key's current version (planned when the token lacks it). */
+async function applyMaterial(svc: Services, keyId: string, seeded: NonNullable<SeedKey['keyMaterial']>): Promise<void> {
+  const fresh = (await svc.store.getKey(keyId))!;
   // A plain private key (PKCS#8) is too long for RSA-OAEP alone: wrap it here under a one-off
   // transport key, the RSA_AES_KEY_WRAP layout below. It is in the seed file in the clear anyway.
   const secretKey = fresh.keySpec === 'SYMMETRIC_DEFAULT' || fresh.keySpec.startsWith('HMAC_');
@@ -154,7 +219,6 @@ async function applyMaterial(svc: Services, key: KeyRecord, seeded: NonNullable<
     encryptedKeyMaterial: wrapped,
     expirationModel: 'KEY_MATERIAL_DOES_NOT_EXPIRE',
   });
-  return 1;
 }
 
 /** AES-KWP (RFC 5649) of `material` under a fresh transport key; wipes both buffers it made. */
@@ -168,13 +232,4 @@ function wrapUnderTransportKey(material: Buffer): { wrappedHex: string; wrapping
     material.fill(0);
     transportKey.fill(0);
   }
-}
-
-async function applyEnabled(svc: Services, keyId: string, enabled: boolean): Promise<number> {
-  const key = (await svc.store.getKey(keyId))!;
-  if (key.keyState !== 'Enabled' && key.keyState !== 'Disabled') return 0;
-  const wanted = enabled ? 'Enabled' : 'Disabled';
-  if (key.keyState === wanted) return 0;
-  await svc.store.updateKey(keyId, { keyState: wanted });
-  return 1;
 }

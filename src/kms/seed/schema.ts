@@ -1,9 +1,10 @@
 /**
  * The seed file (P11KMS_SEED_FILE, JSON): keys with fixed key IDs and everything around them,
  * so CI gets the same keys, aliases and — with imported material — the same ciphertexts on every
- * run. Applying a seed is idempotent.
+ * run. Applying a seed is idempotent, and it never changes a key that exists already or moves an
+ * alias that names another key unless that entry says so (`update: true`, `repoint: true`).
  *
- *   { "keys": [ { "keyId": "1234abcd-…", "description": "ci key", "aliases": ["alias/ci"],
+ *   { "keys": [ { "keyId": "1234abcd-…", "description": "ci key", "aliases": ["alias/ci", { "name": "alias/app", "repoint": true }],
  *                 "tags": { "env": "ci" }, "rotation": { "enabled": true, "periodInDays": 90 },
  *                 "origin": "EXTERNAL", "keyMaterial": { "plainHex": "<64 hex>" } } ] }
  *
@@ -25,7 +26,14 @@ const seedKey = z
     keyUsage: z.string().optional(),
     origin: z.enum(['AWS_KMS', 'EXTERNAL']).default('AWS_KMS'),
     enabled: z.boolean().default(true),
-    aliases: z.array(aliasName).max(50).default([]),
+    /** May the seed change this key when it exists already (description, policy, tags,
+     *  rotation, enabled state, material)? Absent: an existing key is left as it is. */
+    update: z.boolean().default(false),
+    /** A name, or { name, repoint: true } to move an alias that names another key to this one. */
+    aliases: z
+      .array(z.union([aliasName.transform((name) => ({ name, repoint: false })), z.object({ name: aliasName, repoint: z.boolean().default(false) }).strict()]))
+      .max(50)
+      .default([]),
     tags: z.record(z.string().min(1).max(128), z.string().max(256)).default({}),
     /** A policy document (object or JSON text); absent: the default key policy. */
     policy: z.union([z.string().min(1), z.record(z.string(), z.unknown())]).optional(),
@@ -51,7 +59,7 @@ export const seedFileSchema = z
   .object({ keys: z.array(seedKey).default([]) })
   .strict()
   .refine((s) => new Set(s.keys.map((k) => k.keyId)).size === s.keys.length, { message: 'key IDs must be unique', path: ['keys'] })
-  .refine((s) => new Set(s.keys.flatMap((k) => k.aliases)).size === s.keys.flatMap((k) => k.aliases).length, {
+  .refine((s) => new Set(s.keys.flatMap((k) => k.aliases.map((a) => a.name))).size === s.keys.flatMap((k) => k.aliases).length, {
     message: 'an alias can name one key only',
     path: ['keys'],
   });
