@@ -145,7 +145,7 @@ const tampered = (blob: Uint8Array) => {
 };
 
 /** The key-state errors every cryptographic operation shares (AWS's key-state table). */
-function keyStateCases(make: (keyId: string) => Input, keys: { disabled: (f: Fixture) => string; enabled?: (f: Fixture) => string }): Case[] {
+function keyStateCases(make: (keyId: string) => Input, keys: { disabled: (f: Fixture) => string }): Case[] {
   return [
     { error: 'NotFoundException', why: 'no such key', input: () => make(MISSING) },
     { error: 'NotFoundException', why: 'no such alias', input: () => make('alias/no-such-alias') },

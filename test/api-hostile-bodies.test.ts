@@ -79,6 +79,11 @@ describe('deeply nested JSON', () => {
     expect(nestsDeeperThan(Buffer.from(`{"a":"\\\\",${'['.repeat(5000)}`), 10)).toBe(true);
     expect(nestsDeeperThan(Buffer.from(deepArray(MAX_JSON_NESTING)), MAX_JSON_NESTING)).toBe(false);
     expect(nestsDeeperThan(Buffer.from(deepArray(MAX_JSON_NESTING + 1)), MAX_JSON_NESTING)).toBe(true);
+    // Brackets inside strings (escaped quotes and backslashes included) are text, not nesting.
+    const inStrings = `{"a":"\\\\","b":"\\"${'{'.repeat(3000)}","c":${deepArray(MAX_JSON_NESTING - 1)}}`;
+    expect(JSON.parse(inStrings)).toBeTruthy();
+    expect(nestsDeeperThan(Buffer.from(inStrings), MAX_JSON_NESTING)).toBe(false);
+    expect(nestsDeeperThan(Buffer.from(inStrings.replace('"c":[', '"c":[[')), MAX_JSON_NESTING)).toBe(true);
   });
 
   it('10,000 levels in every member of every operation is a SerializationException', async () => {
