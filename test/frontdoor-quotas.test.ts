@@ -23,7 +23,7 @@ import { operationNames } from '../src/http/model.js';
 import { awsDefaultQuotas } from '../src/kms/quotas/aws-defaults.js';
 import { loadRequestQuotas } from '../src/kms/quotas/quotas.js';
 import { credentials, identityPolicy, testUser, writePrincipalsFile } from './helpers/principals.js';
-import { freePort, spawnService, waitHealthy } from './helpers/process.js';
+import { spawnTestService, waitHealthy } from './helpers/process.js';
 import { parsePrometheusText, sampleOf } from './helpers/prom-text.js';
 import { REGION, ROOT, startTestService, tempDir, useTestService } from './helpers/service.js';
 
@@ -193,17 +193,8 @@ describe('the quota setting', () => {
 
 describe('back-pressure from the token', () => {
   it('answers ThrottlingException promptly when every session is busy and the queue is full', async () => {
-    const port = await freePort();
+    const { proc, port } = await spawnTestService({ P11KMS_SESSION_POOL_SIZE: '1', P11KMS_SESSION_QUEUE_MAX: '1' });
     const url = `http://127.0.0.1:${port}`;
-    const proc = spawnService({
-      P11KMS_DATA_DIR: tempDir('p11kms-backpressure-'),
-      P11KMS_PORT: String(port),
-      P11KMS_ROOT_ACCESS_KEY_ID: ROOT.accessKeyId,
-      P11KMS_ROOT_SECRET_ACCESS_KEY: ROOT.secretAccessKey,
-      P11KMS_LOG_LEVEL: 'warn',
-      P11KMS_SESSION_POOL_SIZE: '1',
-      P11KMS_SESSION_QUEUE_MAX: '1',
-    });
     const client = new KMSClient({ endpoint: url, region: REGION, credentials: ROOT, maxAttempts: 1 });
     try {
       await waitHealthy(url, proc);

@@ -12,8 +12,8 @@ import { X509Certificate } from 'node:crypto';
 import { CreateKeyCommand, EncryptCommand, type KMSClient } from '@aws-sdk/client-kms';
 import { describe, expect, it } from 'vitest';
 import { queryAuditRecords } from '../src/audit/query.js';
-import { freePort, runCli, spawnService, type ServiceProcess } from './helpers/process.js';
-import { ROOT, tempDir } from './helpers/service.js';
+import { runCli, spawnTestService, type ServiceProcess } from './helpers/process.js';
+import { tempDir } from './helpers/service.js';
 import { httpsKmsClient, makeTestCa, type TestCa } from './helpers/tls.js';
 
 async function startTlsService(ca: TestCa, env: Record<string, string> = {}) {
@@ -24,18 +24,7 @@ async function startTlsService(ca: TestCa, env: Record<string, string> = {}) {
   fs.copyFileSync(issued.certFile, certFile);
   fs.copyFileSync(issued.keyFile, keyFile);
   fs.chmodSync(keyFile, 0o600);
-  const port = await freePort();
-  const dataDir = path.join(dir, 'data');
-  const proc = spawnService({
-    P11KMS_DATA_DIR: dataDir,
-    P11KMS_PORT: String(port),
-    P11KMS_ROOT_ACCESS_KEY_ID: ROOT.accessKeyId,
-    P11KMS_ROOT_SECRET_ACCESS_KEY: ROOT.secretAccessKey,
-    P11KMS_LOG_LEVEL: 'info',
-    P11KMS_TLS_CERT_FILE: certFile,
-    P11KMS_TLS_KEY_FILE: keyFile,
-    ...env,
-  });
+  const { proc, port, dataDir } = await spawnTestService({ P11KMS_LOG_LEVEL: 'info', P11KMS_TLS_CERT_FILE: certFile, P11KMS_TLS_KEY_FILE: keyFile, ...env });
   const url = `https://127.0.0.1:${port}`;
   const ca_ = fs.readFileSync(ca.caFile);
   const deadline = Date.now() + 30_000;

@@ -9,7 +9,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { CreateKeyCommand, DecryptCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, spawnService, waitHealthy } from './helpers/process.js';
+import { spawnTestService, waitHealthy } from './helpers/process.js';
 import { ACCOUNT_ID, REGION, ROOT, errorOf, startTestService, tempDir, type TestService } from './helpers/service.js';
 import { httpsKmsClient, makeTestCa, type TestCa } from './helpers/tls.js';
 
@@ -137,15 +137,8 @@ describe('aws:SecureTransport', () => {
 
   it('is false on plain HTTP: the same policy denies the request', async () => {
     // One token per process: the plain-HTTP service runs as a process of its own.
-    const port = await freePort();
+    const { proc, port } = await spawnTestService();
     const url = `http://127.0.0.1:${port}`;
-    const proc = spawnService({
-      P11KMS_DATA_DIR: tempDir('p11kms-plain-'),
-      P11KMS_PORT: String(port),
-      P11KMS_ROOT_ACCESS_KEY_ID: ROOT.accessKeyId,
-      P11KMS_ROOT_SECRET_ACCESS_KEY: ROOT.secretAccessKey,
-      P11KMS_LOG_LEVEL: 'warn',
-    });
     const plain = new KMSClient({ endpoint: url, region: REGION, credentials: ROOT, maxAttempts: 1 });
     try {
       await waitHealthy(url, proc);

@@ -12,8 +12,8 @@ import path from 'node:path';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { operationNames } from '../../src/http/model.js';
 import { loadRequestQuotas } from '../../src/kms/quotas/quotas.js';
-import { ROOT_CREDENTIALS, REGION, SERVICE_MAIN, childEnv, freePort, progress, sleep, startNode, type Proc, type Settings } from './common.js';
-import { WARM_UP_SECONDS, firstKeys, signedWrkPoint, startService, stopService, inputFor, type Service, type Target } from './kms.js';
+import { ROOT_CREDENTIALS, REGION, SERVICE_MAIN, freePort, progress, sleep, startNode, type Proc, type Settings } from './common.js';
+import { WARM_UP_SECONDS, firstKeys, inputFor, serviceEnv, signedWrkPoint, startService, stopService, type Service, type Target } from './kms.js';
 import { makeCa } from './test-ca.js';
 import type { WrkResult } from './wrk.js';
 
@@ -104,18 +104,7 @@ function quotaCheckNs(): number {
 
 async function startTlsService(work: string, settings: Settings, server: { certFile: string; keyFile: string }, ca: Buffer) {
   const port = await freePort();
-  const env = childEnv({
-    P11KMS_DATA_DIR: path.join(work, 'frontdoor-https-data'),
-    P11KMS_HOST: '127.0.0.1',
-    P11KMS_PORT: String(port),
-    P11KMS_ROOT_ACCESS_KEY_ID: ROOT_CREDENTIALS.accessKeyId,
-    P11KMS_ROOT_SECRET_ACCESS_KEY: ROOT_CREDENTIALS.secretAccessKey,
-    P11KMS_REGION: REGION,
-    P11KMS_LOG_LEVEL: 'warn',
-    P11KMS_WORKERS: settings.workers,
-    P11KMS_TLS_CERT_FILE: server.certFile,
-    P11KMS_TLS_KEY_FILE: server.keyFile,
-  });
+  const env = serviceEnv(path.join(work, 'frontdoor-https-data'), port, settings, { P11KMS_TLS_CERT_FILE: server.certFile, P11KMS_TLS_KEY_FILE: server.keyFile });
   const proc = startNode('service-frontdoor-https', SERVICE_MAIN, [], env, path.join(work, 'service-frontdoor-https.log'));
   const agent = new https.Agent({ ca, keepAlive: true });
   const deadline = performance.now() + 60_000;

@@ -34,7 +34,16 @@ export interface Service {
 /** Starts the service on `dataDir` with the bench's root credentials; `extra` adds P11KMS_* settings. */
 export async function startService(name: string, dataDir: string, work: string, settings: Settings, extra: Record<string, string | undefined> = {}): Promise<Service> {
   const port = await freePort();
-  const env = childEnv({
+  const env = serviceEnv(dataDir, port, settings, extra);
+  const proc = startNode(name, SERVICE_MAIN, [], env, path.join(work, `${name}.log`));
+  const startupMs = await waitForOk(proc, port);
+  const client = kmsClient(port, ROOT_CREDENTIALS);
+  return { proc, port, client, startupMs };
+}
+
+/** A bench service's environment: loopback `port`, the bench's root credentials, `extra` on top. */
+export function serviceEnv(dataDir: string, port: number, settings: Settings, extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  return childEnv({
     P11KMS_DATA_DIR: dataDir,
     P11KMS_HOST: '127.0.0.1',
     P11KMS_PORT: String(port),
@@ -45,10 +54,6 @@ export async function startService(name: string, dataDir: string, work: string, 
     P11KMS_WORKERS: settings.workers,
     ...extra,
   });
-  const proc = startNode(name, SERVICE_MAIN, [], env, path.join(work, `${name}.log`));
-  const startupMs = await waitForOk(proc, port);
-  const client = kmsClient(port, ROOT_CREDENTIALS);
-  return { proc, port, client, startupMs };
 }
 
 export function kmsClient(port: number, credentials: Credentials): KMSClient {

@@ -4,9 +4,11 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
+import { freePort } from '../../scripts/bench/free-port.js';
+import { ROOT, tempDir } from './service.js';
 
 // The bench's helper: a plain node:net module, no bench plumbing and no vitest on either side.
-export { freePort } from '../../scripts/bench/free-port.js';
+export { freePort };
 
 const MAIN = path.resolve(import.meta.dirname, '../../dist/src/main.js');
 const CLI = path.resolve(import.meta.dirname, '../../dist/src/cli.js');
@@ -46,6 +48,22 @@ export function spawnService(env: Record<string, string>): ServiceProcess {
       return exited;
     },
   };
+}
+
+/** The built service on a free loopback port, a fresh data dir and the test root credentials;
+ *  `env` adds or overrides settings (not yet healthy: see waitHealthy). */
+export async function spawnTestService(env: Record<string, string> = {}): Promise<{ proc: ServiceProcess; port: number; dataDir: string }> {
+  const port = await freePort();
+  const dataDir = env.P11KMS_DATA_DIR ?? tempDir('p11kms-proc-');
+  const proc = spawnService({
+    P11KMS_DATA_DIR: dataDir,
+    P11KMS_PORT: String(port),
+    P11KMS_ROOT_ACCESS_KEY_ID: ROOT.accessKeyId,
+    P11KMS_ROOT_SECRET_ACCESS_KEY: ROOT.secretAccessKey,
+    P11KMS_LOG_LEVEL: 'warn',
+    ...env,
+  });
+  return { proc, port, dataDir };
 }
 
 /** Polls /healthz until it answers 200 (or the process dies / the deadline passes). */

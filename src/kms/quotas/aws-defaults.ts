@@ -8,6 +8,12 @@
  * both were 500 and 300 in earlier editions. GenerateDataKeyPair and its WithoutPlaintext form
  * share one quota per key pair spec. The rest are quotas of single operations; operations the
  * table does not name are unlimited here.
+ *
+ * What could be read of the current page (through excerpts): the families' operation lists, the
+ * 10,000 default and the first six 20,000 Regions, RSA and ECC at 1,000, and the control-plane
+ * column (where it differs from the 2022 edition: DeleteImportedKeyMaterial 15, was 5). The
+ * 100,000 Regions and the 20,000 list beyond eu-west-2 are from the page as last known; check them
+ * against the live table before relying on `P11KMS_QUOTAS=aws` in those Regions.
  */
 import type { QuotaTable } from './quotas.js';
 
