@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { xksAccessKeyIdSchema, xksSecretAccessKeySchema } from './auth/xks-credentials.js';
+import { PROFILE_NAMES } from './hsm/profiles.js';
 
 /** IAM's access key ID shape (the generated ones are AKIA + 16). Test set-ups often use short
  *  IDs such as "test", so only the character set and the 128 limit are enforced. */
@@ -31,9 +32,14 @@ const envSchema = z.object({
   /** How many PKCS#11 sessions the pool may open. */
   P11KMS_SESSION_POOL_SIZE: z.coerce.number().int().min(1).max(256).default(8),
   /** Cheap symmetric token calls (AES-GCM, random) run synchronously on a local token (fastest:
-   *  a thread-pool hop costs more than the call); 'async' suits network HSMs where every call is
-   *  a round trip. Key generation and RSA always run async. */
-  P11KMS_SYMMETRIC_CALLS: z.enum(['sync', 'async']).default('sync'),
+   *  a thread hop costs more than the call); 'async' (network HSMs, where every call is a round
+   *  trip) runs every request-path token call on worker threads. Unset: 'sync' for a local
+   *  software token, 'async' for anything else (src/hsm/profiles.ts). */
+  P11KMS_SYMMETRIC_CALLS: z.enum(['sync', 'async']).optional(),
+  /** The token family's dialect (src/hsm/profiles.ts); unset: detected from C_GetInfo/C_GetTokenInfo. */
+  P11KMS_HSM_PROFILE: z.enum(PROFILE_NAMES as [string, ...string[]]).optional(),
+  /** Deadline of one request-path token call in async mode (DependencyTimeoutException past it). */
+  P11KMS_HSM_CALL_TIMEOUT_MS: z.coerce.number().int().min(10).max(600_000).default(5000),
   /** Service processes sharing the port (node:cluster); each opens the token and the store. */
   P11KMS_WORKERS: z.coerce.number().int().min(1).max(64).default(1),
   P11KMS_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -113,7 +119,12 @@ export interface TokenConfig {
   pin?: string;
   pinFile?: string;
   poolSize: number;
-  symmetricCalls: 'sync' | 'async';
+  /** Undefined: chosen from the vendor profile (sync for a local software token). */
+  symmetricCalls?: 'sync' | 'async';
+  /** A profile name from src/hsm/profiles.ts; undefined: detected. */
+  profile?: string;
+  /** Deadline of one request-path token call in async mode; default 5000. */
+  callTimeoutMs?: number;
   /** Callers that may wait for a busy session; one more is refused (HsmError 'busy'). */
   sessionQueueMax?: number;
   /** Several service processes use the token (P11KMS_WORKERS > 1): SoftHSM2 then needs object
@@ -239,6 +250,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       poolSize: e.P11KMS_SESSION_POOL_SIZE,
       symmetricCalls: e.P11KMS_SYMMETRIC_CALLS,
       sessionQueueMax: e.P11KMS_SESSION_QUEUE_MAX,
+      profile: e.P11KMS_HSM_PROFILE,
+      callTimeoutMs: e.P11KMS_HSM_CALL_TIMEOUT_MS,
       sharedAcrossProcesses: e.P11KMS_WORKERS > 1,
     },
     rebindToken: e.P11KMS_REBIND_TOKEN,

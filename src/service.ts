@@ -60,9 +60,10 @@ export interface RunningService {
   close(): Promise<void>;
 }
 
-/** How long a /healthz answer (a real token round trip) is reused; failures are retried sooner. */
-const HEALTH_CACHE_MS = 10_000;
-const HEALTH_FAILURE_CACHE_MS = 2_000;
+/** How long a /healthz answer (a real token round trip) is reused; failures are retried sooner.
+ *  A fault any request saw turns health red at once (Hsm.problem), whatever is cached. */
+const HEALTH_CACHE_MS = 1_000;
+const HEALTH_FAILURE_CACHE_MS = 500;
 
 export interface StartOptions {
   now?: () => Date;
@@ -149,10 +150,14 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
     await hsm.close();
     throw e;
   }
-  const health = cachedHealthCheck(async () => {
-    await hsm.ping();
-    await store.ping();
-  }, (up) => metrics.setTokenUp(up));
+  const health = cachedHealthCheck(
+    async () => {
+      await hsm.ping();
+      await store.ping();
+    },
+    (up) => metrics.setTokenUp(up),
+    () => hsm.problem?.(),
+  );
   const verifier = new SigV4Verifier(
     { region: config.region, service: 'kms', maxSkewSeconds: config.maxClockSkewSeconds, now },
     principals.secretFor,
@@ -312,14 +317,21 @@ async function openServiceAuditTrail(
   });
 }
 
-/** A deep health check (real token round trip) whose answer is reused for up to 10 s. */
-function cachedHealthCheck(probe: () => Promise<void>, report: (up: boolean) => void) {
+/** A deep health check (real token round trip) whose answer is reused for up to 1 s, unless the
+ *  token is known to be down right now. */
+function cachedHealthCheck(probe: () => Promise<void>, report: (up: boolean) => void, knownProblem: () => string | undefined) {
   let last: { at: number; result: Promise<void>; failed: boolean | undefined } | undefined;
   return {
     get lastFailed(): boolean {
-      return last?.failed === true;
+      return last?.failed === true || knownProblem() !== undefined;
     },
     check(): Promise<void> {
+      const problem = knownProblem();
+      if (problem !== undefined) {
+        report(false);
+        last = undefined;
+        return Promise.reject(new Error(problem));
+      }
       const t = Date.now();
       const maxAge = last?.failed ? HEALTH_FAILURE_CACHE_MS : HEALTH_CACHE_MS;
       if (last === undefined || t - last.at >= maxAge) {

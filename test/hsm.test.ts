@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import pkcs11js from 'pkcs11js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TokenConfig } from '../src/config.js';
-import { parseCkr, toHsmError } from '../src/hsm/errors.js';
+import { parseCkr, setErrorDialect, toHsmError } from '../src/hsm/errors.js';
+import { PROFILES } from '../src/hsm/profiles.js';
 import { labelFor, objectIdFor, refFromAttributes } from '../src/hsm/object-naming.js';
 import { inspectBackingKey, openHsm } from '../src/hsm/pkcs11-token.js';
 import { locateSoftHsmModule, softHsmPaths } from '../src/hsm/provision.js';
@@ -159,10 +160,17 @@ describe('error translation', () => {
 
   it('maps return values to failure kinds in one place', () => {
     const kind = (message: string, fn: string) => toHsmError(new Error(message), fn).kind;
+    // CKR_GENERAL_ERROR is SoftHSM 2.6's failed tag; on other tokens it is a fault of the token.
+    setErrorDialect(PROFILES.softhsm2!);
     expect(kind('CKR_GENERAL_ERROR:5', 'C_Decrypt')).toBe('invalid-ciphertext');
+    setErrorDialect(PROFILES.generic!);
+    expect(kind('CKR_GENERAL_ERROR:5', 'C_Decrypt')).toBe('unavailable');
+    setErrorDialect(PROFILES.nshield!);
+    expect(kind('CKR_FUNCTION_FAILED:6', 'C_Decrypt')).toBe('invalid-ciphertext');
+    setErrorDialect(PROFILES.softhsm2!);
     expect(kind('CKR_ENCRYPTED_DATA_INVALID:64', 'C_Decrypt')).toBe('invalid-ciphertext');
     expect(kind('CKR_ENCRYPTED_DATA_LEN_RANGE:65', 'C_DecryptFinal')).toBe('invalid-ciphertext');
-    expect(kind('CKR_GENERAL_ERROR:5', 'C_Encrypt')).toBe('other');
+    expect(kind('CKR_GENERAL_ERROR:5', 'C_Encrypt')).toBe('unavailable');
     expect(kind('CKR_OBJECT_HANDLE_INVALID:130', 'C_EncryptInit')).toBe('key-not-found');
     expect(kind('CKR_KEY_HANDLE_INVALID:96', 'C_DecryptInit')).toBe('key-not-found');
     for (const ckr of ['CKR_DEVICE_ERROR:48', 'CKR_DEVICE_REMOVED:50', 'CKR_TOKEN_NOT_PRESENT:224', 'CKR_SESSION_CLOSED:176', 'CKR_CRYPTOKI_NOT_INITIALIZED:400', 'CKR_USER_NOT_LOGGED_IN:257']) {

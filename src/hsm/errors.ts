@@ -9,6 +9,7 @@
 // pkcs11js is CommonJS with a spread export: under Node ESM only the default import carries the
 // constants (a namespace import sees just PKCS11). Types come through the namespace.
 import pkcs11js from 'pkcs11js';
+import { PROFILES, type VendorProfile } from './profiles.js';
 import { HsmError, type HsmFailureKind } from './types.js';
 
 /** rv → name, from pkcs11js' constants plus v2.40+ codes it lacks. */
@@ -49,6 +50,7 @@ const UNAVAILABLE = new Set([
   'CKR_PIN_LOCKED',
   'CKR_HOST_MEMORY',
   'CKR_FUNCTION_FAILED', // Luna/nShield report lost HA members and network timeouts this way
+  'CKR_GENERAL_ERROR', // fatal on most tokens; a bad tag only where the dialect says so (checked first)
   'CKR_LIBRARY_LOAD_FAILED',
 ]);
 
@@ -57,17 +59,55 @@ const UNSUPPORTED = new Set(['CKR_MECHANISM_INVALID', 'CKR_MECHANISM_PARAM_INVAL
 /** The object behind a (cached) handle no longer exists. */
 const STALE_HANDLE = new Set(['CKR_OBJECT_HANDLE_INVALID', 'CKR_KEY_HANDLE_INVALID']);
 
-/** How tokens report a failed GCM tag check: SoftHSM2 says CKR_GENERAL_ERROR, others the
- *  ENCRYPTED_DATA codes. Only meaningful for the decrypt calls that verify the tag. */
-const TAG_FAILURE = new Set(['CKR_GENERAL_ERROR', 'CKR_ENCRYPTED_DATA_INVALID', 'CKR_ENCRYPTED_DATA_LEN_RANGE']);
+/** The vendor's reading of the codes that differ between token families (profiles.ts). A process
+ *  loads one PKCS#11 module (C_Initialize once), so one dialect serves the whole process; openHsm
+ *  sets it. Until then the conservative default: only the standard tag-failure codes. */
+let dialect: Pick<VendorProfile, 'tagFailure' | 'transient'> = PROFILES.generic!;
+
+export function setErrorDialect(profile: Pick<VendorProfile, 'tagFailure' | 'transient'>): void {
+  dialect = profile;
+}
+
+/** Only the decrypt calls that verify the tag can report a bad ciphertext. */
 const TAG_CHECKING_CALLS = new Set(['C_Decrypt', 'C_DecryptFinal', 'C_DecryptUpdate']);
 
 function kindOf(ckr: string, fn: string): HsmFailureKind {
-  if (TAG_CHECKING_CALLS.has(fn) && TAG_FAILURE.has(ckr)) return 'invalid-ciphertext';
+  if (TAG_CHECKING_CALLS.has(fn) && dialect.tagFailure.has(ckr)) return 'invalid-ciphertext';
   if (STALE_HANDLE.has(ckr)) return 'key-not-found';
-  if (UNAVAILABLE.has(ckr)) return 'unavailable';
+  if (UNAVAILABLE.has(ckr) || dialect.transient.has(ckr)) return 'unavailable';
   if (UNSUPPORTED.has(ckr)) return 'unsupported';
   return 'other';
+}
+
+/** The session (or every session) is gone: the token rebooted, failed over or was removed. */
+const SESSION_LOST = new Set(['CKR_SESSION_HANDLE_INVALID', 'CKR_SESSION_CLOSED', 'CKR_DEVICE_REMOVED', 'CKR_TOKEN_NOT_PRESENT', 'CKR_CRYPTOKI_NOT_INITIALIZED']);
+/** The token as a whole needs recovery (fresh sessions, login, handles), not just a retry. */
+const TOKEN_LOST = new Set([...SESSION_LOST, 'CKR_USER_NOT_LOGGED_IN', 'CKR_TOKEN_NOT_RECOGNIZED', 'CKR_LIBRARY_LOAD_FAILED', 'CKR_GENERAL_ERROR']);
+/** Calls whose failure ends the operation they belong to (PKCS#11 v2.40 §5.8-5.13: a call that
+ *  fails, other than CKR_BUFFER_TOO_SMALL, terminates the active operation; a failed *Init
+ *  starts none), so the session is clean afterwards and can be reused. */
+const ENDS_OPERATION = new Set([
+  'C_EncryptInit', 'C_Encrypt', 'C_EncryptFinal', 'C_DecryptInit', 'C_Decrypt', 'C_DecryptFinal',
+  'C_SignInit', 'C_Sign', 'C_SignFinal', 'C_VerifyInit', 'C_Verify', 'C_VerifyFinal', 'C_DigestInit', 'C_Digest',
+  'C_GenerateRandom', 'C_GenerateKey', 'C_GenerateKeyPair', 'C_GetAttributeValue', 'C_GetSessionInfo',
+]);
+
+/** A retry of the same call may well succeed (transient device trouble, per the profile). */
+export function isTransient(err: HsmError): boolean {
+  return err.kind === 'unavailable' && !TOKEN_LOST.has(err.ckr);
+}
+
+/** The token needs recovery: sessions, login or the library itself are gone. A CKR_GENERAL_ERROR
+ *  that the dialect reads as a bad tag (SoftHSM 2.6 on C_Decrypt) is the request's fault. */
+export function isTokenLost(err: HsmError): boolean {
+  return err.kind === 'timeout' || (err.kind === 'unavailable' && TOKEN_LOST.has(err.ckr));
+}
+
+/** Whether the session that saw `err` must be closed rather than reused. */
+export function spoilsSession(err: unknown): boolean {
+  if (!(err instanceof HsmError)) return true;
+  if (err.kind === 'timeout' || SESSION_LOST.has(err.ckr) || err.ckr === 'CKR_OPERATION_ACTIVE') return true;
+  return !ENDS_OPERATION.has(err.fn);
 }
 
 /**

@@ -4,12 +4,21 @@
  * cross-process object lock and the AES-GCM hot path, and delegates key pairs, HMAC and ECDH to
  * asymmetric.ts, the audit key to audit-signing-key.ts and diagnostics to diagnostics.ts.
  *
- * Token differences worth knowing (capabilities):
- *  - GCM IV: we always supply the 12-byte IV (the KMS layer draws it from generateRandom).
- *    SoftHSM2, nShield (non-FIPS) and Luna (non-FIPS) accept caller IVs. Luna in FIPS mode and
- *    AWS CloudHSM generate the IV inside the HSM and write it back into CK_GCM_PARAMS.pIv, which
- *    pkcs11js does not copy back to JS: those tokens need a different encrypt path.
- *  - GCM tag failure: SoftHSM2 says CKR_GENERAL_ERROR, others CKR_ENCRYPTED_DATA_INVALID (errors.ts).
+ * Token differences worth knowing (vendor profiles, profiles.ts):
+ *  - GCM IV: the KMS layer draws a 12-byte IV from generateRandom and passes it; tokens that
+ *    generate the IV themselves overwrite the caller's `iv` buffer with the one they used.
+ *    'token-writes-params' (CloudHSM, nShield) passes a zeroed IV and reads the token's from the
+ *    same Buffer afterwards: pkcs11js hands the JS Buffer's own memory to the module as
+ *    CK_GCM_PARAMS.pIv (napi_get_buffer_info, no copy), so what the token writes there arrives
+ *    in JS. Measured with the fault module (test/fault-module, iv_mode hsm-writes-iv), which
+ *    writes the IV during C_EncryptInit, sync and async (test/hsm-faults.test.ts). A token that
+ *    wrote it only at C_Encrypt would write into the same Buffer as long as it stays referenced,
+ *    which it does until the call returns. 'token-appends' (Luna FIPS mode) passes ulIvLen 0
+ *    with ulIvBits 96 and takes the IV from after the tag.
+ *  - GCM tag failure: SoftHSM 2.6 says CKR_GENERAL_ERROR, nShield CKR_FUNCTION_FAILED, others
+ *    CKR_ENCRYPTED_DATA_INVALID (the profile's dialect, errors.ts).
+ *  - Faults: token-guard.ts takes the token down on a lost session, login or device and brings
+ *    it back (recover below); async mode runs request-path calls on call-workers.ts.
  *  - CKA_MODIFIABLE/CKA_COPYABLE=false on generated keys: accepted by SoftHSM2; a token that rejects
  *    them gets keys without them (logged once).
  */
@@ -20,16 +29,19 @@ import type * as P11 from 'pkcs11js';
 import type { TokenConfig } from '../config.js';
 import { TokenKeyPairs } from './asymmetric.js';
 import { asBuffer } from './bytes.js';
-import { isStaleHandle, toHsmError } from './errors.js';
+import { CallWorkers, type WorkerAnswer, type WorkerCall } from './call-workers.js';
+import { isStaleHandle, isTokenLost, setErrorDialect, toHsmError } from './errors.js';
 import { type AuditSigningKey, openAuditSigningKey } from './audit-signing-key.js';
 import { type BackingKeyInspection, inspectOnSession } from './diagnostics.js';
 import { HandleCache } from './handle-cache.js';
 import { enumerateBackingKeys, findKeyObjects, refreshObjectIndex } from './key-objects.js';
 import { labelFor, objectIdFor, refKey } from './object-naming.js';
-import { trimPadded, withProvisionLock } from './provision.js';
+import { PROFILES, type VendorProfile, detectProfile, environmentProblems, sessionLimit } from './profiles.js';
+import { findTokenSlot, trimPadded, withProvisionLock } from './provision.js';
 import { SessionPool } from './session-pool.js';
 import type { HsmLog, TokenAccess } from './token-access.js';
-import { CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS, type Connection, openLoggedInSession, shutDownModule } from './token-module.js';
+import { TokenGuard } from './token-guard.js';
+import { CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS, type Connection, initialize, openLoggedInSession, shutDownModule } from './token-module.js';
 import {
   type BackingKeyRef,
   type ExportedKeyPair,
@@ -48,11 +60,15 @@ type Handle = P11.Handle;
 const GCM_IV_BYTES = 12;
 const GCM_TAG_BYTES = 16;
 const AES_KEY_BYTES = 32;
-/** Mechanisms the service cannot run without. */
-const REQUIRED_MECHANISMS: ReadonlyArray<[number, string]> = [
+/** Mechanisms SYMMETRIC_DEFAULT keys need; a token without them serves the other key specs, and
+ *  creating a symmetric key there is UnsupportedOperationException. */
+const SYMMETRIC_MECHANISMS: ReadonlyArray<[number, string]> = [
   [pkcs11js.CKM_AES_KEY_GEN, 'CKM_AES_KEY_GEN'],
   [pkcs11js.CKM_AES_GCM, 'CKM_AES_GCM'],
 ];
+/** Token random bytes kept ready in async mode, so that generateRandom (synchronous by contract)
+ *  rarely waits for a network round trip on the event loop; served bytes are zeroed. */
+const RANDOM_RESERVE_BYTES = 64 * 1024;
 /** Template errors that mean "this token does not accept one of the hardening attributes". */
 const TEMPLATE_REJECTED = new Set(['CKR_ATTRIBUTE_TYPE_INVALID', 'CKR_ATTRIBUTE_VALUE_INVALID', 'CKR_TEMPLATE_INCONSISTENT', 'CKR_ATTRIBUTE_READ_ONLY']);
 
@@ -60,12 +76,23 @@ export class Pkcs11Hsm implements Hsm {
   readonly info: TokenInfo;
   readonly mechanisms: ReadonlySet<number>;
 
+  /** The vendor dialect in use (profiles.ts). */
+  readonly profile: VendorProfile;
+  /** Whether request-path calls run on the event loop (local software token) or on workers. */
+  readonly syncCalls: boolean;
+
   private readonly p: P11.PKCS11;
-  private readonly slot: Handle;
+  private slot: Handle;
   private readonly pin: string;
   private readonly label: string;
-  private readonly syncCalls: boolean;
+  private readonly modulePath: string;
   private readonly pool: SessionPool;
+  private readonly guard: TokenGuard;
+  /** Request-path calls off the event loop (async mode only). */
+  private readonly workers: CallWorkers | undefined;
+  private readonly callTimeoutMs: number;
+  private randomReserve = { bytes: Buffer.alloc(0), used: 0 };
+  private randomRefill: Promise<void> | undefined;
   /** Holds the login for the application's lifetime and serves the synchronous generateRandom. */
   private control: Handle;
   /** Key handles and their lookups (handle-cache.ts). */
@@ -87,7 +114,8 @@ export class Pkcs11Hsm implements Hsm {
     this.slot = connection.slot;
     this.pin = connection.pin;
     this.label = token.label;
-    this.syncCalls = token.symmetricCalls === 'sync';
+    this.modulePath = connection.modulePath;
+    this.callTimeoutMs = token.callTimeoutMs ?? 5000;
     this.control = this.openSession();
 
     let mechanismList: number[];
@@ -97,11 +125,6 @@ export class Pkcs11Hsm implements Hsm {
       throw toHsmError(err, 'C_GetMechanismList');
     }
     this.mechanisms = new Set(mechanismList);
-    for (const [mechanism, name] of REQUIRED_MECHANISMS) {
-      if (!this.mechanisms.has(mechanism)) {
-        throw new HsmError('unsupported', 'CKR_MECHANISM_INVALID', 'C_GetMechanismList', `token '${this.label}' does not offer ${name}, which p11kms needs`);
-      }
-    }
     const moduleInfo = this.p.C_GetInfo();
     const tokenInfo = this.p.C_GetTokenInfo(this.slot);
     this.info = {
@@ -112,13 +135,35 @@ export class Pkcs11Hsm implements Hsm {
       serialNumber: trimPadded(tokenInfo.serialNumber),
       mechanismCount: this.mechanisms.size,
     };
+    this.profile =
+      token.profile !== undefined
+        ? PROFILES[token.profile]!
+        : detectProfile({
+            ...this.info,
+            libraryManufacturer: trimPadded(moduleInfo.manufacturerID),
+            libraryVersion: `${moduleInfo.libraryVersion.major}.${moduleInfo.libraryVersion.minor}`,
+          });
+    setErrorDialect(this.profile);
+    const envProblems = environmentProblems(this.profile, token.sharedAcrossProcesses === true);
+    if (envProblems.length > 0) throw new HsmError('other', 'CKR_ARGUMENTS_BAD', 'openHsm', `token '${this.label}': ${envProblems.join('; ')}`);
+    this.syncCalls = (token.symmetricCalls ?? (this.profile.localSoftware ? 'sync' : 'async')) === 'sync';
+    const sessions = sessionLimit(this.profile, token.poolSize, tokenInfo.maxSessionCount);
+    if (sessions < token.poolSize) log('warn', `token '${this.label}' allows ${tokenInfo.maxSessionCount} sessions (${this.profile.name}, reserve ${this.profile.sessionReserve}): pool of ${sessions}, not ${token.poolSize}`);
+    log('info', `token '${this.label}': profile ${this.profile.name} (${this.profile.description}), ${this.syncCalls ? 'sync' : 'async (worker threads)'} calls, ${sessions} sessions`);
+    this.guard = new TokenGuard(this.label, log, (attempt, cause) => this.recover(attempt, cause));
     this.pool = new SessionPool(
-      () => this.openSession(),
-      (session) => this.p.C_CloseSession(session),
-      token.poolSize,
+      () => this.openPooledSession(),
+      (session) => this.closePooledSession(session),
+      sessions,
       token.sessionQueueMax,
+      (err) => this.noteFailure(err),
     );
-    this.keyHandles = new HandleCache(this.p, this.pool, this.label, log);
+    this.workers = this.syncCalls ? undefined : new CallWorkers(this.modulePath, sessions + 1);
+    this.keyHandles = new HandleCache(this.p, this.pool, this.label, log, {
+      assertUp: (fn) => this.guard.assertUp(fn),
+      confirmLoggedIn: () => this.confirmLoggedIn(),
+      deadlineMs: this.syncCalls ? undefined : this.callTimeoutMs,
+    });
     this.handles = this.keyHandles.handles;
     this.keyPairs = new TokenKeyPairs({
       ...this.tokenAccess(),
@@ -137,16 +182,108 @@ export class Pkcs11Hsm implements Hsm {
     return openLoggedInSession(this.p, this.slot, this.pin, this.label);
   }
 
-  /** Swaps the control session for a fresh one after an error (opening first keeps the login). */
-  private replaceControlSession(): void {
+  /** Pool sessions; in async mode opened (and logged in, if the login was lost) on a worker. */
+  private openPooledSession(): Handle | Promise<Handle> {
+    this.guard.assertUp('C_OpenSession');
+    if (!this.workers) return this.openSession();
+    return this.onWorker({ op: 'open-session', slot: this.slot, pin: this.pin }, 'C_OpenSession').then((answer) => Buffer.from(this.answerOf(answer, 'C_OpenSession').session!));
+  }
+
+  /** While the token is down a close would only wait for it (or hang with it); recovery closes
+   *  every session of the old generation at once (C_CloseAllSessions). */
+  private closePooledSession(session: Handle): void {
+    if (this.guard.isDown) return;
+    if (this.workers) void this.onWorker({ op: 'close-session', session }, 'C_CloseSession');
+    else this.p.C_CloseSession(session);
+  }
+
+  /** Every error a token call threw passes here: a lost token starts recovery. */
+  private noteFailure(err: unknown): void {
+    if (!(err instanceof HsmError)) return;
+    if (isTokenLost(err)) this.guard.lost(err);
+  }
+
+  /** Throws when the token no longer has our login (seen as key handles going stale). */
+  private async confirmLoggedIn(): Promise<void> {
+    this.guard.assertUp('C_GetSessionInfo');
+    let state: number;
     try {
-      const fresh = this.openSession();
-      const old = this.control;
-      this.control = fresh;
-      this.p.C_CloseSession(old);
-    } catch {
-      // Token unreachable: the next call reports it.
+      state = this.workers
+        ? this.answerOf(await this.onWorker({ op: 'ping', session: this.control }, 'C_GetSessionInfo'), 'C_GetSessionInfo').state!
+        : this.p.C_GetSessionInfo(this.control).state;
+    } catch (err) {
+      const e = toHsmError(err, 'C_GetSessionInfo');
+      this.noteFailure(e);
+      throw e;
     }
+    if (state !== CKS_RW_USER_FUNCTIONS && state !== CKS_RO_USER_FUNCTIONS) {
+      const e = new HsmError('unavailable', 'CKR_USER_NOT_LOGGED_IN', 'C_GetSessionInfo', `token '${this.label}' no longer has our login`);
+      this.guard.lost(e);
+      throw e;
+    }
+  }
+
+  /**
+   * One recovery attempt (token-guard.ts runs them with backoff): retire every session, forget
+   * every handle (they may differ after a reboot, the audit key's too), then a fresh control
+   * session with a fresh login and a round trip. A library that answers CKR_GENERAL_ERROR or
+   * CKR_CRYPTOKI_NOT_INITIALIZED, or that still fails on the third attempt, is finalised and
+   * initialised again first (only with no call in flight: finalising under a running call is
+   * undefined behaviour), and the slot is found again by label.
+   */
+  private async recover(attempt: number, cause: HsmError): Promise<void> {
+    this.pool.reset();
+    this.handles.clear();
+    this.auditKeyCurrent = undefined;
+    if (this.workers) await this.probeOffThread();
+    const wedged = cause.ckr === 'CKR_GENERAL_ERROR' || cause.ckr === 'CKR_CRYPTOKI_NOT_INITIALIZED' || attempt >= 3;
+    if (wedged && this.pool.busy === 0) {
+      try {
+        this.p.C_Finalize();
+      } catch {
+        // not initialised any more
+      }
+      initialize(this.p, this.modulePath, this.log);
+      const slot = findTokenSlot(this.p, this.label);
+      if (slot === undefined) throw new HsmError('unavailable', 'CKR_TOKEN_NOT_PRESENT', 'C_GetTokenInfo', `no token labelled '${this.label}' after re-initialising the library`);
+      this.slot = slot;
+    } else {
+      try {
+        this.p.C_CloseAllSessions(this.slot);
+      } catch (err) {
+        throw toHsmError(err, 'C_CloseAllSessions', `reconnecting to token '${this.label}'`);
+      }
+    }
+    this.control = this.openSession();
+    try {
+      this.p.C_GenerateRandom(this.control, Buffer.allocUnsafe(1));
+    } catch (err) {
+      throw toHsmError(err, 'C_GenerateRandom', `reconnecting to token '${this.label}'`);
+    }
+  }
+
+  /** Whether the library answers at all, asked from a worker: a hung token must not hang the
+   *  event loop with it. */
+  private async probeOffThread(): Promise<void> {
+    const answer = await this.onWorker({ op: 'ping', session: this.control }, 'C_GetSessionInfo');
+    // The old control session is normally gone after a fault; any PKCS#11 answer means the
+    // library is responsive again, only a missing answer (deadline) stops this attempt.
+    if (answer.error?.fn === 'worker') throw new HsmError('timeout', 'CKR_FUNCTION_FAILED', 'C_GetSessionInfo', `token '${this.label}' does not answer`);
+  }
+
+  /** Runs a call on a worker with the per-call deadline; a missing answer is reported as
+   *  error.fn 'worker'. */
+  private async onWorker(call: WorkerCall, fn: string): Promise<WorkerAnswer> {
+    const answer = await this.workers!.run(call, this.callTimeoutMs);
+    if (answer.error?.fn === 'worker') answer.error.message = `${fn} did not answer within ${this.callTimeoutMs} ms`;
+    return answer;
+  }
+
+  /** The answer of a worker call, or its error as HsmError (timeouts as kind 'timeout'). */
+  private answerOf(answer: WorkerAnswer, what: string): WorkerAnswer {
+    if (answer.error === undefined) return answer;
+    if (answer.error.fn === 'worker') throw new HsmError('timeout', 'CKR_FUNCTION_FAILED', what, `token '${this.label}': ${answer.error.message}`);
+    throw toHsmError(new Error(answer.error.message), answer.error.fn);
   }
 
   // ---- handle cache ---------------------------------------------------------------------------
@@ -168,6 +305,11 @@ export class Pkcs11Hsm implements Hsm {
   // ---- Hsm ------------------------------------------------------------------------------------
 
   async generateAesKey(ref: BackingKeyRef): Promise<void> {
+    const missing = SYMMETRIC_MECHANISMS.filter(([m]) => !this.mechanisms.has(m)).map(([, name]) => name);
+    if (missing.length > 0) {
+      throw new HsmError('unsupported', 'CKR_MECHANISM_INVALID', 'C_GetMechanismList', `token '${this.label}' lacks ${missing.join(' and ')}, which SYMMETRIC_DEFAULT keys need`);
+    }
+    this.guard.assertUp('C_GenerateKey');
     const id = objectIdFor(ref);
     let handle: Handle;
     try {
@@ -257,8 +399,10 @@ export class Pkcs11Hsm implements Hsm {
 
   encryptAesGcm(ref: BackingKeyRef, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Buffer> {
     if (iv.length !== GCM_IV_BYTES) return Promise.reject(new RangeError(`AES-GCM IV must be ${GCM_IV_BYTES} bytes`));
-    const mechanism = gcmMechanism(iv, aad);
     const input = asBuffer(plaintext);
+    if (this.workers) return this.keyHandles.withKey(ref, (s, k) => this.encryptOnWorker(s, k, iv, asBuffer(aad), input));
+    if (this.profile.gcmIv !== 'caller') return this.keyHandles.withKey(ref, (s, k) => this.encryptTokenIv(s, k, iv, asBuffer(aad), input));
+    const mechanism = gcmMechanism(iv, aad);
     if (this.syncCalls) return this.keyHandles.withKeySync(ref, (s, k) => this.encryptSync(s, k, mechanism, input));
     return this.keyHandles.withKey(ref, (s, k) => this.encryptAsync(s, k, mechanism, input));
   }
@@ -270,10 +414,55 @@ export class Pkcs11Hsm implements Hsm {
     if (ciphertextAndTag.length < GCM_TAG_BYTES) {
       return Promise.reject(new HsmError('invalid-ciphertext', 'CKR_ENCRYPTED_DATA_LEN_RANGE', 'C_Decrypt', 'ciphertext is shorter than the GCM tag'));
     }
-    const mechanism = gcmMechanism(iv, aad);
     const input = asBuffer(ciphertextAndTag);
+    if (this.workers) {
+      const call = (session: Handle, key: Handle) => this.onWorker({ op: 'gcm-decrypt', session, key, iv: asBuffer(iv), aad: asBuffer(aad), input }, 'C_Decrypt');
+      return this.keyHandles.withKey(ref, async (s, k) => Buffer.from(this.answerOf(await call(s, k), 'C_Decrypt').out!));
+    }
+    const mechanism = gcmMechanism(iv, aad);
     if (this.syncCalls) return this.keyHandles.withKeySync(ref, (s, k) => this.decryptSync(s, k, mechanism, input));
     return this.keyHandles.withKey(ref, (s, k) => this.decryptAsync(s, k, mechanism, input));
+  }
+
+  /** Async mode: Init and data call together on a worker; token-chosen IVs land in `iv`. */
+  private async encryptOnWorker(session: Handle, key: Handle, iv: Uint8Array, aad: Buffer, input: Buffer): Promise<Buffer> {
+    const callerIv = this.profile.gcmIv === 'caller';
+    const call: WorkerCall = { op: 'gcm-encrypt', session, key, iv: callerIv ? asBuffer(iv) : Buffer.alloc(GCM_IV_BYTES), aad, input, ivMode: this.profile.gcmIv };
+    const answer = this.answerOf(await this.onWorker(call, 'C_Encrypt'), 'C_Encrypt');
+    if (!callerIv) iv.set(this.tokenChosenIv(answer.iv));
+    return Buffer.from(answer.out!);
+  }
+
+  /** Sync mode on a token that chooses the IV (a local emulation, or a profile forced onto a
+   *  local token): the same steps as the worker's, on this thread. */
+  private encryptTokenIv(session: Handle, key: Handle, iv: Uint8Array, aad: Buffer, input: Buffer): Buffer {
+    const appends = this.profile.gcmIv === 'token-appends';
+    const ivParam = Buffer.alloc(appends ? 0 : GCM_IV_BYTES); // zeros: the token writes its IV here
+    const parameter: P11.GcmParams = { type: pkcs11js.CK_PARAMS_GCM, iv: ivParam, ivBits: GCM_IV_BYTES * 8, aad, tagBits: GCM_TAG_BYTES * 8 };
+    let fn = 'C_EncryptInit';
+    try {
+      this.p.C_EncryptInit(session, { mechanism: pkcs11js.CKM_AES_GCM, parameter }, key);
+      const out = Buffer.allocUnsafe(input.length + GCM_TAG_BYTES + (appends ? GCM_IV_BYTES : 0));
+      fn = input.length === 0 ? 'C_EncryptFinal' : 'C_Encrypt';
+      const sealed = input.length === 0 ? this.p.C_EncryptFinal(session, out) : this.p.C_Encrypt(session, input, out);
+      if (!appends) {
+        iv.set(this.tokenChosenIv(ivParam));
+        return sealed;
+      }
+      iv.set(this.tokenChosenIv(sealed.subarray(sealed.length - GCM_IV_BYTES)));
+      return sealed.subarray(0, sealed.length - GCM_IV_BYTES);
+    } catch (err) {
+      throw toHsmError(err, fn);
+    }
+  }
+
+  /** A token-chosen IV must be 12 bytes and not all zeros (zeros: the token did not write one,
+   *  and a ciphertext under them would be unrecoverable). */
+  private tokenChosenIv(iv: Uint8Array | undefined): Uint8Array {
+    if (iv === undefined || iv.length !== GCM_IV_BYTES || iv.every((b) => b === 0)) {
+      throw new HsmError('other', 'CKR_MECHANISM_PARAM_INVALID', 'C_EncryptInit', `token '${this.label}' returned no IV (profile ${this.profile.name} expects ${this.profile.gcmIv})`);
+    }
+    return iv;
   }
 
   // The four GCM bodies below are the hot path. Output goes into a fresh Buffer.allocUnsafe per
@@ -341,14 +530,46 @@ export class Pkcs11Hsm implements Hsm {
     if (!Number.isInteger(length) || length < 0) throw new RangeError('random length must be a non-negative integer');
     if (this.closing) throw closedError('C_GenerateRandom');
     if (length === 0) return Buffer.alloc(0);
+    this.guard.assertUp('C_GenerateRandom');
+    if (this.workers) {
+      const reserve = this.randomReserve;
+      if (reserve.bytes.length - reserve.used < RANDOM_RESERVE_BYTES / 4) void this.refillRandom().catch(() => undefined);
+      if (reserve.bytes.length - reserve.used >= length) {
+        const served = reserve.bytes.subarray(reserve.used, reserve.used + length);
+        reserve.used += length;
+        const out = Buffer.from(served);
+        served.fill(0);
+        return out;
+      }
+      // Reserve exhausted (a burst of large requests): one call on this thread.
+    }
     try {
       // Sync by contract and stateless, so it runs on the control session, which no async call
       // ever uses; a pooled session might have an async call in flight.
       return this.p.C_GenerateRandom(this.control, Buffer.allocUnsafe(length));
     } catch (err) {
-      this.replaceControlSession();
-      throw toHsmError(err, 'C_GenerateRandom');
+      const e = toHsmError(err, 'C_GenerateRandom');
+      this.noteFailure(e);
+      throw e;
     }
+  }
+
+  /** Async mode: tops the random reserve up from a worker (one refill at a time). */
+  private refillRandom(): Promise<void> {
+    this.randomRefill ??= this.pool
+      .withSession(async (session) => Buffer.from(this.answerOf(await this.onWorker({ op: 'random', session, length: RANDOM_RESERVE_BYTES }, 'C_GenerateRandom'), 'C_GenerateRandom').out!))
+      .then((fresh) => {
+        const old = this.randomReserve;
+        old.bytes.subarray(old.used).fill(0);
+        this.randomReserve = { bytes: fresh, used: 0 };
+      })
+      .finally(() => (this.randomRefill = undefined));
+    return this.randomRefill;
+  }
+
+  /** Fills the random reserve before the first request (async mode). */
+  async warmUp(): Promise<void> {
+    if (this.workers) await this.refillRandom();
   }
 
   async destroyKey(ref: BackingKeyRef): Promise<void> {
@@ -381,14 +602,60 @@ export class Pkcs11Hsm implements Hsm {
 
   // ---- audit signing key and pool statistics (audit-signing-key.ts) -----------------------------
 
+  /** The audit key as the trail sees it: stable fingerprint, handles looked up again after a
+   *  recovery (the private key's handle may differ after an HSM reboot). */
   private auditKey: AuditSigningKey | undefined;
+  /** The lookup behind it; cleared by recover and by a stale handle. */
+  private auditKeyCurrent: Promise<AuditSigningKey | undefined> | undefined;
+
+  private lookUpAuditKey(create: boolean): Promise<AuditSigningKey | undefined> {
+    this.auditKeyCurrent ??= openAuditSigningKey(this.p, this.mechanisms, (fn) => this.pool.withSession(fn), create, {
+      write: (write) => this.tokenWrite(write),
+      scan: (scan) => this.tokenScan(scan),
+    }).catch((err: unknown) => {
+      this.auditKeyCurrent = undefined;
+      throw err;
+    });
+    return this.auditKeyCurrent;
+  }
 
   async auditSigningKey(create: boolean): Promise<AuditSigningKey | undefined> {
     if (this.closing) throw closedError('auditSigningKey');
-    this.auditKey ??= await openAuditSigningKey(this.p, this.mechanisms, (fn) => this.pool.withSession(fn), create, {
-      write: (write) => this.tokenWrite(write),
-      scan: (scan) => this.tokenScan(scan),
-    });
+    if (this.auditKey) return this.auditKey;
+    const found = await this.lookUpAuditKey(create);
+    if (found === undefined) return undefined;
+    const signDigest = async (digest: Buffer): Promise<Buffer> => {
+      this.guard.assertUp('C_SignInit');
+      for (let attempt = 1; ; attempt++) {
+        const key = await this.lookUpAuditKey(false);
+        if (key === undefined || key.fingerprint !== found.fingerprint) {
+          throw new HsmError('key-not-found', 'CKR_OBJECT_HANDLE_INVALID', 'C_FindObjects', `the audit signing key ${found.fingerprint.slice(0, 16)}… is no longer in token '${this.label}'`);
+        }
+        try {
+          return await key.signDigest(digest);
+        } catch (err) {
+          if (!(err instanceof HsmError) || !isStaleHandle(err) || attempt >= 2) throw err;
+          this.auditKeyCurrent = undefined; // look the handle up again
+        }
+      }
+    };
+    // The head object lives beside the key: after a token reboot it is reached through the key
+    // looked up again, as signDigest does.
+    const current = async (): Promise<AuditSigningKey> => {
+      this.guard.assertUp('C_FindObjects');
+      const key = await this.lookUpAuditKey(false);
+      if (key === undefined || key.fingerprint !== found.fingerprint) {
+        throw new HsmError('key-not-found', 'CKR_OBJECT_HANDLE_INVALID', 'C_FindObjects', `the audit signing key ${found.fingerprint.slice(0, 16)}… is no longer in token '${this.label}'`);
+      }
+      return key;
+    };
+    this.auditKey = {
+      publicKeySpki: found.publicKeySpki,
+      fingerprint: found.fingerprint,
+      signDigest,
+      publishHead: async (head) => (await current()).publishHead(head),
+      readHeads: async () => (await current()).readHeads(),
+    };
     return this.auditKey;
   }
 
@@ -432,20 +699,41 @@ export class Pkcs11Hsm implements Hsm {
     return this.keyPairs.generateExportableKeyPair(type);
   }
 
-  ping(): Promise<void> {
-    return this.pool.withSession((session) => {
-      let fn = 'C_GetSessionInfo';
-      try {
-        const { state } = this.p.C_GetSessionInfo(session);
-        if (state !== CKS_RW_USER_FUNCTIONS && state !== CKS_RO_USER_FUNCTIONS) {
-          throw new HsmError('unavailable', 'CKR_USER_NOT_LOGGED_IN', fn, `token '${this.label}' no longer has our login`);
-        }
-        fn = 'C_GenerateRandom';
-        this.p.C_GenerateRandom(session, Buffer.allocUnsafe(1)); // a real round trip to the device
-      } catch (err) {
-        throw toHsmError(err, fn);
-      }
-    });
+  /** Why the token cannot be used right now (naming it), or undefined; no token call. */
+  problem(): string | undefined {
+    return this.guard.problem();
+  }
+
+  /** Health checks: a real round trip; the error names the token. */
+  async ping(): Promise<void> {
+    try {
+      await this.pingOnce();
+    } catch (err) {
+      if (!(err instanceof HsmError)) throw err;
+      throw new HsmError(err.kind, err.ckr, err.fn, this.guard.problem() ?? `PKCS#11 token '${this.label}': ${err.message}`);
+    }
+  }
+
+  private async pingOnce(): Promise<void> {
+    this.guard.assertUp('C_GetSessionInfo');
+    const state = this.workers
+      ? await this.pool.withSession(async (session) => this.answerOf(await this.onWorker({ op: 'ping', session }, 'C_GetSessionInfo'), 'C_GetSessionInfo').state!)
+      : await this.pool.withSession((session) => {
+          let fn = 'C_GetSessionInfo';
+          try {
+            const { state } = this.p.C_GetSessionInfo(session);
+            fn = 'C_GenerateRandom';
+            this.p.C_GenerateRandom(session, Buffer.allocUnsafe(1)); // a real round trip to the device
+            return state;
+          } catch (err) {
+            throw toHsmError(err, fn);
+          }
+        });
+    if (state !== CKS_RW_USER_FUNCTIONS && state !== CKS_RO_USER_FUNCTIONS) {
+      const e = new HsmError('unavailable', 'CKR_USER_NOT_LOGGED_IN', 'C_GetSessionInfo', `token '${this.label}' no longer has our login`);
+      this.guard.lost(e);
+      throw e;
+    }
   }
 
   close(): Promise<void> {
@@ -454,7 +742,9 @@ export class Pkcs11Hsm implements Hsm {
   }
 
   private async shutDown(): Promise<void> {
+    await this.guard.close();
     await this.pool.close();
+    await this.workers?.close();
     this.handles.clear();
     try {
       this.p.C_Logout(this.control);

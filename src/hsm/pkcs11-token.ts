@@ -78,6 +78,7 @@ export async function openHsm(token: TokenConfig, dataDir: string, log: HsmLog =
     const hsm = new Pkcs11Hsm(connection, token, log);
     if (token.module === undefined && token.sharedAcrossProcesses) hsm.objectWriteLockPath = softHsmPaths(dataDir).objectWriteLockPath;
     const keys = await hsm.primeHandleCache();
+    await hsm.warmUp();
     log('info', `PKCS#11 token '${token.label}' (${hsm.info.libraryDescription}) open: ${keys} backing keys, ${Math.round(performance.now() - started)} ms`);
     return hsm;
   } catch (err) {

@@ -24,6 +24,7 @@ export interface Connection {
   p: P11.PKCS11;
   slot: Handle;
   pin: string;
+  modulePath: string;
 }
 
 /** Loads and initialises the module, then resolves slot and PIN; finalises again on failure. */
@@ -43,14 +44,15 @@ export function connect(modulePath: string, log: HsmLog, resolve: (p: P11.PKCS11
     throw err;
   }
   try {
-    return { p, ...resolve(p) };
+    return { p, modulePath, ...resolve(p) };
   } catch (err) {
     shutDownModule(p, undefined);
     throw err instanceof HsmError ? err : toHsmError(err, 'C_GetSlotList', 'finding the token');
   }
 }
 
-function initialize(p: P11.PKCS11, modulePath: string, log: HsmLog): void {
+/** C_Initialize with OS locking (falling back to none where the module cannot lock). */
+export function initialize(p: P11.PKCS11, modulePath: string, log: HsmLog): void {
   try {
     // Async calls run on libuv worker threads, so the module must do its own locking.
     p.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });

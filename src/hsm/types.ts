@@ -17,6 +17,7 @@ export type HsmFailureKind =
   | 'unavailable' // token not present, session/login lost, device error
   | 'unsupported' // mechanism missing on this token
   | 'busy' // every session busy and the queue for one full (back-pressure)
+  | 'timeout' // the token did not answer within the per-call deadline
   | 'other';
 
 export class HsmError extends Error {
@@ -49,8 +50,9 @@ export interface Hsm {
 
   /** Generates a non-extractable, sensitive AES-256 token key for `ref` (C_GenerateKey). */
   generateAesKey(ref: BackingKeyRef): Promise<void>;
-  /** AES-256-GCM inside the token with a caller-supplied 12-byte IV and 128-bit tag. Returns
-   *  ciphertext‖tag. */
+  /** AES-256-GCM inside the token with a 12-byte IV and 128-bit tag. Returns ciphertext‖tag.
+   *  A token that chooses the IV itself (CloudHSM, nShield, Luna FIPS: profiles.ts) overwrites
+   *  `iv` with the IV it used, so the caller always stores what is in `iv` after the call. */
   encryptAesGcm(ref: BackingKeyRef, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Buffer>;
   /** Inverse of encryptAesGcm; a failed tag check throws HsmError kind 'invalid-ciphertext'. */
   decryptAesGcm(ref: BackingKeyRef, iv: Uint8Array, aad: Uint8Array, ciphertextAndTag: Uint8Array): Promise<Buffer>;
@@ -62,6 +64,9 @@ export interface Hsm {
   listBackingKeys(): Promise<BackingKeyRef[]>;
   /** A real round trip to the token (health checks). Throws HsmError when unreachable. */
   ping(): Promise<void>;
+  /** Why the token is unusable right now, naming it (a fault seen by any call, recovery under
+   *  way); undefined while it is up. Makes no token call. */
+  problem?(): string | undefined;
   close(): Promise<void>;
   /** The audit trail's EC P-256 signing key in the token (audit-signing-key.ts); with `create`
    *  it is generated on first use, otherwise undefined when absent. */

@@ -343,6 +343,7 @@ function toKmsError(e: unknown, log: Logger, requestId: string, operation: strin
   if (e instanceof HsmError) {
     log.error({ requestId, operation, ckr: e.ckr, fn: e.fn, kind: e.kind }, 'token call failed');
     if (e.kind === 'unavailable') return new KmsError('KeyUnavailableException', 'The HSM that holds the key is not available. Retry the request.');
+    if (e.kind === 'timeout') return new KmsError('DependencyTimeoutException', 'The HSM that holds the key did not answer in time. Retry the request.');
     if (e.kind === 'unsupported') return unsupported(`The token does not support a mechanism this operation needs (${e.fn}: ${e.ckr}).`);
     return internal();
   }

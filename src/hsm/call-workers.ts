@@ -1,0 +1,214 @@
+/**
+ * Token calls off the event loop, for network HSMs (P11KMS_SYMMETRIC_CALLS=async, chosen
+ * automatically for anything but a local software token). pkcs11js offers async variants of the
+ * data calls only: C_EncryptInit, C_DecryptInit, C_GenerateRandom and C_GetSessionInfo run on the
+ * calling thread, and with 5 ms per call on a network HSM the event loop waits for each.
+ *
+ * So each call here runs on a worker thread of our own, start to finish (Init and the data call
+ * together). A worker loads the same module path with its own pkcs11js instance: dlopen hands
+ * back the library the process already loaded, C_GetFunctionList the same function list, and the
+ * worker never calls C_Initialize or C_Finalize (PKCS#11 allows one C_Initialize per process; the
+ * main thread owns it). Sessions and object handles are process-wide, so the main thread's
+ * session pool hands a session to exactly one worker call at a time, as it does for async calls.
+ * Own threads instead of libuv's pool: a hung token call blocks its worker, never the file
+ * system and DNS work that shares libuv's four threads (the audit trail writes through them).
+ * A worker stuck past its deadline is abandoned and replaced.
+ */
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+import type { GcmIvMode } from './profiles.js';
+
+export type WorkerCall =
+  | { op: 'gcm-encrypt'; session: Buffer; key: Buffer; iv: Buffer; aad: Buffer; input: Buffer; ivMode: GcmIvMode }
+  | { op: 'gcm-decrypt'; session: Buffer; key: Buffer; iv: Buffer; aad: Buffer; input: Buffer }
+  | { op: 'random'; session: Buffer; length: number }
+  | { op: 'ping'; session: Buffer }
+  | { op: 'open-session'; slot: Buffer; pin: string }
+  | { op: 'close-session'; session: Buffer };
+
+export interface WorkerAnswer {
+  out?: Uint8Array;
+  /** The IV the token chose (token-generated IV modes). */
+  iv?: Uint8Array;
+  /** Session state (ping). */
+  state?: number;
+  /** The new session (open-session). */
+  session?: Uint8Array;
+  /** A failed call: the pkcs11js message (CKR name) and the function that failed. */
+  error?: { message: string; fn: string };
+}
+
+/** Runs inside each worker (serialised with toString: no imports, only require). */
+function workerMain(): void {
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  const { parentPort, workerData } = require('node:worker_threads');
+  const p11 = require(workerData.pkcs11js);
+  const p = new p11.PKCS11();
+  p.load(workerData.modulePath);
+  parentPort.postMessage({ id: 0 }); // ready: calls are dispatched (and their deadlines start) only now
+  const GCM_TAG_BYTES = 16;
+  const IV_BYTES = 12;
+  const gcm = (iv: Buffer, ivBits: number, aad: Buffer) => ({ mechanism: p11.CKM_AES_GCM, parameter: { type: p11.CK_PARAMS_GCM, iv, ivBits, aad, tagBits: 128 } });
+  parentPort.on('message', (msg: { id: number; call: Record<string, any> }) => {
+    const c = msg.call;
+    let fn = 'worker';
+    try {
+      if (c.op === 'open-session') {
+        fn = 'C_OpenSession';
+        const session = p.C_OpenSession(Buffer.from(c.slot), p11.CKF_SERIAL_SESSION | p11.CKF_RW_SESSION);
+        fn = 'C_GetSessionInfo';
+        const { state } = p.C_GetSessionInfo(session);
+        // Login is per application: only the first session after a lost login logs in.
+        if (state !== 1 && state !== 3) {
+          fn = 'C_Login';
+          try {
+            p.C_Login(session, p11.CKU_USER, c.pin);
+          } catch (err) {
+            if (!(err instanceof Error && err.message.includes('CKR_USER_ALREADY_LOGGED_IN'))) {
+              p.C_CloseSession(session);
+              throw err;
+            }
+          }
+        }
+        parentPort.postMessage({ id: msg.id, session });
+        return;
+      }
+      const session = Buffer.from(c.session);
+      if (c.op === 'close-session') {
+        fn = 'C_CloseSession';
+        p.C_CloseSession(session);
+        parentPort.postMessage({ id: msg.id });
+      } else if (c.op === 'gcm-encrypt') {
+        const appends = c.ivMode === 'token-appends';
+        // token-writes-params: the token fills this (zeroed) buffer; pkcs11js passes its memory.
+        const iv = appends ? Buffer.alloc(0) : Buffer.from(c.iv);
+        fn = 'C_EncryptInit';
+        p.C_EncryptInit(session, gcm(iv, IV_BYTES * 8, Buffer.from(c.aad)), Buffer.from(c.key));
+        const input = Buffer.from(c.input);
+        const out = Buffer.alloc(input.length + GCM_TAG_BYTES + (appends ? IV_BYTES : 0));
+        fn = input.length === 0 ? 'C_EncryptFinal' : 'C_Encrypt';
+        const sealed: Buffer = input.length === 0 ? p.C_EncryptFinal(session, out) : p.C_Encrypt(session, input, out);
+        if (appends) {
+          parentPort.postMessage({ id: msg.id, out: sealed.subarray(0, sealed.length - IV_BYTES), iv: sealed.subarray(sealed.length - IV_BYTES) });
+        } else {
+          parentPort.postMessage({ id: msg.id, out: sealed, iv });
+        }
+      } else if (c.op === 'gcm-decrypt') {
+        fn = 'C_DecryptInit';
+        p.C_DecryptInit(session, gcm(Buffer.from(c.iv), IV_BYTES * 8, Buffer.from(c.aad)), Buffer.from(c.key));
+        fn = 'C_Decrypt';
+        const input = Buffer.from(c.input);
+        parentPort.postMessage({ id: msg.id, out: p.C_Decrypt(session, input, Buffer.alloc(input.length)) });
+      } else if (c.op === 'random') {
+        fn = 'C_GenerateRandom';
+        parentPort.postMessage({ id: msg.id, out: p.C_GenerateRandom(session, Buffer.alloc(c.length)) });
+      } else if (c.op === 'ping') {
+        fn = 'C_GetSessionInfo';
+        const { state } = p.C_GetSessionInfo(session);
+        fn = 'C_GenerateRandom';
+        p.C_GenerateRandom(session, Buffer.alloc(1));
+        parentPort.postMessage({ id: msg.id, state });
+      }
+    } catch (err) {
+      parentPort.postMessage({ id: msg.id, error: { message: err instanceof Error ? err.message : String(err), fn } });
+    }
+  });
+}
+
+interface Slot {
+  worker: Worker;
+  pending: Map<number, (answer: WorkerAnswer) => void>;
+  busy: boolean;
+  ready: boolean;
+}
+
+export class CallWorkers {
+  private readonly slots: Slot[] = [];
+  private readonly queue: Array<{ call: WorkerCall; deadlineMs: number; done: (answer: WorkerAnswer) => void }> = [];
+  private nextId = 1;
+  private closed = false;
+  private readonly pkcs11js = createRequire(import.meta.url).resolve('pkcs11js');
+
+  constructor(
+    private readonly modulePath: string,
+    size: number,
+  ) {
+    for (let i = 0; i < size; i++) this.slots.push(this.spawn());
+  }
+
+  private spawn(): Slot {
+    const worker = new Worker(`(${workerMain.toString()})()`, { eval: true, workerData: { pkcs11js: this.pkcs11js, modulePath: this.modulePath } });
+    const slot: Slot = { worker, pending: new Map(), busy: false, ready: false };
+    worker.unref();
+    worker.on('message', (answer: WorkerAnswer & { id: number }) => {
+      if (answer.id === 0) {
+        slot.ready = true;
+        this.pump();
+        return;
+      }
+      const done = slot.pending.get(answer.id);
+      slot.pending.delete(answer.id);
+      slot.busy = false;
+      done?.(answer);
+      this.pump();
+    });
+    worker.on('error', (err) => {
+      for (const done of slot.pending.values()) done({ error: { message: `token worker failed: ${err.message}`, fn: 'worker' } });
+      slot.pending.clear();
+      this.replace(slot);
+    });
+    return slot;
+  }
+
+  /**
+   * Runs `call` on a free worker (queued FIFO when all are busy). Past `deadlineMs` from the
+   * moment a worker took it, the call is answered with error.fn 'worker' and the worker, which
+   * may be stuck in the token, is replaced (its thread ends when the token finally returns).
+   */
+  run(call: WorkerCall, deadlineMs: number): Promise<WorkerAnswer> {
+    if (this.closed) return Promise.resolve({ error: { message: 'CKR_CRYPTOKI_NOT_INITIALIZED', fn: 'worker' } });
+    return new Promise((done) => {
+      this.queue.push({ call, deadlineMs, done });
+      this.pump();
+    });
+  }
+
+  private replace(slot: Slot): void {
+    const index = this.slots.indexOf(slot);
+    if (index < 0) return;
+    slot.pending.clear();
+    void slot.worker.terminate().catch(() => undefined); // takes effect once the token call returns
+    if (this.closed) {
+      this.slots.splice(index, 1);
+      return;
+    }
+    this.slots[index] = this.spawn();
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.queue.length > 0) {
+      const slot = this.slots.find((s) => s.ready && !s.busy);
+      if (!slot) return;
+      const { call, deadlineMs, done } = this.queue.shift()!;
+      const id = this.nextId++;
+      const timer = setTimeout(() => {
+        if (!slot.pending.delete(id)) return;
+        done({ error: { message: `no answer within ${deadlineMs} ms`, fn: 'worker' } });
+        this.replace(slot);
+      }, deadlineMs);
+      slot.busy = true;
+      slot.pending.set(id, (answer) => {
+        clearTimeout(timer);
+        done(answer);
+      });
+      slot.worker.postMessage({ id, call });
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const { done } of this.queue.splice(0)) done({ error: { message: 'CKR_CRYPTOKI_NOT_INITIALIZED', fn: 'worker' } });
+    await Promise.all(this.slots.splice(0).map((s) => s.worker.terminate().catch(() => undefined)));
+  }
+}
