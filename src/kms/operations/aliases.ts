@@ -53,6 +53,8 @@ const createAlias: OperationHandler = async (input, ctx, svc) => {
   return undefined;
 };
 
+const ALIAS_CHANGE_ATTEMPTS = 5;
+
 /**
  * Decides on the key an alias points to, then changes the alias only if it still points there
  * (`change` gets the key ID decided on and reports whether the alias still had it): a concurrent
@@ -71,7 +73,6 @@ async function changeAliasAsDecided<T>(
   }
   throw internal(`Alias '${aliasArn(svc.account, aliasName)}' kept changing while this request was decided; retry.`);
 }
-const ALIAS_CHANGE_ATTEMPTS = 5;
 
 const updateAlias: OperationHandler = async (input, ctx, svc) => {
   const aliasName: string = input.AliasName;
