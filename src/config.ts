@@ -2,6 +2,7 @@
  * Service configuration from environment variables, validated with zod. A bad value stops
  * start-up with a message naming the variable.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 
@@ -9,6 +10,8 @@ import { z } from 'zod';
  *  IDs such as "test", so only the character set and the 128 limit are enforced. */
 export const accessKeyIdSchema = z.string().regex(/^\w{1,128}$/, 'must be 1-128 letters, digits or underscores');
 export const secretAccessKeySchema = z.string().regex(/^\S{1,128}$/, 'must be 1-128 characters without white space');
+
+const postgresUrl = z.string().regex(/^postgres(ql)?:\/\/\S+$/, 'must be a postgres:// or postgresql:// URL');
 
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 
@@ -55,6 +58,14 @@ const envSchema = z.object({
   P11KMS_SEED_FILE: z.string().min(1).optional(),
   /** How often rotations, deletion sweeps and import expiry are checked (also once at start). */
   P11KMS_LIFECYCLE_INTERVAL_MS: z.coerce.number().int().min(10).max(86_400_000).default(60_000),
+  /** PostgreSQL instead of the embedded SQLite file: several service nodes on one database. The
+   *  messages never repeat the value (it may hold a password). */
+  P11KMS_DATABASE_URL: postgresUrl.optional(),
+  /** A file holding the URL, so that the password need not sit in the environment. */
+  P11KMS_DATABASE_URL_FILE: z.string().min(1).optional(),
+  /** The cross-process lock file for token object writes on a shared SoftHSM2 token; default:
+   *  a file in SoftHSM2's token directory (see src/hsm/provision.ts). */
+  P11KMS_TOKEN_LOCK_FILE: z.string().min(1).optional(),
 });
 
 export interface TokenConfig {
@@ -68,7 +79,15 @@ export interface TokenConfig {
   /** Several service processes use the token (P11KMS_WORKERS > 1): SoftHSM2 then needs object
    *  writes and scans serialised across processes (see src/hsm/pkcs11-hsm.ts tokenWrite). */
   sharedAcrossProcesses?: boolean;
+  /** Overrides where a shared SoftHSM2 token's object-write lock lives (P11KMS_TOKEN_LOCK_FILE). */
+  objectWriteLockFile?: string;
 }
+
+/** Where metadata lives: the embedded SQLite file, or PostgreSQL shared by several nodes. */
+export type DatabaseConfig = { kind: 'sqlite'; file: string } | { kind: 'postgres'; url: string };
+
+/** The SQLite file under the data dir when no database URL is given. */
+export const DATABASE_FILE = 'p11kms.db';
 
 export interface Config {
   host: string;
@@ -80,6 +99,7 @@ export interface Config {
   rootCredentials?: { accessKeyId: string; secretAccessKey: string };
   principalsFile?: string;
   token: TokenConfig;
+  database: DatabaseConfig;
   logLevel: z.infer<typeof envSchema>['P11KMS_LOG_LEVEL'];
   workers: number;
   maxClockSkewSeconds: number;
@@ -121,6 +141,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       throw new ConfigError('invalid configuration: P11KMS_PIN or P11KMS_PIN_FILE is required with P11KMS_PKCS11_MODULE');
     }
   }
+  const database = databaseConfig(e.P11KMS_DATABASE_URL, e.P11KMS_DATABASE_URL_FILE, path.resolve(e.P11KMS_DATA_DIR));
   return {
     host: e.P11KMS_HOST,
     port: e.P11KMS_PORT,
@@ -140,8 +161,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       pinFile: e.P11KMS_PIN_FILE,
       poolSize: e.P11KMS_SESSION_POOL_SIZE,
       symmetricCalls: e.P11KMS_SYMMETRIC_CALLS,
-      sharedAcrossProcesses: e.P11KMS_WORKERS > 1,
+      // Nodes on one database share one token: a SoftHSM2 token then needs the object-write lock.
+      sharedAcrossProcesses: e.P11KMS_WORKERS > 1 || database.kind === 'postgres',
+      objectWriteLockFile: e.P11KMS_TOKEN_LOCK_FILE,
     },
+    database,
     logLevel: e.P11KMS_LOG_LEVEL,
     workers: e.P11KMS_WORKERS,
     maxClockSkewSeconds: e.P11KMS_MAX_CLOCK_SKEW_SECONDS,
@@ -158,4 +182,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       gcmRotateAfter: e.P11KMS_GCM_ROTATE_AFTER,
     },
   };
+}
+
+function databaseConfig(url: string | undefined, urlFile: string | undefined, dataDir: string): DatabaseConfig {
+  if (url !== undefined && urlFile !== undefined) {
+    throw new ConfigError('invalid configuration: set P11KMS_DATABASE_URL or P11KMS_DATABASE_URL_FILE, not both');
+  }
+  if (urlFile !== undefined) {
+    let text: string;
+    try {
+      text = fs.readFileSync(urlFile, 'utf8').trim();
+    } catch (err) {
+      throw new ConfigError(`invalid configuration: P11KMS_DATABASE_URL_FILE: cannot read ${urlFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+    const parsed = postgresUrl.safeParse(text);
+    if (!parsed.success) throw new ConfigError(`invalid configuration: P11KMS_DATABASE_URL_FILE: ${urlFile} ${parsed.error.issues[0]?.message}`);
+    return { kind: 'postgres', url: parsed.data };
+  }
+  if (url !== undefined) return { kind: 'postgres', url };
+  return { kind: 'sqlite', file: path.join(dataDir, DATABASE_FILE) };
 }

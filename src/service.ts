@@ -5,7 +5,6 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import path from 'node:path';
 import { ApiAuditor } from './audit/api-call.js';
 import { type AuditTrail, disabledAuditTrail, openAuditTrail } from './audit/trail.js';
 import { KmsAuthorizer } from './auth/kms-authorizer.js';
@@ -24,10 +23,10 @@ import { type DueWorkSummary, type LifecycleScheduler, startLifecycleScheduler }
 import { applySeedFile } from './kms/seed/apply.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics } from './metrics.js';
-import { openSqliteStore } from './store/sqlite-store.js';
+import { openStore } from './store/open.js';
 import type { MetadataStore } from './store/types.js';
 
-export const DATABASE_FILE = 'p11kms.db';
+export { DATABASE_FILE } from './config.js';
 
 export interface RunningService {
   url: string;
@@ -59,7 +58,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
   let store: MetadataStore | undefined;
   let authorizer: KmsAuthorizer;
   try {
-    store = await openSqliteStore(path.join(config.dataDir, DATABASE_FILE));
+    store = await openStore(config.database);
     // Compiles the principals' identity policies: an invalid one stops the start.
     authorizer = new KmsAuthorizer({ store, principals, accountId: config.accountId });
     await reportDivergence(hsm, store, log);

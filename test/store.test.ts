@@ -5,8 +5,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { applyMigrations, currentSchemaVersion, MIGRATIONS, SchemaTooNewError } from '../src/store/migrations.js';
-import { openSqliteDatabase, openSqliteStore } from '../src/store/sqlite-store.js';
+import { applyMigrations, currentSchemaVersion, MIGRATIONS, SchemaTooNewError } from '../src/store/sqlite/migrations.js';
+import { openSqliteDatabase, openSqliteStore } from '../src/store/sqlite/store.js';
 import {
   StoreConflictError,
   type AliasRecord,

@@ -7,12 +7,10 @@
  * Run it while the service is stopped: an operation in flight looks like an orphan.
  * Exit code: 0 consistent, 1 divergences remain, 2 usage or configuration error.
  */
-import path from 'node:path';
 import { ConfigError, loadConfig } from '../config.js';
 import { openHsm } from '../hsm/pkcs11-token.js';
 import { type ConsistencyReport, checkConsistency, isConsistent, repairConsistency } from '../kms/lifecycle/consistency.js';
-import { DATABASE_FILE } from '../service.js';
-import { openSqliteStore } from '../store/sqlite-store.js';
+import { openStore } from '../store/open.js';
 
 const USAGE = 'usage: p11kms doctor [--repair [--destroy-orphans]] [--json]';
 
@@ -34,7 +32,7 @@ export async function run(args: string[]): Promise<number> {
     throw e;
   }
   const hsm = await openHsm(config.token, config.dataDir);
-  const store = await openSqliteStore(path.join(config.dataDir, DATABASE_FILE));
+  const store = await openStore(config.database);
   try {
     let report = await checkConsistency(hsm, store);
     const actions = flags.has('--repair') ? await repairConsistency(hsm, store, report, { destroyOrphans: flags.has('--destroy-orphans') }) : [];

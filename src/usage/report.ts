@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 import { queryAuditRecords } from '../audit/query.js';
-import { openSqliteStore } from '../store/sqlite-store.js';
+import { openSqliteStore } from '../store/sqlite/store.js';
 import { KMS_PRICE_LIST, priceClassOf, type RequestPriceClass } from './prices.js';
 
 export const NO_KEY = '(no key)';

@@ -8,8 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { applyMigrations } from './migrations.js';
-import { SqliteKeyLifecycleStore } from './sqlite-lifecycle.js';
-import { SqliteGrantTable } from './sqlite-grants.js';
+import { SqliteKeyLifecycleStore } from './lifecycle.js';
+import { SqliteGrantTable } from './grants.js';
 import {
   StoreConflictError,
   type AliasRecord,
@@ -21,7 +21,7 @@ import {
   type KeyUseRecord,
   type MetadataStore,
   type TagRecord,
-} from './types.js';
+} from '../types.js';
 
 export { SchemaTooNewError } from './migrations.js';
 
