@@ -88,6 +88,15 @@ export class Database {
     try {
       return await this.pool.query<R>(text, values);
     } catch (err) {
+      // A pooled connection the server dropped (restart, failover) may only show it now; a read
+      // is safely sent once more, on a fresh connection. A write may have committed: never resent.
+      if (isUnavailable(err) && /^\s*(SELECT|WITH)\b/i.test(text) && !/\bFOR UPDATE\b|\b(INSERT|UPDATE|DELETE)\b/i.test(text)) {
+        try {
+          return await this.pool.query<R>(text, values);
+        } catch (again) {
+          throw translateUnavailable(again);
+        }
+      }
       throw translateUnavailable(err);
     }
   }
@@ -113,7 +122,21 @@ export class Database {
       };
       let broken = false;
       try {
-        await client.query(`BEGIN ISOLATION LEVEL ${isolation}`);
+        try {
+          await client.query(`BEGIN ISOLATION LEVEL ${isolation}`);
+        } catch (err) {
+          // Nothing was done yet: a dropped pooled connection is replaced and the transaction begun again.
+          if (isUnavailable(err) && attempt < MAX_ATTEMPTS) {
+            client.release(true);
+            client = await this.pool.connect().catch((e: unknown) => {
+              throw translateUnavailable(e);
+            });
+            tx.query = (text, values) => client.query(text, values);
+            await client.query(`BEGIN ISOLATION LEVEL ${isolation}`);
+          } else {
+            throw err;
+          }
+        }
         const result = await work(tx);
         if (changes.length > 0) await noteChanges(client, changes);
         await client.query('COMMIT');
