@@ -102,10 +102,9 @@ export async function startService(config: Config, options: StartOptions = {}): 
     await hsm.close();
     throw e;
   }
-  const health = cachedHealthCheck(async () => {
-    await hsm.ping();
-    await store.ping();
-  }, (up) => metrics.setTokenUp(up));
+  // The token round trip is cached; the store's is not (one cheap query), so that /healthz names a
+  // database outage at once, before cached metadata stops being served (README "Several nodes").
+  const health = cachedHealthCheck(() => hsm.ping(), (up) => metrics.setTokenUp(up));
   const verifier = new SigV4Verifier(
     { region: config.region, service: 'kms', maxSkewSeconds: config.maxClockSkewSeconds, now },
     principals.secretFor,
@@ -115,7 +114,10 @@ export async function startService(config: Config, options: StartOptions = {}): 
     principals,
     verifier,
     log,
-    checkHealth: () => health.check(),
+    checkHealth: async () => {
+      await health.check();
+      await store.ping();
+    },
     auditor: audit.enabled ? new ApiAuditor(audit, services) : undefined,
     metrics,
     checkReady: () => {

@@ -45,6 +45,26 @@ export function softHsmPaths(dataDir: string): SoftHsmPaths {
   };
 }
 
+/**
+ * The object-write lock of a SoftHSM2 token that an operator configured (P11KMS_PKCS11_MODULE)
+ * and that several independent service processes share (several nodes on one database): a file
+ * in the token directory named by SOFTHSM2_CONF (or SoftHSM2's default configuration), which
+ * every process using that token can write. SoftHSM2 takes only sub-directories there for tokens.
+ * Undefined for other modules: a real HSM serialises its own writers.
+ */
+export function softHsmModuleLockPath(modulePath: string): string | undefined {
+  if (!/softhsm/i.test(path.basename(modulePath))) return undefined;
+  const confPath = process.env.SOFTHSM2_CONF ?? '/etc/softhsm/softhsm2.conf';
+  let conf: string;
+  try {
+    conf = fs.readFileSync(confPath, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const tokenDir = /^\s*directories\.tokendir\s*=\s*(.+?)\s*$/m.exec(conf)?.[1];
+  return tokenDir === undefined ? undefined : path.join(tokenDir, 'p11kms-object-writes.lock');
+}
+
 /** Creates the directories and the config file (if missing) and points SOFTHSM2_CONF at it.
  *  Must run before C_Initialize: SoftHSM2 reads the variable there. */
 export function prepareSoftHsmDir(paths: SoftHsmPaths): void {
@@ -120,7 +140,9 @@ export async function withProvisionLock<T>(lockPath: string, fn: () => Promise<T
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const age = lockAge(lockPath);
-      if (age !== undefined && age > staleMs) {
+      // A holder that died (a node killed mid-write) leaves its file behind: break it at once
+      // rather than after staleMs, or every other process sharing the token waits for it.
+      if ((age !== undefined && age > staleMs) || holderIsGone(lockPath)) {
         fs.rmSync(lockPath, { force: true });
         continue;
       }
@@ -134,6 +156,23 @@ export async function withProvisionLock<T>(lockPath: string, fn: () => Promise<T
     return await fn();
   } finally {
     fs.rmSync(lockPath, { force: true });
+  }
+}
+
+/** True when the lock file names a process of this machine that no longer exists. */
+function holderIsGone(lockPath: string): boolean {
+  let pid: number;
+  try {
+    pid = Number.parseInt(fs.readFileSync(lockPath, 'utf8'), 10);
+  } catch {
+    return false;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
   }
 }
 
