@@ -376,6 +376,18 @@ class PostgresMetadataStore implements MetadataStore {
     for (const u of uses) if ((latest.get(u.keyId)?.at.getTime() ?? -Infinity) <= u.at.getTime()) latest.set(u.keyId, u);
     const rows = [...latest.values()].sort((a, b) => (a.keyId < b.keyId ? -1 : 1));
     if (rows.length === 0) return;
+    // A key deleted by another node between the join and the insert fails the foreign key: the
+    // statement is run again and skips it.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.upsertKeyUses(rows);
+      } catch (err) {
+        if (codeOf(err) !== FOREIGN_KEY_VIOLATION || attempt >= 3) throw err;
+      }
+    }
+  }
+
+  private async upsertKeyUses(rows: readonly KeyUseRecord[]): Promise<void> {
     await this.db.transaction('READ COMMITTED', async (tx) => {
       await tx.query(
         `INSERT INTO key_last_usage (key_id, operation, used_at, request_id, event_id)
