@@ -11,6 +11,7 @@ import { AUDIT_CLIENTS } from './audit.js';
 import { AUTHZ_CLIENTS } from './authz.js';
 import { median } from './common.js';
 import { machineMarkdown } from './machine.js';
+import { NODES_CLIENTS, NODE_SETUPS } from './nodes.js';
 import type { Results } from './run.js';
 import type { WrkResult } from './wrk.js';
 
@@ -247,6 +248,7 @@ export function renderMarkdown(r: Results): string {
   if (ran('asym')) asymMarkdown(r, lines);
   if (ran('authz')) authzMarkdown(r, lines);
   if (ran('audit')) auditMarkdown(r, lines);
+  if (ran('nodes')) nodesMarkdown(r, lines);
   return `${lines.join('\n')}\n`;
 }
 
@@ -352,4 +354,36 @@ function auditMarkdown(r: Results, lines: string[]): void {
     lines.push(row([String(clients), int(on.rps), ms(on.p50Ms), ms(on.p99Ms), int(off.rps), ms(off.p50Ms), ms(off.p99Ms), `**${(on.rps / off.rps).toFixed(3)}**`, (on.p99Ms / off.p99Ms).toFixed(3)]));
   }
   lines.push('', `Two services side by side (same settings but P11KMS_AUDIT), one key each; points alternate on/off, order swapped each round; median of ${d.rounds} round(s).`, '');
+}
+
+function nodesMarkdown(r: Results, lines: string[]): void {
+  lines.push('### Several nodes on PostgreSQL beside SQLite (issue 11)', '');
+  const d = r.nodes;
+  if (!d) {
+    lines.push(`FAILED: ${oneLine(r.failures['nodes'] ?? 'not run')}`, '');
+    return;
+  }
+  const sqliteAt = (clients: number) => d.encrypt.find((p) => p.setup === NODE_SETUPS[0] && p.clients === clients);
+  lines.push(row(['Encrypt 32 B', 'Clients', 'req/s', '÷ SQLite', 'p50', 'p99']));
+  lines.push(row(['---', '---:', '---:', '---:', '---:', '---:']));
+  for (const clients of NODES_CLIENTS) {
+    for (const p of d.encrypt.filter((e) => e.clients === clients)) {
+      lines.push(row([p.setup, String(clients), int(p.rps), x(p.rps / (sqliteAt(clients)?.rps ?? NaN)), ms(p.p50Ms), ms(p.p99Ms)]));
+    }
+  }
+  lines.push('');
+  const sqliteCreate = d.createKey.find((p) => p.setup === NODE_SETUPS[0]);
+  lines.push(row(['CreateKey (8 concurrent in all)', 'keys', 'keys/s', '÷ SQLite', 'p50', 'p99']));
+  lines.push(row(['---', '---:', '---:', '---:', '---:', '---:']));
+  for (const p of d.createKey) lines.push(row([p.setup, int(p.keys), int(p.keysPerSec), x(p.keysPerSec / (sqliteCreate?.keysPerSec ?? NaN)), ms(p.p50Ms), ms(p.p99Ms)]));
+  lines.push(
+    '',
+    `The database per request (measured in the bench process, PostgreSQL ${d.postgresVersion} on loopback with fsync and synchronous commit): ` +
+      `a round trip (SELECT 1) ${ms(d.roundTripMs)}; MetadataStore.createKey ${ms(d.storeCreateKeyMs.postgres)} on PostgreSQL, ${ms(d.storeCreateKeyMs.sqlite)} on SQLite; ` +
+      `getKey of an uncached key ${ms(d.storeGetKeyUncachedMs.postgres)} vs ${ms(d.storeGetKeyUncachedMs.sqlite)}. ` +
+      'Encrypt of a cached key makes no database round trip on either. Two nodes: one wrk per node at the same time, the clients split, req/s summed, latency of the slower node. ' +
+      'The PostgreSQL nodes share one SoftHSM2 token and serialise its object writes through its lock file; the SQLite service has its own token without that lock, ' +
+      'and P11KMS_WORKERS=2 on SQLite takes the same lock (its CreateKey row separates the lock from the database).',
+    '',
+  );
 }

@@ -133,12 +133,18 @@ function multiarchDirs(): string[] {
  */
 export async function withProvisionLock<T>(lockPath: string, fn: () => Promise<T> | T, staleMs = 60_000): Promise<T> {
   const deadline = Date.now() + 30_000;
+  const waitingPath = `${lockPath}.waiting`;
+  // Fairness: a process taking the lock again right after releasing it would win every time
+  // against others that poll every 5 ms (seen: one node's CreateKeys starved another's for 30 s).
+  // So it first lets a process that announced itself waiting go first.
+  if (Date.now() - (lastReleased.get(lockPath) ?? -Infinity) < 50 && anotherIsWaiting(waitingPath)) await sleep(15);
   for (;;) {
     try {
       fs.writeFileSync(lockPath, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      fs.writeFileSync(waitingPath, `${process.pid}\n`, { mode: 0o600 });
       const age = lockAge(lockPath);
       // A holder that died (a node killed mid-write) leaves its file behind: break it at once
       // rather than after staleMs, or every other process sharing the token waits for it.
@@ -156,6 +162,20 @@ export async function withProvisionLock<T>(lockPath: string, fn: () => Promise<T
     return await fn();
   } finally {
     fs.rmSync(lockPath, { force: true });
+    lastReleased.set(lockPath, Date.now());
+  }
+}
+
+/** When this process last released each lock. */
+const lastReleased = new Map<string, number>();
+
+/** True when another process marked itself waiting for the lock within the last 25 ms. */
+function anotherIsWaiting(waitingPath: string): boolean {
+  try {
+    if (Date.now() - fs.statSync(waitingPath).mtimeMs > 25) return false;
+    return Number.parseInt(fs.readFileSync(waitingPath, 'utf8'), 10) !== process.pid;
+  } catch {
+    return false;
   }
 }
 
