@@ -15,7 +15,7 @@ import type { AuthorizationRequest } from '../src/auth/authorize.js';
 import { KmsAuthorizer } from '../src/auth/kms-authorizer.js';
 import { PrincipalRegistry, type Principal } from '../src/auth/principals.js';
 import { defaultKeyPolicy } from '../src/kms/policy-defaults.js';
-import { openSqliteStore } from '../src/store/sqlite-store.js';
+import { openSqliteStore } from '../src/store/sqlite/store.js';
 import type { KeyRecord } from '../src/store/types.js';
 import { appIdentityPolicy, tenStatementPolicy } from './bench/authz-fixture.js';
 

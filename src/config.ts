@@ -2,6 +2,7 @@
  * Service configuration from environment variables, validated with zod. A bad value stops
  * start-up with a message naming the variable.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { xksAccessKeyIdSchema, xksSecretAccessKeySchema } from './auth/xks-credentials.js';
@@ -11,6 +12,8 @@ import { PROFILE_NAMES } from './hsm/profiles.js';
  *  IDs such as "test", so only the character set and the 128 limit are enforced. */
 export const accessKeyIdSchema = z.string().regex(/^\w{1,128}$/, 'must be 1-128 letters, digits or underscores');
 export const secretAccessKeySchema = z.string().regex(/^\S{1,128}$/, 'must be 1-128 characters without white space');
+
+const postgresUrl = z.string().regex(/^postgres(ql)?:\/\/\S+$/, 'must be a postgres:// or postgresql:// URL');
 
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 
@@ -110,6 +113,14 @@ const envSchema = z.object({
   P11KMS_SHUTDOWN_DELAY_MS: z.coerce.number().int().min(0).max(600_000).default(0),
   /** On SIGTERM: how long in-flight requests may take to finish before connections are cut. */
   P11KMS_SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
+  /** PostgreSQL instead of the embedded SQLite file: several service nodes on one database. The
+   *  messages never repeat the value (it may hold a password). */
+  P11KMS_DATABASE_URL: postgresUrl.optional(),
+  /** A file holding the URL, so that the password need not sit in the environment. */
+  P11KMS_DATABASE_URL_FILE: z.string().min(1).optional(),
+  /** The cross-process lock file for token object writes on a shared SoftHSM2 token; default:
+   *  a file in SoftHSM2's token directory (see src/hsm/provision.ts). */
+  P11KMS_TOKEN_LOCK_FILE: z.string().min(1).optional(),
 });
 
 export interface TokenConfig {
@@ -130,7 +141,15 @@ export interface TokenConfig {
   /** Several service processes use the token (P11KMS_WORKERS > 1): SoftHSM2 then needs object
    *  writes and scans serialised across processes (see src/hsm/pkcs11-hsm.ts tokenWrite). */
   sharedAcrossProcesses?: boolean;
+  /** Overrides where a shared SoftHSM2 token's object-write lock lives (P11KMS_TOKEN_LOCK_FILE). */
+  objectWriteLockFile?: string;
 }
+
+/** Where metadata lives: the embedded SQLite file, or PostgreSQL shared by several nodes. */
+export type DatabaseConfig = { kind: 'sqlite'; file: string } | { kind: 'postgres'; url: string };
+
+/** The SQLite file under the data dir when no database URL is given. */
+export const DATABASE_FILE = 'p11kms.db';
 
 export interface Config {
   host: string;
@@ -144,6 +163,7 @@ export interface Config {
   token: TokenConfig;
   /** P11KMS_REBIND_TOKEN (src/kms/token-binding.ts). */
   rebindToken: boolean;
+  database: DatabaseConfig;
   logLevel: z.infer<typeof envSchema>['P11KMS_LOG_LEVEL'];
   workers: number;
   maxClockSkewSeconds: number;
@@ -230,6 +250,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.P11KMS_TLS_CLIENT_CA_FILE !== undefined && e.P11KMS_TLS_CERT_FILE === undefined) {
     throw new ConfigError('invalid configuration: P11KMS_TLS_CLIENT_CA_FILE needs P11KMS_TLS_CERT_FILE and P11KMS_TLS_KEY_FILE');
   }
+  const database = databaseConfig(e.P11KMS_DATABASE_URL, e.P11KMS_DATABASE_URL_FILE, path.resolve(e.P11KMS_DATA_DIR));
   return {
     host: e.P11KMS_HOST,
     port: e.P11KMS_PORT,
@@ -252,9 +273,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       sessionQueueMax: e.P11KMS_SESSION_QUEUE_MAX,
       profile: e.P11KMS_HSM_PROFILE,
       callTimeoutMs: e.P11KMS_HSM_CALL_TIMEOUT_MS,
-      sharedAcrossProcesses: e.P11KMS_WORKERS > 1,
+      // Nodes on one database share one token: a SoftHSM2 token then needs the object-write lock.
+      sharedAcrossProcesses: e.P11KMS_WORKERS > 1 || database.kind === 'postgres',
+      objectWriteLockFile: e.P11KMS_TOKEN_LOCK_FILE,
     },
     rebindToken: e.P11KMS_REBIND_TOKEN,
+    database,
     logLevel: e.P11KMS_LOG_LEVEL,
     workers: e.P11KMS_WORKERS,
     maxClockSkewSeconds: e.P11KMS_MAX_CLOCK_SKEW_SECONDS,
@@ -313,4 +337,23 @@ function xksConfigOf(e: z.infer<typeof envSchema>): XksConfig | undefined {
     credentialsFile: e.P11KMS_XKS_CREDENTIALS_FILE,
     authorizationFile: e.P11KMS_XKS_AUTHORIZATION_FILE,
   };
+}
+
+function databaseConfig(url: string | undefined, urlFile: string | undefined, dataDir: string): DatabaseConfig {
+  if (url !== undefined && urlFile !== undefined) {
+    throw new ConfigError('invalid configuration: set P11KMS_DATABASE_URL or P11KMS_DATABASE_URL_FILE, not both');
+  }
+  if (urlFile !== undefined) {
+    let text: string;
+    try {
+      text = fs.readFileSync(urlFile, 'utf8').trim();
+    } catch (err) {
+      throw new ConfigError(`invalid configuration: P11KMS_DATABASE_URL_FILE: cannot read ${urlFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+    const parsed = postgresUrl.safeParse(text);
+    if (!parsed.success) throw new ConfigError(`invalid configuration: P11KMS_DATABASE_URL_FILE: ${urlFile} ${parsed.error.issues[0]?.message}`);
+    return { kind: 'postgres', url: parsed.data };
+  }
+  if (url !== undefined) return { kind: 'postgres', url };
+  return { kind: 'sqlite', file: path.join(dataDir, DATABASE_FILE) };
 }

@@ -4,8 +4,8 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import type { AddressInfo } from 'node:net';
 import { ApiAuditor } from './audit/api-call.js';
 import { openDigestCopy } from './audit/digest-copy.js';
 import { type AuditRecordWriter, type AuditTrail, disabledAuditTrail, openAuditTrail } from './audit/trail.js';
@@ -38,10 +38,10 @@ import { openBoundHsm } from './kms/token-binding.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { markServing } from './service-presence.js';
-import { openSqliteStore } from './store/sqlite-store.js';
+import { openStore } from './store/open.js';
 import type { MetadataStore } from './store/types.js';
 
-export const DATABASE_FILE = 'p11kms.db';
+export { DATABASE_FILE } from './config.js';
 
 export interface RunningService {
   url: string;
@@ -97,7 +97,7 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
   const serverOptions = { keepAliveTimeout: connections.keepAliveTimeoutMs, connectionsCheckingInterval: connectionsCheckingIntervalMs(connections) };
   const server = tls ? https.createServer({ ...serverOptions, ...tlsServerOptions(tls, connections.headersTimeoutMs) }) : http.createServer(serverOptions);
   const guard = new ConnectionGuard(server, connections);
-  const store = await openSqliteStore(path.join(config.dataDir, DATABASE_FILE));
+  const store = await openStore(config.database);
   let hsm: Hsm;
   try {
     hsm = await openBoundHsm(config, store, log);
@@ -150,21 +150,19 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
     await hsm.close();
     throw e;
   }
-  const health = cachedHealthCheck(
-    async () => {
-      await hsm.ping();
-      await store.ping();
-    },
-    (up) => metrics.setTokenUp(up),
-    () => hsm.problem?.(),
-  );
+  // The token round trip is cached; the store's is not (one cheap query), so that /healthz names a
+  // database outage at once, before cached metadata stops being served (README "Several nodes").
+  const health = cachedHealthCheck(() => hsm.ping(), (up) => metrics.setTokenUp(up), () => hsm.problem?.());
   const verifier = new SigV4Verifier(
     { region: config.region, service: 'kms', maxSkewSeconds: config.maxClockSkewSeconds, now },
     principals.secretFor,
   );
   const xksFrontDoor = xksSettings && openXksFrontDoor(config, xksSettings, services, audit, metrics, log, now);
   const auditor = audit.enabled ? new ApiAuditor(audit, services) : undefined;
-  const checkHealth = () => health.check();
+  const checkHealth = async () => {
+    await health.check();
+    await store.ping();
+  };
   const stsVerifier = new SigV4Verifier(
     { region: config.region, service: 'sts', maxSkewSeconds: config.maxClockSkewSeconds, now },
     principals.secretFor,
@@ -179,7 +177,7 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
     auditor,
     metrics,
     routes: [
-      createOperatorRoutes({ services, principals, verifier, log, dataDir: config.dataDir, databaseFile: DATABASE_FILE, checkHealth, auditor, metrics }),
+      createOperatorRoutes({ services, principals, verifier, log, dataDir: config.dataDir, database: config.database, checkHealth, auditor, metrics }),
       createConsoleRoutes({ region: config.region, accountId: config.accountId }),
     ],
     checkReady: () => {
@@ -212,7 +210,7 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
       principals: principals.all().length,
       principalsFile: config.principalsFile,
       token: { label: hsm.info.label, manufacturer: hsm.info.manufacturerId, model: hsm.info.model, serial: hsm.info.serialNumber, module: config.token.module ?? 'self-provisioned SoftHSM2', mechanisms: hsm.info.mechanismCount, sessions: config.token.poolSize },
-      store: path.join(config.dataDir, DATABASE_FILE),
+      store: config.database.kind === 'sqlite' ? config.database.file : 'PostgreSQL',
       keys: await store.countKeys(),
       audit: config.audit.enabled ? path.join(config.dataDir, 'audit') : 'off',
       seedFile: config.lifecycle.seedFile,

@@ -15,7 +15,7 @@ import type { Hsm } from '../src/hsm/types.js';
 import type { RequestContext, Services } from '../src/kms/context.js';
 import { aliasOperations } from '../src/kms/operations/aliases.js';
 import { defaultKeyPolicy } from '../src/kms/policy-defaults.js';
-import { openSqliteStore } from '../src/store/sqlite-store.js';
+import { openSqliteStore } from '../src/store/sqlite/store.js';
 import type { KeyRecord, MetadataStore } from '../src/store/types.js';
 
 const ACCT = '111122223333';

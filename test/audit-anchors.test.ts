@@ -15,7 +15,7 @@ import Database from 'better-sqlite3';
 import { locateSoftHsmModule as findSoftHsmModule } from '../src/hsm/provision.js';
 import { openHsm } from '../src/hsm/pkcs11-token.js';
 import { startService } from '../src/service.js';
-import { openSqliteStore } from '../src/store/sqlite-store.js';
+import { openSqliteStore } from '../src/store/sqlite/store.js';
 import { runCli } from './helpers/process.js';
 import { REGION, ROOT, tempDir, testConfig } from './helpers/service.js';
 

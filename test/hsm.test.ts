@@ -4,7 +4,7 @@
  * two at once); checks that need an independent PKCS#11 application run raw pkcs11js in a child
  * process against the same token directory.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -662,9 +662,10 @@ describe('a token shared by several service processes (P11KMS_WORKERS > 1)', () 
   });
 
   it('waits for the cross-process object lock before writing or scanning', async () => {
-    // Another service process (here: a lock file we hold) is writing token objects.
+    // Another service process (here: a lock file in the name of a live process, our parent) is
+    // writing token objects.
     const lockPath = softHsmPaths(dataDir).objectWriteLockPath;
-    fs.writeFileSync(lockPath, '999999\n', { flag: 'wx' });
+    fs.writeFileSync(lockPath, `${process.ppid}\n`, { flag: 'wx' });
     const written = newRef();
     const settled: string[] = [];
     const write = hsm.generateAesKey(written).then(() => settled.push('write'));
@@ -681,12 +682,22 @@ describe('a token shared by several service processes (P11KMS_WORKERS > 1)', () 
     expect(fs.existsSync(lockPath)).toBe(false);
   });
 
+  it('breaks at once a lock left by a process that no longer exists (a node killed mid-write)', async () => {
+    const lockPath = softHsmPaths(dataDir).objectWriteLockPath;
+    const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    fs.writeFileSync(lockPath, `${dead.stdout}\n`, { flag: 'wx' });
+    const started = performance.now();
+    await hsm.generateAesKey(newRef());
+    expect(performance.now() - started).toBeLessThan(5_000); // not the 60 s of a stale lock
+    expect(fs.existsSync(lockPath)).toBe(false);
+  });
+
   it('provisions, loads the module and logs in only while no other process writes objects', async () => {
     await hsm.close(); // one C_Initialize per process: this test opens a second token
     const freshDir = makeTempDir('p11kms-hsm-shared-open-');
     const paths = softHsmPaths(freshDir);
     fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
-    fs.writeFileSync(paths.objectWriteLockPath, '999999\n', { flag: 'wx' });
+    fs.writeFileSync(paths.objectWriteLockPath, `${process.ppid}\n`, { flag: 'wx' });
     const logs: string[] = [];
     const opening = openHsm(tokenConfig({ sharedAcrossProcesses: true }), freshDir, (_level, msg) => logs.push(msg));
     try {

@@ -20,7 +20,7 @@ import {
 } from '@aws-sdk/client-kms';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseBlob } from '../src/kms/ciphertext.js';
-import { openSqliteStore } from '../src/store/sqlite-store.js';
+import { openSqliteStore } from '../src/store/sqlite/store.js';
 import { DATABASE_FILE } from '../src/service.js';
 import { DAY_MS, TestClock } from './helpers/clock.js';
 import { errorOf, startTestService, tempDir, type TestService } from './helpers/service.js';

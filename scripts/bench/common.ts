@@ -18,7 +18,7 @@ export const ROOT_CREDENTIALS = { accessKeyId: 'AKIAP11KMSBENCHROOT1', secretAcc
 export const REGION = 'us-east-1';
 
 /** The phases of a run, in the order they run; BENCH_PHASES picks a subset. */
-export const PHASES = ['token', 'loop', 'http', 'scale', 'asym', 'authz', 'audit', 'frontdoor'] as const;
+export const PHASES = ['token', 'loop', 'http', 'scale', 'asym', 'authz', 'audit', 'frontdoor', 'nodes'] as const;
 export type Phase = (typeof PHASES)[number];
 
 export interface Settings {

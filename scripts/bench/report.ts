@@ -12,6 +12,7 @@ import { FRONTDOOR_CLIENTS } from './frontdoor.js';
 import { AUTHZ_CLIENTS } from './authz.js';
 import { median } from './common.js';
 import { machineMarkdown } from './machine.js';
+import { NODES_CLIENTS, NODE_SETUPS } from './nodes.js';
 import type { Results } from './run.js';
 import type { WrkResult } from './wrk.js';
 
@@ -249,6 +250,7 @@ export function renderMarkdown(r: Results): string {
   if (ran('authz')) authzMarkdown(r, lines);
   if (ran('audit')) auditMarkdown(r, lines);
   if (ran('frontdoor')) frontDoorMarkdown(r, lines);
+  if (ran('nodes')) nodesMarkdown(r, lines);
   return `${lines.join('\n')}\n`;
 }
 
@@ -374,6 +376,38 @@ function frontDoorMarkdown(r: Results, lines: string[]): void {
   lines.push(
     '',
     `Three services side by side (plain HTTP; HTTPS with TLS 1.3 and keep-alive; plain HTTP with a quota file far above the load, so each request passes three token buckets and none throttles), one key each; points rotate among them, order shifted each round; median of ${d.rounds} round(s). The quota check alone (RequestQuotas.admit, three buckets, in the bench process): ${d.admitNs.toFixed(0)} ns per request.`,
+    '',
+  );
+}
+
+function nodesMarkdown(r: Results, lines: string[]): void {
+  lines.push('### Several nodes on PostgreSQL beside SQLite (issue 11)', '');
+  const d = r.nodes;
+  if (!d) {
+    lines.push(`FAILED: ${oneLine(r.failures['nodes'] ?? 'not run')}`, '');
+    return;
+  }
+  const sqliteAt = (clients: number) => d.encrypt.find((p) => p.setup === NODE_SETUPS[0] && p.clients === clients);
+  lines.push(row(['Encrypt 32 B', 'Clients', 'req/s', '÷ SQLite', 'p50', 'p99']));
+  lines.push(row(['---', '---:', '---:', '---:', '---:', '---:']));
+  for (const clients of NODES_CLIENTS) {
+    for (const p of d.encrypt.filter((e) => e.clients === clients)) {
+      lines.push(row([p.setup, String(clients), int(p.rps), x(p.rps / (sqliteAt(clients)?.rps ?? NaN)), ms(p.p50Ms), ms(p.p99Ms)]));
+    }
+  }
+  lines.push('');
+  const sqliteCreate = d.createKey.find((p) => p.setup === NODE_SETUPS[0]);
+  lines.push(row(['CreateKey (8 concurrent in all)', 'keys', 'keys/s', '÷ SQLite', 'p50', 'p99']));
+  lines.push(row(['---', '---:', '---:', '---:', '---:', '---:']));
+  for (const p of d.createKey) lines.push(row([p.setup, int(p.keys), int(p.keysPerSec), x(p.keysPerSec / (sqliteCreate?.keysPerSec ?? NaN)), ms(p.p50Ms), ms(p.p99Ms)]));
+  lines.push(
+    '',
+    `The database per request (measured in the bench process, PostgreSQL ${d.postgresVersion} on loopback with fsync and synchronous commit): ` +
+      `a round trip (SELECT 1) ${ms(d.roundTripMs)}; MetadataStore.createKey ${ms(d.storeCreateKeyMs.postgres)} on PostgreSQL, ${ms(d.storeCreateKeyMs.sqlite)} on SQLite; ` +
+      `getKey of an uncached key ${ms(d.storeGetKeyUncachedMs.postgres)} vs ${ms(d.storeGetKeyUncachedMs.sqlite)}. ` +
+      'Encrypt of a cached key makes no database round trip on either. Two nodes: one wrk per node at the same time, the clients split, req/s summed, latency of the slower node. ' +
+      'The PostgreSQL nodes share one SoftHSM2 token and serialise its object writes through its lock file; the SQLite service has its own token without that lock, ' +
+      'and P11KMS_WORKERS=2 on SQLite takes the same lock (its CreateKey row separates the lock from the database).',
     '',
   );
 }

@@ -10,7 +10,7 @@
  * BENCH_CREATE_CONCURRENCY (default 8), BENCH_CREATE_SECONDS (cap on key creation, default 150),
  * BENCH_KEYGENS (event-loop phase, default 1000),
  * BENCH_WORKERS (passed to every service as P11KMS_WORKERS), BENCH_KEEP=1 (keep scratch dirs),
- * BENCH_PHASES (comma-separated subset of token,loop,http,scale,asym,authz,audit,frontdoor; default all),
+ * BENCH_PHASES (comma-separated subset of token,loop,http,scale,asym,authz,audit,frontdoor,nodes; default all),
  * BENCH_RSA4096_CONCURRENCY (asym: RSA-4096 CreateKey loops beside Encrypt, default 2, 0 skips),
  * BENCH_GRANTS (authz: grants on the policied key, default 100), BENCH_AUTHZ_ROUNDS (default 2),
  * BENCH_AUDIT_ROUNDS (audit: on/off rounds, default 2), BENCH_FRONTDOOR_ROUNDS (frontdoor: rounds of
@@ -22,6 +22,7 @@ import { asymPhase, asymTokenPhase, type AsymResult, type AsymTokenResult } from
 import { auditPhase, type AuditResult } from './audit.js';
 import { authzPhase, type AuthzResult } from './authz.js';
 import { frontDoorPhase, type FrontDoorResult } from './frontdoor.js';
+import { nodesPhase, type NodesResult } from './nodes.js';
 import {
   DIST_BENCH,
   ROOT_CREDENTIALS,
@@ -144,6 +145,8 @@ export interface Results {
   audit?: AuditResult;
   /** Issue 12: Encrypt over HTTPS vs HTTP, and the quota check's cost. */
   frontdoor?: FrontDoorResult;
+  /** Issue 11: one and two nodes on PostgreSQL beside SQLite. */
+  nodes?: NodesResult;
   /** Phase → why it failed. A failed phase leaves its figures out; the bench then exits 1. */
   failures: Record<string, string>;
 }
@@ -369,6 +372,7 @@ async function main(): Promise<void> {
     if (on('authz')) results.authz = await phase('authz', () => authzPhase(wrk, settings, work));
     if (on('audit')) results.audit = await phase('audit', () => auditPhase(wrk, settings, work));
     if (on('frontdoor')) results.frontdoor = await phase('frontdoor', () => frontDoorPhase(wrk, settings, work));
+    if (on('nodes')) results.nodes = await phase('nodes', () => nodesPhase(wrk, settings, work));
     if (results.scale?.createFailed) {
       results.failures['CreateKey'] = `${results.scale.createFailed} CreateKey calls failed: ${results.scale.createErrors.map((e) => `${e.count}× ${e.message}`).join('; ')}`;
     }

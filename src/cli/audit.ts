@@ -104,13 +104,12 @@ async function gatherAnchors(
   if (want.trailOnly) {
     notes.push('--trail-only: the chain registry and the token were not consulted; a deleted newest chain or digest cannot be detected');
   } else {
-    const { DATABASE_FILE } = await import('../service.js');
-    const dbFile = path.join(cfg.dataDir, DATABASE_FILE);
-    if (!fs.existsSync(dbFile)) {
-      findings.push(`no metadata store at ${dbFile}: its chain registry cannot vouch for the trail (deleted? --trail-only checks an archived copy of audit/ alone)`);
+    const db = cfg.database;
+    if (db.kind === 'sqlite' && !fs.existsSync(db.file)) {
+      findings.push(`no metadata store at ${db.file}: its chain registry cannot vouch for the trail (deleted? --trail-only checks an archived copy of audit/ alone)`);
     } else {
-      const { openSqliteStore } = await import('../store/sqlite-store.js');
-      const store = await openSqliteStore(dbFile);
+      const { openStore } = await import('../store/open.js');
+      const store = await openStore(db);
       try {
         anchors.registry = await store.auditChains.listChains();
       } finally {

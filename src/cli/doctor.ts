@@ -8,15 +8,13 @@
  * a service runs on the data dir (src/service-presence.ts) and refuses --repair then (--force).
  * Exit code: 0 consistent, 1 divergences remain, 2 usage or configuration error.
  */
-import path from 'node:path';
 import { ConfigError, loadConfig } from '../config.js';
 import { DataDirError, ensureDataDir } from '../data-dir.js';
 import { type ConsistencyReport, checkConsistency, isConsistent, repairConsistency } from '../kms/lifecycle/consistency.js';
 import { openBoundHsm, TokenBindingError } from '../kms/token-binding.js';
 import { createLogger } from '../log.js';
-import { DATABASE_FILE } from '../service.js';
 import { runningServices } from '../service-presence.js';
-import { openSqliteStore } from '../store/sqlite-store.js';
+import { openStore } from '../store/open.js';
 
 const USAGE = 'usage: p11kms doctor [--repair [--destroy-orphans] [--force]] [--json]';
 
@@ -53,7 +51,7 @@ export async function run(args: string[]): Promise<number> {
     }
     console.error(`p11kms doctor: warning: ${what}`);
   }
-  const store = await openSqliteStore(path.join(config.dataDir, DATABASE_FILE));
+  const store = await openStore(config.database);
   let hsm;
   try {
     // The same token check as the service: comparing a store with another token's objects would

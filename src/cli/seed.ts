@@ -12,7 +12,8 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config.js';
 import { planSeed, readSeedFile, SeedError } from '../kms/seed/apply.js';
 import { DATABASE_FILE } from '../service.js';
-import { openSqliteStore } from '../store/sqlite-store.js';
+import { openStore } from '../store/open.js';
+import { openSqliteStore } from '../store/sqlite/store.js';
 
 export const USAGE = 'usage: p11kms seed --check FILE   (dry run: what applying FILE as P11KMS_SEED_FILE would change)';
 
@@ -42,9 +43,9 @@ export async function run(args: string[]): Promise<number> {
     throw e;
   }
   // A data dir without a database is an empty store: plan against a throw-away one.
-  const database = path.join(config.dataDir, DATABASE_FILE);
-  const scratch = fs.existsSync(database) ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), 'p11kms-seed-check-'));
-  const store = await openSqliteStore(scratch ? path.join(scratch, DATABASE_FILE) : database);
+  const db = config.database;
+  const scratch = db.kind === 'sqlite' && !fs.existsSync(db.file) ? fs.mkdtempSync(path.join(os.tmpdir(), 'p11kms-seed-check-')) : undefined;
+  const store = scratch ? await openSqliteStore(path.join(scratch, DATABASE_FILE)) : await openStore(db);
   try {
     const account = { partition: config.partition, region: config.region, accountId: config.accountId };
     const plan = await planSeed({ store, account, now: () => new Date() }, seed, file);

@@ -4,7 +4,7 @@
  * list prices (src/usage/prices.ts).
  */
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config.js';
+import { ConfigError, loadConfig, type Config } from '../config.js';
 
 const USAGE = 'usage: p11kms usage --month YYYY-MM [--prices] [--json]';
 
@@ -18,8 +18,9 @@ export async function run(args: string[]): Promise<number> {
   }
   const month = values.month ?? new Date().toISOString().slice(0, 7);
   let dataDir: string;
+  let database: Config['database'];
   try {
-    dataDir = loadConfig().dataDir;
+    ({ dataDir, database } = loadConfig());
   } catch (e) {
     if (e instanceof ConfigError) {
       console.error(`p11kms: ${e.message}`);
@@ -34,8 +35,7 @@ export async function run(args: string[]): Promise<number> {
     console.error(`p11kms usage: ${(e as Error).message}`);
     return 2;
   }
-  const { DATABASE_FILE } = await import('../service.js');
-  const report = await usageReport(dataDir, DATABASE_FILE, month, values.prices === true);
+  const report = await usageReport(dataDir, database, month, values.prices === true);
   if (values.json) {
     console.log(JSON.stringify(report, null, 2));
     return 0;

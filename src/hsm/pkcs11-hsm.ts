@@ -324,8 +324,8 @@ export class Pkcs11Hsm implements Hsm {
   }
 
   /**
-   * Set for the self-provisioned SoftHSM2 token when several service processes share it
-   * (P11KMS_WORKERS > 1). SoftHSM2 2.6.1 re-reads its object directory only when the token's
+   * Set for a SoftHSM2 token that several service processes share (P11KMS_WORKERS > 1, or
+   * several nodes on one database: see sharedObjectWriteLock). SoftHSM2 2.6.1 re-reads its object directory only when the token's
    * generation counter changed since it last looked, and a process that writes an object adopts
    * the new counter without re-reading: objects another process created just before are then
    * invisible to it until some third write (seen with P11KMS_WORKERS=2: Encrypt on a key created

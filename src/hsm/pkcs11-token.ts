@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import type { TokenConfig } from '../config.js';
 import type { BackingKeyInspection } from './diagnostics.js';
 import { Pkcs11Hsm } from './pkcs11-hsm.js';
-import { ensureSoftHsmToken, findTokenSlot, locateSoftHsmModule, prepareSoftHsmDir, softHsmPaths, tokenLabels, withProvisionLock } from './provision.js';
+import { ensureSoftHsmToken, findTokenSlot, locateSoftHsmModule, prepareSoftHsmDir, softHsmModuleLockPath, softHsmPaths, tokenLabels, withProvisionLock } from './provision.js';
 import type { HsmLog, TokenAccess } from './token-access.js';
 import { type Connection, configuredPin, connect, shutDownModule } from './token-module.js';
 import { type BackingKeyRef, type Hsm, HsmError } from './types.js';
@@ -42,6 +42,7 @@ export async function openHsm(token: TokenConfig, dataDir: string, log: HsmLog =
   if (Buffer.byteLength(token.label, 'utf8') > 32 || token.label.length === 0) {
     throw new HsmError('other', 'CKR_ARGUMENTS_BAD', 'openHsm', 'token label must be 1-32 bytes of UTF-8');
   }
+  const objectWriteLockPath = sharedObjectWriteLock(token, dataDir);
   let connection: Connection;
   if (token.module === undefined) {
     const paths = softHsmPaths(dataDir);
@@ -56,11 +57,11 @@ export async function openHsm(token: TokenConfig, dataDir: string, log: HsmLog =
     // must not overlap another process's object writes (seen once: CKR_GENERAL_ERROR at start-up
     // while another worker generated the audit signing key). Lock order: provisioning, then objects.
     connection = await withProvisionLock(paths.lockPath, () =>
-      token.sharedAcrossProcesses ? withProvisionLock(paths.objectWriteLockPath, connectAndProvision) : connectAndProvision(),
+      objectWriteLockPath ? withProvisionLock(objectWriteLockPath, connectAndProvision) : connectAndProvision(),
     );
   } else {
     const modulePath = token.module;
-    connection = connect(modulePath, log, (p) => {
+    const connectToToken = () => connect(modulePath, log, (p) => {
       const slot = findTokenSlot(p, token.label);
       if (slot === undefined) {
         const labels = tokenLabels(p).map((l) => `'${l}'`);
@@ -73,10 +74,12 @@ export async function openHsm(token: TokenConfig, dataDir: string, log: HsmLog =
       }
       return { slot, pin: configuredPin(token) };
     });
+    // Other nodes may be writing objects to a shared SoftHSM2 token while this one logs in.
+    connection = objectWriteLockPath ? await withProvisionLock(objectWriteLockPath, connectToToken) : connectToToken();
   }
   try {
     const hsm = new Pkcs11Hsm(connection, token, log);
-    if (token.module === undefined && token.sharedAcrossProcesses) hsm.objectWriteLockPath = softHsmPaths(dataDir).objectWriteLockPath;
+    hsm.objectWriteLockPath = objectWriteLockPath;
     const keys = await hsm.primeHandleCache();
     await hsm.warmUp();
     log('info', `PKCS#11 token '${token.label}' (${hsm.info.libraryDescription}) open: ${keys} backing keys, ${Math.round(performance.now() - started)} ms`);
@@ -85,6 +88,17 @@ export async function openHsm(token: TokenConfig, dataDir: string, log: HsmLog =
     shutDownModule(connection.p, connection.slot);
     throw err;
   }
+}
+
+/**
+ * The cross-process object-write lock, when several service processes share a SoftHSM2 token
+ * (P11KMS_WORKERS > 1, or several nodes on one database): under the data dir for the
+ * self-provisioned token, P11KMS_TOKEN_LOCK_FILE or the token directory for an operator's one.
+ */
+function sharedObjectWriteLock(token: TokenConfig, dataDir: string): string | undefined {
+  if (!token.sharedAcrossProcesses) return undefined;
+  if (token.module === undefined) return softHsmPaths(dataDir).objectWriteLockPath;
+  return token.objectWriteLockFile ?? softHsmModuleLockPath(token.module);
 }
 
 /** Inspects the token object behind `ref` on a separate session; never returns key material. */

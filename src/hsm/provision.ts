@@ -45,6 +45,26 @@ export function softHsmPaths(dataDir: string): SoftHsmPaths {
   };
 }
 
+/**
+ * The object-write lock of a SoftHSM2 token that an operator configured (P11KMS_PKCS11_MODULE)
+ * and that several independent service processes share (several nodes on one database): a file
+ * in the token directory named by SOFTHSM2_CONF (or SoftHSM2's default configuration), which
+ * every process using that token can write. SoftHSM2 takes only sub-directories there for tokens.
+ * Undefined for other modules: a real HSM serialises its own writers.
+ */
+export function softHsmModuleLockPath(modulePath: string): string | undefined {
+  if (!/softhsm/i.test(path.basename(modulePath))) return undefined;
+  const confPath = process.env.SOFTHSM2_CONF ?? '/etc/softhsm/softhsm2.conf';
+  let conf: string;
+  try {
+    conf = fs.readFileSync(confPath, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const tokenDir = /^\s*directories\.tokendir\s*=\s*(.+?)\s*$/m.exec(conf)?.[1];
+  return tokenDir === undefined ? undefined : path.join(tokenDir, 'p11kms-object-writes.lock');
+}
+
 /** Creates the directories and the config file (if missing) and points SOFTHSM2_CONF at it.
  *  Must run before C_Initialize: SoftHSM2 reads the variable there. */
 export function prepareSoftHsmDir(paths: SoftHsmPaths): void {
@@ -113,14 +133,22 @@ function multiarchDirs(): string[] {
  */
 export async function withProvisionLock<T>(lockPath: string, fn: () => Promise<T> | T, staleMs = 60_000): Promise<T> {
   const deadline = Date.now() + 30_000;
+  const waitingPath = `${lockPath}.waiting`;
+  // Fairness: a process taking the lock again right after releasing it would win every time
+  // against others that poll every 5 ms (seen: one node's CreateKeys starved another's for 30 s).
+  // So it first lets a process that announced itself waiting go first.
+  if (Date.now() - (lastReleased.get(lockPath) ?? -Infinity) < 50 && anotherIsWaiting(waitingPath)) await sleep(15);
   for (;;) {
     try {
       fs.writeFileSync(lockPath, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      fs.writeFileSync(waitingPath, `${process.pid}\n`, { mode: 0o600 });
       const age = lockAge(lockPath);
-      if (age !== undefined && age > staleMs) {
+      // A holder that died (a node killed mid-write) leaves its file behind: break it at once
+      // rather than after staleMs, or every other process sharing the token waits for it.
+      if ((age !== undefined && age > staleMs) || holderIsGone(lockPath)) {
         fs.rmSync(lockPath, { force: true });
         continue;
       }
@@ -134,6 +162,37 @@ export async function withProvisionLock<T>(lockPath: string, fn: () => Promise<T
     return await fn();
   } finally {
     fs.rmSync(lockPath, { force: true });
+    lastReleased.set(lockPath, Date.now());
+  }
+}
+
+/** When this process last released each lock. */
+const lastReleased = new Map<string, number>();
+
+/** True when another process marked itself waiting for the lock within the last 25 ms. */
+function anotherIsWaiting(waitingPath: string): boolean {
+  try {
+    if (Date.now() - fs.statSync(waitingPath).mtimeMs > 25) return false;
+    return Number.parseInt(fs.readFileSync(waitingPath, 'utf8'), 10) !== process.pid;
+  } catch {
+    return false;
+  }
+}
+
+/** True when the lock file names a process of this machine that no longer exists. */
+function holderIsGone(lockPath: string): boolean {
+  let pid: number;
+  try {
+    pid = Number.parseInt(fs.readFileSync(lockPath, 'utf8'), 10);
+  } catch {
+    return false;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
   }
 }
 

@@ -20,6 +20,7 @@ import { queryAuditRecords, type StoredRecord } from '../audit/query.js';
 import type { VerifyResult } from '../audit/verify.js';
 import { verifyAuditTrailInWorker } from '../audit/verify-worker.js';
 import type { Caller, PrincipalRegistry } from '../auth/principals.js';
+import type { DatabaseConfig } from '../config.js';
 import type { SigV4Verifier } from '../auth/sigv4.js';
 import { capabilityTable } from '../kms/capabilities.js';
 import type { Services } from '../kms/context.js';
@@ -37,7 +38,7 @@ export interface OperatorApiDeps {
   verifier: SigV4Verifier;
   log: Logger;
   dataDir: string;
-  databaseFile: string;
+  database: DatabaseConfig;
   checkHealth: () => Promise<void>;
   auditor?: ApiAuditor;
   metrics?: Metrics;
@@ -118,7 +119,7 @@ function createOperatorRouter(deps: OperatorApiDeps): Router {
   router.get(
     '/usage',
     operatorRoute(deps, 'GetUsageReport', usageQuery, async (q) => {
-      const report = await usageReport(deps.dataDir, deps.databaseFile, q.month, q.prices === 'true');
+      const report = await usageReport(deps.dataDir, deps.database, q.month, q.prices === 'true');
       return { report, daily: await dailyUsage(deps.dataDir, q.month) };
     }),
   );

@@ -80,6 +80,12 @@ export type KeyUpdate = Partial<Pick<KeyRecord, 'description' | 'keyState' | 'de
 
 export class StoreConflictError extends Error {}
 
+/** The database cannot be reached right now (down, failing over, refusing connections); the
+ *  request may be retried. Messages name the cause, never credentials. */
+export class StoreUnavailableError extends Error {
+  override name = 'StoreUnavailableError';
+}
+
 /** The last successful cryptographic operation with a key (GetKeyLastUsage). */
 export interface KeyUseRecord {
   keyId: string;

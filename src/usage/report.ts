@@ -4,9 +4,9 @@
  * the metadata store, plus keys deleted since, from their audit records), and an optional
  * chargeback estimate at AWS's list prices (prices.ts).
  */
-import path from 'node:path';
 import { queryAuditRecords } from '../audit/query.js';
-import { openSqliteStore } from '../store/sqlite-store.js';
+import type { DatabaseConfig } from '../config.js';
+import { openStore } from '../store/open.js';
 import { KMS_PRICE_LIST, priceClassOf, type RequestPriceClass } from './prices.js';
 
 export const NO_KEY = '(no key)';
@@ -51,7 +51,7 @@ export function monthRange(month: string): { from: Date; to: Date } {
 
 /** Key fees accrue from a key's creation (or the month's start) to its deletion, the month's end
  *  or `now`, whichever comes first: in the current month, a key made today has existed minutes. */
-export async function usageReport(dataDir: string, databaseFile: string, month: string, withPrices: boolean, now: Date = new Date()): Promise<UsageReport> {
+export async function usageReport(dataDir: string, database: DatabaseConfig, month: string, withPrices: boolean, now: Date = new Date()): Promise<UsageReport> {
   const { from, to } = monthRange(month);
   const monthMs = to.getTime() - from.getTime();
   const until = Math.min(to.getTime(), now.getTime());
@@ -85,7 +85,7 @@ export async function usageReport(dataDir: string, databaseFile: string, month: 
     }
   }
   // Keys in existence: the store's keys, and keys the audit trail saw created or deleted.
-  const store = await openSqliteStore(path.join(dataDir, databaseFile));
+  const store = await openStore(database);
   const specs = new Map<string, string>();
   try {
     let after: string | undefined;

@@ -9,7 +9,7 @@ import type { MaterialRecord } from '../../store/lifecycle.js';
 import type { KeyRecord } from '../../store/types.js';
 import { keyArn } from '../arn.js';
 import type { Services } from '../context.js';
-import { effectiveKeyState, isExpired } from './materials.js';
+import { effectiveKeyState, isExpired, newClaim } from './materials.js';
 
 export async function removeImportedMaterial(svc: Services, key: KeyRecord, material: MaterialRecord): Promise<void> {
   await svc.hsm.destroyKey({ keyId: key.keyId, version: material.version });
@@ -35,8 +35,17 @@ async function expireMaterial(svc: Services, key: KeyRecord, material: MaterialR
 export async function expireDueMaterials(svc: Services, limit = 100): Promise<number> {
   const expired = await svc.store.lifecycle.expiredMaterials(svc.now(), limit);
   for (const material of expired) {
-    const key = await svc.store.getKey(material.keyId);
-    if (key) await expireMaterial(svc, key, material);
+    // Every node's pass sees the same expired material: the one that claims the key expires it
+    // (once: one DeleteExpiredKeyMaterial event), the others leave it.
+    const claim = newClaim(svc);
+    if (!(await svc.store.lifecycle.claimKey(material.keyId, 'material-import', claim))) continue;
+    try {
+      const key = await svc.store.getKey(material.keyId);
+      const still = (await svc.store.lifecycle.listMaterials(material.keyId)).find((m) => m.version === material.version);
+      if (key && still?.importState === 'IMPORTED') await expireMaterial(svc, key, still);
+    } finally {
+      await svc.store.lifecycle.releaseClaim(material.keyId, claim.id);
+    }
   }
   return expired.length;
 }

@@ -2,7 +2,9 @@
  * Operation name → handler. Operations of the model without an entry here answer
  * UnsupportedOperationException.
  */
+import { StoreUnavailableError } from '../../store/types.js';
 import type { OperationHandler } from '../context.js';
+import { KmsError } from '../errors.js';
 import { aliasOperations } from './aliases.js';
 import { cryptoOperations } from './crypto.js';
 import { customKeyStoreOperations } from './custom-key-stores.js';
@@ -45,6 +47,18 @@ function trackingUse(handler: OperationHandler): OperationHandler {
   };
 }
 
+/** A database that is down or failing over is AWS's DependencyTimeoutException (503): retry. */
+function retryableWhenStoreUnavailable(handler: OperationHandler): OperationHandler {
+  return async (input, ctx, svc) => {
+    try {
+      return await handler(input, ctx, svc);
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) throw new KmsError('DependencyTimeoutException', 'The metadata database is not available. Retry the request.');
+      throw err;
+    }
+  };
+}
+
 export const operationHandlers: Readonly<Record<string, OperationHandler>> = Object.fromEntries(
-  Object.entries(handlers).map(([name, handler]) => [name, TRACKED_OPERATIONS.has(name) ? trackingUse(handler) : handler]),
+  Object.entries(handlers).map(([name, handler]) => [name, retryableWhenStoreUnavailable(TRACKED_OPERATIONS.has(name) ? trackingUse(handler) : handler)]),
 );

@@ -7,7 +7,10 @@
  * one that has shipped, add a new one with the next version instead.
  */
 import type Database from 'better-sqlite3';
+import { assertStrictlyAscending, schemaTooNew } from '../schema-version.js';
 import { LIFECYCLE_SCHEMA } from './lifecycle-schema.js';
+
+export { SchemaTooNewError } from '../schema-version.js';
 
 export interface Migration {
   /** 1, 2, 3, ... in the order they must be applied. */
@@ -18,11 +21,6 @@ export interface Migration {
    * table rebuild must use `PRAGMA defer_foreign_keys = ON` (foreign_keys cannot change mid-transaction).
    */
   sql: string;
-}
-
-/** Thrown when the database was migrated by a newer p11kms than this one. */
-export class SchemaTooNewError extends Error {
-  override name = 'SchemaTooNewError';
 }
 
 // Dates are INTEGER milliseconds since the epoch (UTC). STRICT tables make SQLite reject values of
@@ -165,12 +163,7 @@ export function applyMigrations(
   const latestKnown = migrations.at(-1)?.version ?? 0;
   const assertNotNewer = (): void => {
     const found = currentSchemaVersion(db);
-    if (found > latestKnown) {
-      throw new SchemaTooNewError(
-        `metadata database ${db.name} has schema version ${found}, but this p11kms only knows ` +
-          `versions up to ${latestKnown}; run a p11kms release that supports version ${found}`,
-      );
-    }
+    if (found > latestKnown) throw schemaTooNew(db.name, found, latestKnown);
   };
 
   ensureMigrationsTable(db);
@@ -197,15 +190,4 @@ function ensureMigrationsTable(db: Database.Database): void {
     version    INTEGER NOT NULL PRIMARY KEY,
     applied_at INTEGER NOT NULL
   ) STRICT`);
-}
-
-function assertStrictlyAscending(migrations: readonly Migration[]): void {
-  migrations.forEach((migration, index) => {
-    if (!Number.isInteger(migration.version) || migration.version !== index + 1) {
-      throw new Error(
-        `migration "${migration.description}" has version ${migration.version}; ` +
-          `migrations must be numbered 1, 2, 3, ... in order`,
-      );
-    }
-  });
 }

@@ -1,6 +1,6 @@
 /** TokenBindingStore on SQLite: the single row of `token_binding` (migration "token binding"). */
 import type Database from 'better-sqlite3';
-import type { TokenBindingRecord, TokenBindingStore } from './token-binding.js';
+import type { TokenBindingRecord, TokenBindingStore } from '../token-binding.js';
 
 interface Row {
   manufacturer_id: string;

@@ -1,6 +1,6 @@
 /** AuditChainRegistry over the SQLite metadata database (table audit_chains, migration 6). */
 import type Database from 'better-sqlite3';
-import type { AuditChainHead, AuditChainRegistry } from './audit-chains.js';
+import type { AuditChainHead, AuditChainRegistry } from '../audit-chains.js';
 
 interface ChainRow {
   chain_id: string;

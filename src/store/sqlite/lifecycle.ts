@@ -13,7 +13,7 @@ import type {
   MaterialRecord,
   MaterialUpdate,
   RotationSchedule,
-} from './lifecycle.js';
+} from '../lifecycle.js';
 
 interface MaterialRow {
   key_id: string;

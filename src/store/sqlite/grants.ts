@@ -3,7 +3,7 @@
  * methods here; statements are prepared once, with the store.
  */
 import type Database from 'better-sqlite3';
-import type { GrantConstraints, GrantRecord } from './types.js';
+import type { GrantConstraints, GrantRecord } from '../types.js';
 
 const GRANT_COLUMN_NAMES = [
   'grant_id', 'key_id', 'name', 'grantee_principal', 'retiring_principal', 'issuing_account',

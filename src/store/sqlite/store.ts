@@ -8,10 +8,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { applyMigrations } from './migrations.js';
-import { SqliteAuditChainRegistry } from './sqlite-audit-chains.js';
-import { SqliteKeyLifecycleStore } from './sqlite-lifecycle.js';
-import { SqliteTokenBindingStore } from './sqlite-token-binding.js';
-import { SqliteGrantTable } from './sqlite-grants.js';
+import { SqliteAuditChainRegistry } from './audit-chains.js';
+import { SqliteKeyLifecycleStore } from './lifecycle.js';
+import { SqliteGrantTable } from './grants.js';
+import { SqliteTokenBindingStore } from './token-binding.js';
 import {
   StoreConflictError,
   type AliasRecord,
@@ -23,7 +23,7 @@ import {
   type KeyUseRecord,
   type MetadataStore,
   type TagRecord,
-} from './types.js';
+} from '../types.js';
 
 export { SchemaTooNewError } from './migrations.js';
 

@@ -1,0 +1,14 @@
+/**
+ * Opens the metadata store the configuration names: the embedded SQLite file (the default) or
+ * PostgreSQL shared by several service nodes. Nothing above this function knows which one it has.
+ */
+import type { DatabaseConfig } from '../config.js';
+import { openPostgresStore, type PostgresStoreOptions } from './postgres/store.js';
+import { openSqliteStore } from './sqlite/store.js';
+import type { MetadataStore } from './types.js';
+
+export { SchemaTooNewError } from './schema-version.js';
+
+export function openStore(database: DatabaseConfig, options: PostgresStoreOptions = {}): Promise<MetadataStore> {
+  return database.kind === 'postgres' ? openPostgresStore(database.url, options) : openSqliteStore(database.file);
+}

@@ -1,0 +1,54 @@
+/** AuditChainRegistry on PostgreSQL (table audit_chains, migration 3): every node's chains in the
+ *  one database, so `p11kms audit verify` sees a node's missing chain. */
+import type { AuditChainHead, AuditChainRegistry } from '../audit-chains.js';
+import type { Queryable } from './database.js';
+
+interface ChainRow {
+  chain_id: string;
+  opened_at: Date;
+  digest_sequence: number;
+  digest_hash: string | null;
+  record_count: string | number;
+  final: boolean;
+  signing_key_fingerprint: string | null;
+}
+
+export class PostgresAuditChainRegistry implements AuditChainRegistry {
+  constructor(private readonly db: Queryable) {}
+
+  async registerChain(chainId: string, openedAt: Date): Promise<void> {
+    await this.db.query(
+      `INSERT INTO audit_chains (chain_id, opened_at, digest_sequence, record_count, final) VALUES ($1, $2, 0, 0, false)
+       ON CONFLICT (chain_id) DO NOTHING`,
+      [chainId, openedAt],
+    );
+  }
+
+  async recordDigest(head: AuditChainHead): Promise<void> {
+    // One statement: the head only moves forward, whichever node writes.
+    await this.db.query(
+      `INSERT INTO audit_chains (chain_id, opened_at, digest_sequence, digest_hash, record_count, final, signing_key_fingerprint)
+       VALUES ($1, $2, $3, $4, $5, $6, $7)
+       ON CONFLICT (chain_id) DO UPDATE SET
+         digest_sequence = excluded.digest_sequence, digest_hash = excluded.digest_hash, record_count = excluded.record_count,
+         final = excluded.final, signing_key_fingerprint = excluded.signing_key_fingerprint
+       WHERE excluded.digest_sequence > audit_chains.digest_sequence`,
+      [head.chainId, head.openedAt, head.digestSequence, head.digestHash, head.recordCount, head.final, head.signingKeyFingerprint],
+    );
+  }
+
+  async listChains(): Promise<AuditChainHead[]> {
+    const { rows } = await this.db.query<ChainRow>(
+      'SELECT chain_id, opened_at, digest_sequence, digest_hash, record_count, final, signing_key_fingerprint FROM audit_chains ORDER BY chain_id',
+    );
+    return rows.map((r) => ({
+      chainId: r.chain_id,
+      openedAt: r.opened_at,
+      digestSequence: r.digest_sequence,
+      digestHash: r.digest_hash,
+      recordCount: Number(r.record_count),
+      final: r.final,
+      signingKeyFingerprint: r.signing_key_fingerprint,
+    }));
+  }
+}

@@ -1,0 +1,333 @@
+/**
+ * Three service nodes (the built service, separate processes on separate ports) on one real
+ * PostgreSQL server and one operator-configured SoftHSM2 token, driven by the AWS SDK, as README
+ * "Several nodes" describes: a key created on one node is used on the others; changes reach the
+ * other nodes within the consistency bound, security-relevant ones included; the database
+ * decides races; lifecycle work is done once and taken over after a dead node's lease; a node
+ * killed under load loses nothing acknowledged; a restarted database is rejoined by itself.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  CreateAliasCommand,
+  CreateGrantCommand,
+  CreateKeyCommand,
+  DecryptCommand,
+  DescribeKeyCommand,
+  DisableKeyCommand,
+  EnableKeyRotationCommand,
+  EncryptCommand,
+  KMSClient,
+  ListKeyRotationsCommand,
+  RevokeGrantCommand,
+  ScheduleKeyDeletionCommand,
+  UpdateAliasCommand,
+} from '@aws-sdk/client-kms';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
+import { openHsm } from '../src/hsm/pkcs11-token.js';
+import { locateSoftHsmModule, softHsmPaths } from '../src/hsm/provision.js';
+import { CONSISTENCY_BOUND_MS } from '../src/store/postgres/changes.js';
+import { startPostgres, type PostgresServer } from './helpers/postgres.js';
+import { credentials, testUser, writePrincipalsFile } from './helpers/principals.js';
+import { freePort, runCli, spawnService, waitHealthy, type ServiceProcess } from './helpers/process.js';
+import { REGION, ROOT, errorOf, tempDir } from './helpers/service.js';
+
+const LABEL = 'nodes';
+const alice = testUser('alice');
+
+interface Node {
+  name: string;
+  url: string;
+  dataDir: string;
+  proc: ServiceProcess;
+  client: KMSClient;
+  as(principal: typeof alice): KMSClient;
+}
+
+let server: PostgresServer;
+let databaseUrl: string;
+let nodeEnv: Record<string, string>;
+const nodes: Node[] = [];
+const extraClients: KMSClient[] = [];
+
+async function startNode(name: string, dataDir = tempDir(`p11kms-node-${name}-`)): Promise<Node> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const proc = spawnService({ ...nodeEnv, P11KMS_DATA_DIR: dataDir, P11KMS_PORT: String(port) });
+  await waitHealthy(url, proc, 60_000);
+  const client = new KMSClient({ endpoint: url, region: REGION, credentials: ROOT, maxAttempts: 1 });
+  const as = (principal: typeof alice) => {
+    const c = new KMSClient({ endpoint: url, region: REGION, credentials: credentials(principal), maxAttempts: 1 });
+    extraClients.push(c);
+    return c;
+  };
+  return { name, url, dataDir, proc, client, as };
+}
+
+async function sql<R extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<R[]> {
+  const client = new pg.Client(databaseUrl);
+  await client.connect();
+  try {
+    return (await client.query<R>(text, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** Polls `check` until it holds; returns how long that took (fails past `withinMs`). */
+async function within(withinMs: number, check: () => Promise<boolean>): Promise<number> {
+  const start = performance.now();
+  for (;;) {
+    if (await check()) return performance.now() - start;
+    if (performance.now() - start > withinMs) throw new Error(`not seen within ${withinMs} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const nameOf = async (p: Promise<unknown>) => (await errorOf(p)).name;
+
+beforeAll(async () => {
+  server = await startPostgres({ durable: true }); // restarted under load below: commits must survive
+  databaseUrl = await server.createDatabase();
+  const secrets = tempDir('p11kms-node-secrets-');
+  const urlFile = path.join(secrets, 'database-url');
+  fs.writeFileSync(urlFile, `${databaseUrl}\n`, { mode: 0o600 });
+
+  // The operator's SoftHSM2 token: initialised once (here through p11kms's own provisioning in a
+  // scratch dir), then handed to every node as an external module, label and PIN file.
+  const tokenHome = tempDir('p11kms-node-token-');
+  const provisioning = await openHsm({ label: LABEL, poolSize: 1, symmetricCalls: 'sync' }, tokenHome);
+  await provisioning.close();
+  const token = softHsmPaths(tokenHome);
+  nodeEnv = {
+    P11KMS_DATABASE_URL_FILE: urlFile,
+    P11KMS_PKCS11_MODULE: locateSoftHsmModule(),
+    P11KMS_TOKEN_LABEL: LABEL,
+    P11KMS_PIN_FILE: token.userPinPath,
+    SOFTHSM2_CONF: token.confPath,
+    P11KMS_ROOT_ACCESS_KEY_ID: ROOT.accessKeyId,
+    P11KMS_ROOT_SECRET_ACCESS_KEY: ROOT.secretAccessKey,
+    P11KMS_PRINCIPALS_FILE: writePrincipalsFile([alice]),
+    P11KMS_LIFECYCLE_INTERVAL_MS: '100',
+    P11KMS_LOG_LEVEL: 'info',
+  };
+  // Started one after the other on purpose only for the first: the others start together.
+  nodes.push(await startNode('a'));
+  nodes.push(...(await Promise.all([startNode('b'), startNode('c')])));
+}, 180_000);
+
+afterAll(async () => {
+  for (const c of extraClients) c.destroy();
+  for (const n of nodes) {
+    n.client.destroy();
+    await n.proc.stop();
+  }
+  await server?.stop();
+});
+
+const [A, B, C] = [0, 1, 2].map((i) => () => nodes[i]!);
+
+describe('three nodes on one PostgreSQL and one SoftHSM2 token', () => {
+  it('a key created on A encrypts on B and decrypts on C', async () => {
+    const keyId = (await A().client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
+    const blob = (await B().client.send(new EncryptCommand({ KeyId: keyId, Plaintext: Buffer.from('made on B') }))).CiphertextBlob!;
+    const out = await C().client.send(new DecryptCommand({ CiphertextBlob: blob }));
+    expect(Buffer.from(out.Plaintext!).toString()).toBe('made on B');
+    expect(out.KeyId).toContain(keyId);
+  });
+
+  it('an alias moved on A is followed by B within the bound', async () => {
+    const k1 = (await A().client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
+    const k2 = (await A().client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
+    await A().client.send(new CreateAliasCommand({ AliasName: 'alias/moving', TargetKeyId: k1 }));
+    const encryptOnB = () => B().client.send(new EncryptCommand({ KeyId: 'alias/moving', Plaintext: Buffer.from('x') }));
+    await within(CONSISTENCY_BOUND_MS, async () => (await encryptOnB()).KeyId!.endsWith(k1));
+    await A().client.send(new UpdateAliasCommand({ AliasName: 'alias/moving', TargetKeyId: k2 }));
+    const took = await within(CONSISTENCY_BOUND_MS, async () => (await encryptOnB()).KeyId!.endsWith(k2));
+    console.log(`alias change seen on B after ${took.toFixed(0)} ms`);
+  });
+
+  it('DisableKey and ScheduleKeyDeletion on B are refused on C within the bound', async () => {
+    const keyId = (await A().client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
+    const encryptOnC = () => C().client.send(new EncryptCommand({ KeyId: keyId, Plaintext: Buffer.from('x') }));
+    await encryptOnC(); // cached on C now
+    await B().client.send(new DisableKeyCommand({ KeyId: keyId }));
+    const disabledAfter = await within(CONSISTENCY_BOUND_MS, async () => (await nameOf(encryptOnC()).catch(() => 'ok')) === 'DisabledException');
+
+    const doomed = (await A().client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
+    const blob = (await C().client.send(new EncryptCommand({ KeyId: doomed, Plaintext: Buffer.from('x') }))).CiphertextBlob!;
+    await B().client.send(new ScheduleKeyDeletionCommand({ KeyId: doomed, PendingWindowInDays: 7 }));
+    const pendingAfter = await within(CONSISTENCY_BOUND_MS, async () => {
+      try {
+        await C().client.send(new DecryptCommand({ CiphertextBlob: blob }));
+        return false;
+      } catch (e) {
+        return (e as Error).name === 'KMSInvalidStateException';
+      }
+    });
+    console.log(`DisableKey refused on C after ${disabledAfter.toFixed(0)} ms, ScheduleKeyDeletion after ${pendingAfter.toFixed(0)} ms`);
+  });
+
+  it('a grant revoked on A stops working on C within the bound', async () => {
+    const keyId = (await A().client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
+    const aliceOnC = C().as(alice);
+    const encrypt = () => aliceOnC.send(new EncryptCommand({ KeyId: keyId, Plaintext: Buffer.from('x') }));
+    expect(await nameOf(encrypt())).toBe('AccessDeniedException'); // the miss is cached on C too
+    const { GrantId } = await A().client.send(new CreateGrantCommand({ KeyId: keyId, GranteePrincipal: alice.arn, Operations: ['Encrypt'] }));
+    await within(CONSISTENCY_BOUND_MS, async () => !!(await encrypt().catch(() => undefined)));
+    await A().client.send(new RevokeGrantCommand({ KeyId: keyId, GrantId }));
+    const took = await within(CONSISTENCY_BOUND_MS, async () => (await nameOf(encrypt()).catch(() => 'ok')) === 'AccessDeniedException');
+    console.log(`grant revocation seen on C after ${took.toFixed(0)} ms`);
+  });
+
+  it('CreateAlias of one name on all three nodes at once: exactly one wins', async () => {
+    const keyId = (await A().client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
+    for (let round = 0; round < 5; round++) {
+      const results = await Promise.allSettled(nodes.map((n) => n.client.send(new CreateAliasCommand({ AliasName: `alias/race-${round}`, TargetKeyId: keyId }))));
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      for (const r of results) if (r.status === 'rejected') expect((r.reason as Error).name).toBe('AlreadyExistsException');
+    }
+  });
+
+  it('due rotations and deletions are done once across the nodes; a dead node’s claim is taken over after its lease', async () => {
+    const rotating: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const keyId = (await nodes[i % 3]!.client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
+      await nodes[i % 3]!.client.send(new EnableKeyRotationCommand({ KeyId: keyId, RotationPeriodInDays: 90 }));
+      rotating.push(keyId);
+    }
+    const doomed = (await B().client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
+    await B().client.send(new ScheduleKeyDeletionCommand({ KeyId: doomed, PendingWindowInDays: 7 }));
+    const blob = (await C().client.send(new EncryptCommand({ KeyId: rotating[0], Plaintext: Buffer.from('before') }))).CiphertextBlob!;
+    const orphaned = rotating[5]!;
+    const logged = (pattern: RegExp, keyId: string) => nodes.map((n) => n.proc.output().split('\n').filter((l) => pattern.test(l) && l.includes(keyId)).length).reduce((a, b) => a + b, 0);
+
+    // Due now; the last key is held by a node that died mid-rotation: its lease ends in 3 s.
+    await sql(`UPDATE keys SET next_rotation_date = now() - interval '1 second' WHERE key_id = ANY($1)`, [rotating]);
+    await sql(`UPDATE keys SET lifecycle_claim = 'dead-node', lifecycle_claim_kind = 'rotation', lifecycle_claim_started = now(),
+      lifecycle_claim_until = now() + interval '3 seconds' WHERE key_id = $1`, [orphaned]);
+    await sql(`UPDATE keys SET deletion_date = now() - interval '1 second' WHERE key_id = $1`, [doomed]);
+
+    await new Promise((r) => setTimeout(r, 2000)); // about 20 passes on each node
+    for (const keyId of rotating.slice(0, 5)) {
+      const { Rotations } = await A().client.send(new ListKeyRotationsCommand({ KeyId: keyId }));
+      expect(Rotations!.map((r) => r.RotationType)).toEqual(['AUTOMATIC']);
+      expect(logged(/"msg":"automatic key rotation"/, keyId)).toBe(1);
+    }
+    expect((await A().client.send(new ListKeyRotationsCommand({ KeyId: orphaned }))).Rotations).toEqual([]); // still under the lease
+    expect(await nameOf(C().client.send(new DescribeKeyCommand({ KeyId: doomed })))).toBe('NotFoundException');
+    expect(logged(/key deleted at the end of its waiting period/, doomed)).toBe(1);
+
+    await within(5000, async () => ((await A().client.send(new ListKeyRotationsCommand({ KeyId: orphaned }))).Rotations ?? []).length === 1);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(logged(/"msg":"automatic key rotation"/, orphaned)).toBe(1);
+    expect(Buffer.from((await B().client.send(new DecryptCommand({ CiphertextBlob: blob }))).Plaintext!).toString()).toBe('before');
+    for (const n of nodes) expect(n.proc.output()).not.toMatch(/rotation failed|deletion failed|lifecycle pass failed/);
+  });
+
+  it('SIGKILL of one node under mixed load: the others keep answering and nothing acknowledged is lost', async () => {
+    const victim = C();
+    const keys: string[] = [];
+    for (const n of nodes) keys.push((await n.client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!);
+    const acknowledged: Array<{ blob: Uint8Array; plaintext: string; via: string }> = [];
+    const created: Array<{ keyId: string; via: string }> = [];
+    const failuresAfterKill: Record<string, number> = {};
+    let killedAt = Infinity;
+    let stop = false;
+    const worker = async (n: Node, w: number) => {
+      for (let i = 0; !stop; i++) {
+        try {
+          if (i % 10 === 9) {
+            created.push({ keyId: (await n.client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!, via: n.name });
+          } else {
+            const plaintext = `${n.name}-${w}-${i}`;
+            const blob = (await n.client.send(new EncryptCommand({ KeyId: keys[i % keys.length], Plaintext: Buffer.from(plaintext) }))).CiphertextBlob!;
+            acknowledged.push({ blob, plaintext, via: n.name });
+          }
+        } catch (e) {
+          if (n === victim) return; // the dead node's requests fail; none of them were acknowledged
+          if (performance.now() > killedAt) failuresAfterKill[(e as Error).name] = (failuresAfterKill[(e as Error).name] ?? 0) + 1;
+        }
+      }
+    };
+    const load = nodes.flatMap((n) => [0, 1].map((w) => worker(n, w)));
+    await new Promise((r) => setTimeout(r, 1500));
+    const madeByVictim = acknowledged.filter((a) => a.via === victim.name).length;
+    victim.proc.child.kill('SIGKILL');
+    killedAt = performance.now();
+    const countAtKill = acknowledged.length;
+    await new Promise((r) => setTimeout(r, 1500));
+    stop = true;
+    await Promise.all(load);
+    await victim.proc.exited;
+
+    expect(madeByVictim).toBeGreaterThan(0);
+    expect(acknowledged.length).toBeGreaterThan(countAtKill + 20); // A and B kept answering
+    expect(failuresAfterKill).toEqual({});
+    for (const [i, a] of acknowledged.entries()) {
+      const survivor = nodes[i % 2]!;
+      const out = await survivor.client.send(new DecryptCommand({ CiphertextBlob: a.blob }));
+      expect(Buffer.from(out.Plaintext!).toString()).toBe(a.plaintext);
+    }
+    for (const c of created) expect((await A().client.send(new DescribeKeyCommand({ KeyId: c.keyId }))).KeyMetadata!.KeyState).toBe('Enabled');
+    console.log(`mixed load: ${acknowledged.length} encryptions (${madeByVictim} through the killed node before the kill), ${created.length} keys created; all decrypt/describe on the survivors`);
+
+    // The node comes back on its own data dir (its audit chain continues) and serves at once.
+    nodes[2] = await startNode('c', victim.dataDir);
+    const blob = acknowledged.find((a) => a.via === 'c')!;
+    expect(Buffer.from((await C().client.send(new DecryptCommand({ CiphertextBlob: blob.blob }))).Plaintext!).toString()).toBe(blob.plaintext);
+  });
+
+  it('PostgreSQL restarted under load: retryable errors meanwhile, /healthz says why, the nodes recover without a restart', async () => {
+    const keyId = (await A().client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
+    const errors: Record<string, number> = {};
+    let ok = 0;
+    let stop = false;
+    const worker = async (n: Node) => {
+      for (let i = 0; !stop; i++) {
+        try {
+          if (i % 5 === 4) await n.client.send(new CreateKeyCommand({}));
+          else await n.client.send(new EncryptCommand({ KeyId: keyId, Plaintext: Buffer.from('x') }));
+          ok++;
+        } catch (e) {
+          errors[(e as Error).name] = (errors[(e as Error).name] ?? 0) + 1;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+    };
+    const load = nodes.map((n) => worker(n));
+    await new Promise((r) => setTimeout(r, 500));
+    server.stopServer('immediate');
+    await new Promise((r) => setTimeout(r, CONSISTENCY_BOUND_MS + 1000));
+    const health = await fetch(`${B().url}/healthz`);
+    const healthBody = (await health.json()) as { reason?: string };
+    server.startServer();
+    const restartedAt = performance.now();
+    const recoveredAfter = await within(15_000, async () => {
+      const answers = await Promise.all(nodes.map((n) => n.client.send(new CreateKeyCommand({})).then(() => true, () => false)));
+      return answers.every(Boolean);
+    });
+    stop = true;
+    await Promise.all(load);
+    console.log(`database restart: all nodes create keys again ${(performance.now() - restartedAt).toFixed(0)} ms after it came back (${recoveredAfter.toFixed(0)} ms of polling); ${ok} requests ok, errors ${JSON.stringify(errors)}`);
+
+    expect(health.status).toBe(503);
+    expect(healthBody.reason).toMatch(/metadata database unavailable/);
+    expect(healthBody.reason).not.toContain(new URL(databaseUrl).password);
+    // What failed, failed as AWS's retryable dependency error (503), never as a client fault.
+    expect(Object.keys(errors).filter((name) => name !== 'DependencyTimeoutException')).toEqual([]);
+    expect(errors.DependencyTimeoutException).toBeGreaterThan(0);
+    for (const n of nodes) expect((await fetch(`${n.url}/healthz`)).status).toBe(200);
+  });
+
+  it('each node keeps its own audit chain, and each verifies', async () => {
+    for (const n of nodes) {
+      const result = await runCli(['audit', 'verify', '--json'], n.dataDir, { ...nodeEnv });
+      const report = JSON.parse(result.stdout) as { ok: boolean; records: number };
+      expect(result.code, result.stdout + result.stderr).toBe(0);
+      expect(report.ok).toBe(true);
+    }
+  });
+});
