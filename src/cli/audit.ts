@@ -147,7 +147,8 @@ async function readToken(cfg: Config): Promise<NonNullable<TrailAnchors['token']
   }
   try {
     const { openHsm } = await import('../hsm/pkcs11-token.js');
-    const hsm = await openHsm(cfg.token, cfg.dataDir);
+    // The service may be running: take the cross-process object lock its workers take.
+    const hsm = await openHsm({ ...cfg.token, sharedAcrossProcesses: true }, cfg.dataDir);
     try {
       const key = await hsm.auditSigningKey?.(false);
       return { fingerprint: key?.fingerprint, heads: key ? await key.readHeads() : [] };
