@@ -55,7 +55,11 @@ describe('audit anchors outside the audit directory', () => {
       client.destroy();
       await service.close();
     }
-    chains = [...new Set(recordNames(dataDir).map(chainOf))];
+    // Oldest first by opening time (IDs sort by start second only: both runs may share one).
+    const store = await openSqliteStore(path.join(dataDir, 'p11kms.db'));
+    chains = (await store.auditChains.listChains()).sort((a, b) => a.openedAt.getTime() - b.openedAt.getTime()).map((c) => c.chainId);
+    await store.close();
+    expect(new Set(recordNames(dataDir).map(chainOf))).toEqual(new Set(chains));
   });
 
   /** A fresh copy of the whole data dir (store, token config, audit/) to tamper with. */
@@ -70,7 +74,7 @@ describe('audit anchors outside the audit directory', () => {
     const store = await openSqliteStore(path.join(dataDir, 'p11kms.db'));
     const registry = await store.auditChains.listChains();
     await store.close();
-    expect(registry.map((c) => c.chainId)).toEqual(chains);
+    expect(registry.map((c) => c.chainId)).toEqual([...chains].sort());
     for (const head of registry) {
       const name = `${head.chainId}_${String(head.digestSequence).padStart(6, '0')}.json`;
       const bytes = fs.readFileSync(path.join(digestDir(dataDir), name));
@@ -108,7 +112,8 @@ describe('audit anchors outside the audit directory', () => {
     fs.rmSync(auditDir(dir), { recursive: true });
     const { code, stderr, stdout } = await verify(dir);
     expect(code).toBe(1);
-    expect(stderr).toMatch(new RegExp(`chain ${chains[0]}: the chain registry names digest ${chains[0]}_000002.json \\(records 1-5, final\\), which is missing from the trail \\(deleted\\)`));
+    const firstListed = [...chains].sort()[0]!;
+    expect(stderr).toMatch(new RegExp(`chain ${firstListed}: the chain registry names digest ${firstListed}_000002.json \\(records 1-5, final\\), which is missing from the trail \\(deleted\\)`));
     expect(stdout).toContain(`chain ${chains[1]}: the chain registry names`);
     expect(stdout).toContain("the token's head object names");
   });
@@ -186,7 +191,9 @@ describe('audit anchors outside the audit directory', () => {
       // Re-sign every digest in order, re-linking digests and the cross-chain anchors.
       const newHash = new Map<string, string>();
       let previous: { name: string; hash: string; signature: string } | undefined;
-      for (const name of digestNames(dir)) {
+      // Oldest chain first: a chain's first digest names the newest digest of the older one.
+      const ordered = digestNames(dir).sort((a, b) => chains.indexOf(chainOf(a)) - chains.indexOf(chainOf(b)) || (a < b ? -1 : 1));
+      for (const name of ordered) {
         const { body } = splitDigest(JSON.parse(fs.readFileSync(path.join(digestDir(dir), name), 'utf8')) as DigestFile);
         if (body.digestSequence === 1) previous = undefined;
         body.digestPublicKeyFingerprint = fingerprint;

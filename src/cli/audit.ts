@@ -146,7 +146,9 @@ async function readToken(cfg: Config): Promise<NonNullable<TrailAnchors['token']
   }
   try {
     const { openHsm } = await import('../hsm/pkcs11-token.js');
-    const hsm = await openHsm(cfg.token, cfg.dataDir, undefined, { provision: false });
+    // The service may be running: take the cross-process object lock its workers take. Never
+    // provision: a missing token is a finding, not something to create.
+    const hsm = await openHsm({ ...cfg.token, sharedAcrossProcesses: true }, cfg.dataDir, undefined, { provision: false });
     try {
       const key = await hsm.auditSigningKey?.(false);
       return { fingerprint: key?.fingerprint, heads: key ? await key.readHeads() : [] };

@@ -136,10 +136,13 @@ export async function openAuditSigningKey(
 type HeadsValue = { v: 1; chains: Record<string, [number, string, number, boolean]> };
 
 /**
- * Every head object's handle and the newest head per chain across them. Normally there is one;
- * a crash between creating the replacement and destroying the old one leaves two.
+ * The head objects that could be read and the newest head per chain across them. Normally there is
+ * one; a crash between creating the replacement and destroying the old one leaves two. An object
+ * that cannot be read (destroyed by another process meanwhile, or not JSON) is left out, and so is
+ * never destroyed by a writer that did not include its content.
  */
 function readHeadObjects(p: P11.PKCS11, session: Handle): { handles: Handle[]; heads: TokenChainHead[] } {
+  const found: Handle[] = [];
   let fn = 'C_FindObjectsInit';
   try {
     p.C_FindObjectsInit(session, [
@@ -147,23 +150,27 @@ function readHeadObjects(p: P11.PKCS11, session: Handle): { handles: Handle[]; h
       { type: pkcs11js.CKA_LABEL, value: AUDIT_HEADS_LABEL },
     ]);
     fn = 'C_FindObjects';
-    const handles = p.C_FindObjects(session, 16);
+    for (let batch = p.C_FindObjects(session, 16); batch.length > 0; batch = p.C_FindObjects(session, 16)) found.push(...batch);
     fn = 'C_FindObjectsFinal';
     p.C_FindObjectsFinal(session);
-    fn = 'C_GetAttributeValue';
-    const newest = new Map<string, TokenChainHead>();
-    for (const handle of handles) {
-      const raw = p.C_GetAttributeValue(session, handle, [{ type: pkcs11js.CKA_VALUE }])[0]!.value;
-      const value = JSON.parse(raw.toString('utf8')) as HeadsValue;
-      for (const [chainId, [digestSequence, digestHash, recordCount, final]] of Object.entries(value.chains)) {
-        if ((newest.get(chainId)?.digestSequence ?? -1) < digestSequence) newest.set(chainId, { chainId, digestSequence, digestHash, recordCount, final });
-      }
-    }
-    return { handles, heads: [...newest.values()] };
   } catch (err) {
-    if (err instanceof SyntaxError) throw new HsmError('other', 'CKR_GENERAL_ERROR', 'C_GetAttributeValue', 'the audit head object does not hold valid JSON');
-    throw toHsmError(err, fn, 'reading the audit chain heads');
+    throw toHsmError(err, fn, 'looking up the audit chain heads');
   }
+  const handles: Handle[] = [];
+  const newest = new Map<string, TokenChainHead>();
+  for (const handle of found) {
+    let value: HeadsValue;
+    try {
+      value = JSON.parse(p.C_GetAttributeValue(session, handle, [{ type: pkcs11js.CKA_VALUE }])[0]!.value.toString('utf8')) as HeadsValue;
+    } catch {
+      continue;
+    }
+    handles.push(handle);
+    for (const [chainId, [digestSequence, digestHash, recordCount, final]] of Object.entries(value.chains)) {
+      if ((newest.get(chainId)?.digestSequence ?? -1) < digestSequence) newest.set(chainId, { chainId, digestSequence, digestHash, recordCount, final });
+    }
+  }
+  return { handles, heads: [...newest.values()] };
 }
 
 /**
@@ -172,7 +179,8 @@ function readHeadObjects(p: P11.PKCS11, session: Handle): { handles: Handle[]; h
  * a crash in between leaves two objects, merged on read, never none; and as a writer destroys only
  * objects whose content its new one includes, two processes writing at once (workers on an
  * external token, which has no cross-process object-write lock) leave two objects between them,
- * not one that lost the other's head. A destroy that fails (already destroyed by the other) changes nothing.
+ * not one that lost the other's head. A destroy that fails (already destroyed by the other)
+ * changes nothing.
  */
 function replaceHeadObjects(p: P11.PKCS11, session: Handle, old: Handle[], heads: TokenChainHead[]): void {
   const value: HeadsValue = { v: 1, chains: {} };
