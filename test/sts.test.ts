@@ -7,6 +7,7 @@ import path from 'node:path';
 import { GetCallerIdentityCommand, GetSessionTokenCommand, STSClient } from '@aws-sdk/client-sts';
 import { EncryptCommand, CreateKeyCommand } from '@aws-sdk/client-kms';
 import { describe, expect, it } from 'vitest';
+import { queryAuditRecords } from '../src/audit/query.js';
 import { ACCOUNT_ID, ROOT, errorOf, tempDir, useTestService } from './helpers/service.js';
 
 const ALICE = { arn: 'arn:aws:iam::111122223333:user/alice', accessKeyId: 'AKIASTSTESTALICE0001', secretAccessKey: 'alice-secret-0123456789abcdef' };
@@ -42,6 +43,18 @@ describe('STS GetCallerIdentity', () => {
     const other = await errorOf(sts(ALICE).send(new GetSessionTokenCommand({})));
     expect(other).toMatchObject({ name: 'InvalidAction', status: 400 });
     expect(other.message).toContain('only GetCallerIdentity');
+  });
+
+  it('records every STS call in the audit trail before answering it, with STS as the event source', async () => {
+    const alice = await sts(ALICE).send(new GetCallerIdentityCommand({}));
+    await errorOf(sts({ ...ALICE, secretAccessKey: 'wrong' }).send(new GetCallerIdentityCommand({})));
+    const records = [];
+    for await (const r of queryAuditRecords(t.dataDir, { eventName: 'GetCallerIdentity' })) records.push(r);
+    expect(records.find((r) => r.requestID === alice.$metadata.requestId)).toMatchObject({
+      eventSource: 'sts.amazonaws.com',
+      userIdentity: { type: 'IAMUser', arn: ALICE.arn, principalId: alice.UserId },
+    });
+    expect(records.some((r) => r.errorCode === 'SignatureDoesNotMatch' && r.userIdentity?.accessKeyId === ALICE.accessKeyId)).toBe(true);
   });
 
   it('leaves the KMS API on the same port as it was', async () => {

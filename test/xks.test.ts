@@ -22,6 +22,7 @@ import { queryAuditRecords } from '../src/audit/query.js';
 import { ConfigError } from '../src/config.js';
 import { usageReport } from '../src/usage/report.js';
 import { ROOT, startTestService, tempDir, testConfig, type TestService } from './helpers/service.js';
+import { httpsKmsClient, makeTestCa } from './helpers/tls.js';
 import { XKS_CREDENTIAL, XKS_CREDENTIAL_2, XKS_PREFIX, b64, healthPath, keyPath, requestMetadata, xksCall } from './helpers/xks.js';
 
 const XKS_TAG = [{ TagKey: 'p11kms:xks', TagValue: 'enabled' }];
@@ -477,6 +478,40 @@ describe('XKS secondary authorization', () => {
 
   it('never applies to GetHealthStatus', async () => {
     expect((await xksCall(t.service.url, healthPath(), { requestMetadata: { kmsRequestId: 'x', kmsOperation: 'KmsHealthCheck' } })).status).toBe(200);
+  });
+});
+
+describe('XKS over TLS', () => {
+  it('serves the XKS API over HTTPS on the service port (TLS 1.2 or later), and nothing in clear there', async () => {
+    const dir = tempDir('p11kms-xks-tls-');
+    const ca = makeTestCa('p11kms XKS test CA');
+    const server = ca.issue('server', { subject: '/CN=localhost', server: true });
+    const t = await startTestService({
+      P11KMS_DATA_DIR: path.join(dir, 'data'),
+      P11KMS_AUDIT: 'off',
+      P11KMS_TLS_CERT_FILE: server.certFile,
+      P11KMS_TLS_KEY_FILE: server.keyFile,
+      P11KMS_XKS_URI_PREFIX: XKS_PREFIX,
+      P11KMS_XKS_ACCESS_KEY_ID: XKS_CREDENTIAL.accessKeyId,
+      P11KMS_XKS_SECRET_ACCESS_KEY: XKS_CREDENTIAL.secretAccessKey,
+    });
+    try {
+      expect(t.service.url).toMatch(/^https:/);
+      const caPem = fs.readFileSync(ca.caFile);
+      const health = await xksCall(t.service.url, healthPath(), { requestMetadata: { kmsRequestId: 'tls', kmsOperation: 'KmsHealthCheck' } }, { ca: caPem });
+      expect(health.status).toBe(200);
+      expect(health.json.ekmFleetDetails[0].healthStatus).toBe('ACTIVE');
+      // A key made through the KMS API over TLS, then used over XKS over TLS.
+      const kms = httpsKmsClient(t.service.url, ca.caFile);
+      const keyId = (await kms.send(new CreateKeyCommand({ Tags: XKS_TAG }))).KeyMetadata!.KeyId!;
+      kms.destroy();
+      const enc = await xksCall(t.service.url, keyPath(keyId, 'encrypt'), { requestMetadata: requestMetadata(), plaintext: b64('over tls'), encryptionAlgorithm: 'AES_GCM' }, { ca: caPem });
+      expect(enc.status).toBe(200);
+      const plainUrl = t.service.url.replace('https:', 'http:');
+      await expect(xksCall(plainUrl, healthPath(), { requestMetadata: { kmsRequestId: 'x', kmsOperation: 'KmsHealthCheck' } })).rejects.toThrow();
+    } finally {
+      await t.stop();
+    }
   });
 });
 

@@ -28,6 +28,8 @@ export interface ApiCallAudit {
   error: { type: string; message: string } | undefined;
   /** Keys the handler was authorized against (UpdateAlias: the alias's previous target too). */
   authorizedKeyArns?: readonly string[];
+  /** Another AWS service's API answered on the same port (STS GetCallerIdentity). */
+  eventSource?: string;
 }
 
 const TARGET_PREFIX = 'TrentService.';
@@ -82,6 +84,7 @@ export class ApiAuditor {
       output: a.output,
       error: a.error,
       keyArns,
+      eventSource: a.eventSource,
     });
     await this.trail.append(record);
   }

@@ -10,8 +10,7 @@
  * keys, wrapped key material, import and grant tokens and passwords are not on the list, so no
  * future input member can leak by default.
  */
-import { createHash } from 'node:crypto';
-import type { Caller } from '../auth/principals.js';
+import { type Caller, uniquePrincipalId } from '../auth/principals.js';
 import type { Account } from '../kms/arn.js';
 
 export const EVENT_VERSION = '1.11';
@@ -73,15 +72,6 @@ export function cloudTrailDate(d: Date): string {
   return `${MONTHS[d.getUTCMonth()]} ${d.getUTCDate()}, ${d.getUTCFullYear()}, ${h % 12 === 0 ? 12 : h % 12}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} ${h < 12 ? 'AM' : 'PM'}`;
 }
 
-/** Stable stand-in for IAM's unique IDs (AIDA…/AROA…): derived from the ARN, never a secret. */
-function uniqueId(prefix: string, arn: string): string {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  const digest = createHash('sha256').update(arn).digest();
-  let out = prefix;
-  for (let i = 0; i < 17; i++) out += alphabet[digest[i]! % 32];
-  return out;
-}
-
 const identityCache = new WeakMap<object, Map<string, UserIdentity>>();
 
 /** userIdentity of an authenticated caller (Root, IAMUser or AssumedRole as CloudTrail names them).
@@ -102,7 +92,7 @@ export function identityOf(caller: Caller): UserIdentity {
     identity = { type: 'Root', principalId: p.accountId, arn: p.arn, accountId: p.accountId, accessKeyId };
   } else if (resource.startsWith('role/')) {
     const name = resource.slice(resource.lastIndexOf('/') + 1);
-    const principalId = uniqueId('AROA', p.arn);
+    const principalId = uniquePrincipalId(p.arn, p.accountId, false);
     identity = {
       type: 'AssumedRole',
       principalId,
@@ -113,7 +103,7 @@ export function identityOf(caller: Caller): UserIdentity {
     };
   } else {
     const name = resource.slice(resource.lastIndexOf('/') + 1);
-    identity = { type: 'IAMUser', principalId: uniqueId('AIDA', p.arn), arn: p.arn, accountId: p.accountId, accessKeyId, userName: name };
+    identity = { type: 'IAMUser', principalId: uniquePrincipalId(p.arn, p.accountId, false), arn: p.arn, accountId: p.accountId, accessKeyId, userName: name };
   }
   byKey.set(accessKeyId, identity);
   return identity;
@@ -287,6 +277,8 @@ export interface ApiCallFacts {
   output: Record<string, unknown> | undefined;
   error: { type: string; message: string } | undefined;
   keyArns: Iterable<string>;
+  /** Another AWS service's API on the same port (STS); default kms.amazonaws.com. */
+  eventSource?: string;
 }
 
 export function apiCallRecord(f: ApiCallFacts): AuditRecord {
@@ -294,7 +286,7 @@ export function apiCallRecord(f: ApiCallFacts): AuditRecord {
     eventVersion: EVENT_VERSION,
     userIdentity: f.identity,
     eventTime: eventTimeOf(f.eventTime),
-    eventSource: EVENT_SOURCE,
+    eventSource: f.eventSource ?? EVENT_SOURCE,
     eventName: f.eventName,
     awsRegion: f.account.region,
     sourceIPAddress: f.sourceIp,

@@ -3,7 +3,7 @@
  * first start and kept in the data dir with mode 0600) and the principals of
  * P11KMS_PRINCIPALS_FILE. Secrets stay in this module's map; nothing here logs them.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
@@ -182,4 +182,18 @@ function loadOrCreateRootCredentials(dataDir: string, log: (msg: string) => void
   const creds = accessKeySchema.parse(JSON.parse(fs.readFileSync(file, 'utf8')));
   log(`root credentials: ${file}`);
   return creds;
+}
+
+/**
+ * A stand-in for IAM's unique IDs, stable across restarts because it is derived from the ARN
+ * (never from a secret): the account ID for the root, AROA… for roles, AIDA… for users (21
+ * characters). CloudTrail's principalId and STS's UserId both use it, so they agree.
+ */
+export function uniquePrincipalId(arn: string, accountId: string, isRoot: boolean): string {
+  if (isRoot) return accountId;
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  const digest = createHash('sha256').update(arn).digest();
+  let out = arn.includes(':role/') ? 'AROA' : 'AIDA';
+  for (let i = 0; i < 17; i++) out += alphabet[digest[i]! % 32];
+  return out;
 }

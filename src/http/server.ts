@@ -26,7 +26,7 @@ import { parseJsonBody } from './json-body.js';
 import { operationNames, parseInput, serializeOutput } from './model.js';
 import { isXksPath } from './xks/router.js';
 import { isTlsSocket, peerIdentityOf } from './tls.js';
-import { handleStsRequest, isStsRequest, type StsDeps } from './sts.js';
+import { answerStsRequest, isStsRequest, sendStsAnswer, type StsDeps } from './sts.js';
 
 const TARGET_PREFIX = 'TrentService.';
 const JSON_CONTENT_TYPE = 'application/x-amz-json-1.1';
@@ -207,8 +207,23 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
       throw notApi;
     }
     if (deps.sts && isStsRequest(req)) {
-      const outcome = handleStsRequest(deps.sts, req, res, body, requestId);
-      deps.log.info({ requestId, ...outcome, ms: roundMs(started) }, 'request');
+      const answer = answerStsRequest(deps.sts, req, body, requestId);
+      let ok = true;
+      if (deps.auditor) {
+        // Recorded before it is answered, like every KMS request (CloudTrail's eventSource for STS).
+        ok = await deps.auditor
+          .record({
+            requestId, eventId, eventTime, operation: answer.operation, headers: req.headers, sourceIp, caller: answer.caller, input: undefined, output: undefined,
+            error: answer.error && { type: answer.error.code, message: answer.error.message }, eventSource: 'sts.amazonaws.com',
+          })
+          .then(() => true, (auditErr: unknown) => {
+            deps.log.error({ requestId, err: auditErr instanceof Error ? auditErr.message : String(auditErr) }, 'audit record could not be written');
+            return false;
+          });
+      }
+      if (ok) sendStsAnswer(res, requestId, answer);
+      else sendError(res, requestId, internal());
+      deps.log.info({ requestId, operation: `sts:${answer.operation}`, principal: answer.caller?.principal.arn, status: ok ? answer.status : 500, error: answer.error?.code, ms: roundMs(started) }, 'request');
       return;
     }
     operation = operationOf(req.headers['x-amz-target']);

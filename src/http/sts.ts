@@ -5,9 +5,8 @@
  * signing name `sts`, answered in STS's XML (GetCallerIdentityResponse or ErrorResponse). Only this
  * action: p11kms issues no temporary credentials.
  */
-import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { PrincipalRegistry } from '../auth/principals.js';
+import { type Caller, type PrincipalRegistry, uniquePrincipalId } from '../auth/principals.js';
 import type { SigV4Verifier } from '../auth/sigv4.js';
 import { KmsError } from '../kms/errors.js';
 
@@ -25,39 +24,45 @@ export function isStsRequest(req: IncomingMessage): boolean {
   return req.headers['x-amz-target'] === undefined && (req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded');
 }
 
-export interface StsOutcome {
+/** What an STS request comes to: its answer (sent by the caller once the request is recorded)
+ *  and what the audit record and the request log say about it. */
+export interface StsAnswer {
   operation: string;
-  principal?: string;
+  caller?: Caller;
   status: number;
-  error?: string;
+  xml: string;
+  error?: { code: string; message: string };
 }
 
-/** Answers one STS request whose body has been read; never throws. */
-export function handleStsRequest(deps: StsDeps, req: IncomingMessage, res: ServerResponse, body: Buffer, requestId: string): StsOutcome {
+/** Decides one STS request whose body has been read; never throws. */
+export function answerStsRequest(deps: StsDeps, req: IncomingMessage, body: Buffer, requestId: string): StsAnswer {
   const form = new URLSearchParams(body.toString('utf8'));
   const action = form.get('Action') ?? '';
-  const operation = `sts:${action.slice(0, 64) || '-'}`;
-  let principal: string | undefined;
+  const operation = action.slice(0, 64) || '-';
+  let caller: Caller | undefined;
   try {
     const accessKeyId = deps.verifier.verify({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body });
-    const caller = deps.principals.caller(accessKeyId).principal;
-    principal = caller.arn;
+    caller = deps.principals.caller(accessKeyId);
+    const p = caller.principal;
     if (action !== 'GetCallerIdentity') {
-      return sendError(res, requestId, operation, principal, 400, 'InvalidAction', `Could not find operation ${action.slice(0, 64)} for version ${STS_VERSION} (p11kms serves only GetCallerIdentity)`);
+      return errorAnswer(requestId, operation, caller, 400, 'InvalidAction', `Could not find operation ${action.slice(0, 64)} for version ${STS_VERSION} (p11kms serves only GetCallerIdentity)`);
     }
     const xml =
       `<GetCallerIdentityResponse xmlns="${STS_NAMESPACE}">` +
-      `<GetCallerIdentityResult><Arn>${escapeXml(caller.arn)}</Arn><UserId>${escapeXml(userIdOf(caller.arn, caller.accountId, caller.isRoot))}</UserId>` +
-      `<Account>${caller.accountId}</Account></GetCallerIdentityResult>` +
+      `<GetCallerIdentityResult><Arn>${escapeXml(p.arn)}</Arn><UserId>${escapeXml(uniquePrincipalId(p.arn, p.accountId, p.isRoot))}</UserId>` +
+      `<Account>${p.accountId}</Account></GetCallerIdentityResult>` +
       `<ResponseMetadata><RequestId>${requestId}</RequestId></ResponseMetadata></GetCallerIdentityResponse>`;
-    res.writeHead(200, { 'Content-Type': 'text/xml', 'x-amzn-RequestId': requestId });
-    res.end(xml);
-    return { operation, principal, status: 200 };
+    return { operation, caller, status: 200, xml };
   } catch (e) {
     const [status, code] = e instanceof KmsError ? (STS_ERRORS[e.type] ?? [400, e.type]) : [500, 'InternalFailure'];
     const message = e instanceof KmsError ? e.message : 'An internal error occurred.';
-    return sendError(res, requestId, operation, principal, status, code, message);
+    return errorAnswer(requestId, operation, caller, status, code, message);
   }
+}
+
+export function sendStsAnswer(res: ServerResponse, requestId: string, answer: StsAnswer): void {
+  res.writeHead(answer.status, { 'Content-Type': 'text/xml', 'x-amzn-RequestId': requestId });
+  res.end(answer.xml);
 }
 
 /** SigV4 failures (KmsError types) as STS names and statuses them. */
@@ -68,26 +73,12 @@ const STS_ERRORS: Record<string, [number, string]> = {
   MissingAuthenticationTokenException: [403, 'MissingAuthenticationToken'],
 };
 
-/**
- * IAM's unique ID shape: the account ID for the root, AIDA… for users, AROA… for roles (21
- * characters). Derived from the ARN, so it is stable across restarts.
- */
-function userIdOf(arn: string, accountId: string, isRoot: boolean): string {
-  if (isRoot) return accountId;
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  const digest = createHash('sha256').update(arn).digest();
-  const suffix = [...digest.subarray(0, 17)].map((b) => alphabet[b % 32]).join('');
-  return `${arn.includes(':role/') ? 'AROA' : 'AIDA'}${suffix}`;
-}
-
-function sendError(res: ServerResponse, requestId: string, operation: string, principal: string | undefined, status: number, code: string, message: string): StsOutcome {
+function errorAnswer(requestId: string, operation: string, caller: Caller | undefined, status: number, code: string, message: string): StsAnswer {
   const type = status >= 500 ? 'Receiver' : 'Sender';
-  res.writeHead(status, { 'Content-Type': 'text/xml', 'x-amzn-RequestId': requestId });
-  res.end(
+  const xml =
     `<ErrorResponse xmlns="${STS_NAMESPACE}"><Error><Type>${type}</Type><Code>${code}</Code><Message>${escapeXml(message)}</Message></Error>` +
-      `<RequestId>${requestId}</RequestId></ErrorResponse>`,
-  );
-  return { operation, principal, status, error: code };
+    `<RequestId>${requestId}</RequestId></ErrorResponse>`;
+  return { operation, caller, status, xml, error: { code, message } };
 }
 
 function escapeXml(text: string): string {

@@ -4,6 +4,7 @@
  * header carrying the port. Everything can be bent for negative cases.
  */
 import http from 'node:http';
+import https from 'node:https';
 import { HttpRequest } from '@smithy/protocol-http';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { NodeSha256 } from './raw.js';
@@ -21,6 +22,8 @@ export interface XksCallOptions {
   sign?: boolean;
   /** A raw body instead of JSON.stringify(body). */
   rawBody?: string;
+  /** Over HTTPS, trusting this CA (PEM). */
+  ca?: Buffer;
 }
 
 export interface XksAnswer {
@@ -30,12 +33,12 @@ export interface XksAnswer {
 }
 
 export async function xksCall(baseUrl: string, path: string, body: unknown, options: XksCallOptions = {}): Promise<XksAnswer> {
-  const { hostname, port } = new URL(baseUrl);
+  const { hostname, port, protocol } = new URL(baseUrl);
   const text = options.rawBody ?? JSON.stringify(body);
   const method = options.method ?? 'POST';
   let request = new HttpRequest({
     method,
-    protocol: 'http:',
+    protocol,
     hostname,
     port: Number(port),
     path,
@@ -53,14 +56,16 @@ export async function xksCall(baseUrl: string, path: string, body: unknown, opti
     request = (await signer.sign(request, { unsignableHeaders: new Set(['content-type']) })) as HttpRequest;
   }
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: hostname, port: Number(port), method, path, headers: { ...request.headers, 'content-length': Buffer.byteLength(text) } }, (res) => {
+    const target = { host: hostname, port: Number(port), method, path, headers: { ...request.headers, 'content-length': Buffer.byteLength(text) } };
+    const onResponse = (res: http.IncomingMessage) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const raw = Buffer.concat(chunks).toString('utf8');
         resolve({ status: res.statusCode!, headers: res.headers, json: raw ? JSON.parse(raw) : undefined });
       });
-    });
+    };
+    const req = protocol === 'https:' ? https.request({ ...target, ca: options.ca }, onResponse) : http.request(target, onResponse);
     req.on('error', reject);
     req.end(text);
   });
