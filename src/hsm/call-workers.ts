@@ -206,9 +206,16 @@ export class CallWorkers {
     }
   }
 
+  /** Resolves once no call is queued or running (stuck calls end at their deadline). Before
+   *  C_Finalize: finalising under a running call is undefined behaviour. */
+  async idle(): Promise<void> {
+    while (this.queue.length > 0 || this.slots.some((s) => s.busy)) await new Promise((r) => setTimeout(r, 2));
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     for (const { done } of this.queue.splice(0)) done({ error: { message: 'CKR_CRYPTOKI_NOT_INITIALIZED', fn: 'worker' } });
+    await this.idle();
     await Promise.all(this.slots.splice(0).map((s) => s.worker.terminate().catch(() => undefined)));
   }
 }

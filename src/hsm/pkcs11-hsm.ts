@@ -192,7 +192,7 @@ export class Pkcs11Hsm implements Hsm {
    *  every session of the old generation at once (C_CloseAllSessions). */
   private closePooledSession(session: Handle): void {
     if (this.guard.isDown) return;
-    if (this.workers) void this.onWorker({ op: 'close-session', session }, 'C_CloseSession');
+    if (this.workers && !this.closing) void this.onWorker({ op: 'close-session', session }, 'C_CloseSession');
     else this.p.C_CloseSession(session);
   }
 
@@ -236,6 +236,7 @@ export class Pkcs11Hsm implements Hsm {
     this.auditKeyCurrent = undefined;
     if (this.workers) await this.probeOffThread();
     const wedged = cause.ckr === 'CKR_GENERAL_ERROR' || cause.ckr === 'CKR_CRYPTOKI_NOT_INITIALIZED' || attempt >= 3;
+    await this.workers?.idle();
     if (wedged && this.pool.busy === 0) {
       try {
         this.p.C_Finalize();
