@@ -10,6 +10,8 @@
 import path from 'node:path';
 import { ConfigError, loadConfig } from '../config.js';
 import { openHsm } from '../hsm/pkcs11-token.js';
+import type { Hsm } from '../hsm/types.js';
+import { KEY_SPECS, type KeyUsage, PRIVATE_KEY_USAGE } from '../kms/key-specs.js';
 import { type ConsistencyReport, checkConsistency, isConsistent, repairConsistency } from '../kms/lifecycle/consistency.js';
 import { DATABASE_FILE } from '../service.js';
 import { openSqliteStore } from '../store/sqlite-store.js';
@@ -39,8 +41,12 @@ export async function run(args: string[]): Promise<number> {
     let report = await checkConsistency(hsm, store);
     const actions = flags.has('--repair') ? await repairConsistency(hsm, store, report, { destroyOrphans: flags.has('--destroy-orphans') }) : [];
     if (actions.length > 0) report = await checkConsistency(hsm, store);
-    if (flags.has('--json')) console.log(JSON.stringify({ consistent: isConsistent(report), report, actions }, null, 2));
-    else printReport(report, actions);
+    const capabilities = capabilityTable(hsm);
+    if (flags.has('--json')) console.log(JSON.stringify({ consistent: isConsistent(report), report, actions, capabilities }, null, 2));
+    else {
+      printCapabilities(hsm, capabilities);
+      printReport(report, actions);
+    }
     return isConsistent(report) ? 0 : 1;
   } finally {
     await store.close();
@@ -58,4 +64,39 @@ function printReport(report: ConsistencyReport, actions: string[]): void {
     ...report.staleImportParameters.map((id) => `import parameters without wrapping key: ${id}`),
   ];
   console.log(lines.length === 0 ? 'token and database are consistent' : lines.join('\n'));
+}
+
+// ---- the token's capability table -------------------------------------------------------------
+
+export interface Capability {
+  keySpec: string;
+  keyUsage: KeyUsage;
+  algorithms: readonly string[];
+  /** undefined: this token can serve it; else why not. */
+  unavailable?: string;
+}
+
+/** Which key specs and usages this token can serve, by its mechanism list (the same discovery
+ *  that answers CreateKey with UnsupportedOperationException). */
+export function capabilityTable(hsm: Hsm): Capability[] {
+  const rows: Capability[] = [];
+  for (const [keySpec, info] of Object.entries(KEY_SPECS)) {
+    for (const [usage, algorithms] of Object.entries(info.usages) as Array<[KeyUsage, readonly string[]]>) {
+      const material = info.material;
+      const missing = hsm.missingMechanisms(material, PRIVATE_KEY_USAGE[usage]);
+      let unavailable = missing.length > 0 ? `the token lacks ${missing.join(', ')}` : undefined;
+      if (unavailable === undefined && (material.kind === 'ml-dsa' || material.kind === 'sm2')) unavailable = 'not implemented by this service';
+      rows.push({ keySpec, keyUsage: usage, algorithms, unavailable });
+    }
+  }
+  return rows;
+}
+
+function printCapabilities(hsm: Hsm, rows: Capability[]): void {
+  console.log(`token '${hsm.info.label}' (${hsm.info.manufacturerId} ${hsm.info.model}, ${hsm.info.libraryDescription}), ${hsm.info.mechanismCount} mechanisms:`);
+  const width = Math.max(...rows.map((r) => `${r.keySpec} ${r.keyUsage}`.length));
+  for (const r of rows) {
+    const what = `${r.keySpec} ${r.keyUsage}`.padEnd(width);
+    console.log(`  ${what}  ${r.unavailable === undefined ? `yes  ${r.algorithms.join(', ')}` : `no   ${r.unavailable}`}`);
+  }
 }

@@ -21,7 +21,6 @@ export function checkKeySpecAndUsage(svc: Services, keySpec: string, requestedUs
     throw validation(`KeyUsage ${keyUsage} is not compatible with KeySpec ${keySpec}; the valid KeyUsage for ${keySpec} is ${allowed}.`);
   }
   const material = info.material;
-  if (material.kind === 'aes') return keyUsage;
   const missing = svc.hsm.missingMechanisms(material, PRIVATE_KEY_USAGE[keyUsage]);
   if (missing.length > 0) {
     throw unsupported(`KeySpec ${keySpec} with KeyUsage ${keyUsage} is not supported: the HSM does not offer ${missing.join(', ')}.`);
