@@ -163,6 +163,12 @@ export class Pkcs11Hsm implements Hsm {
       assertUp: (fn) => this.guard.assertUp(fn),
       confirmLoggedIn: () => this.confirmLoggedIn(),
       deadlineMs: this.syncCalls ? undefined : this.callTimeoutMs,
+      find: this.workers
+        ? async (session, ref) => {
+            const answer = this.answerOf(await this.onWorker({ op: 'find-keys', session, id: objectIdFor(ref) }, 'C_FindObjects'), 'C_FindObjects');
+            return answer.handles!.map((h) => Buffer.from(h));
+          }
+        : undefined,
     });
     this.handles = this.keyHandles.handles;
     this.keyPairs = new TokenKeyPairs({
