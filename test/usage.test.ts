@@ -16,14 +16,14 @@ describe('p11kms usage', () => {
     const keyId = (await t.client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
     await t.stop();
     const month = new Date().toISOString().slice(0, 7);
-    const report = await usageReport(t.dataDir, DATABASE_FILE, month, true);
+    const report = await usageReport(t.dataDir, { kind: 'sqlite', file: path.join(t.dataDir, DATABASE_FILE) }, month, true);
     const key = report.keys.find((k) => k.key.endsWith(keyId))!;
     const monthMs = Date.UTC(Number(month.slice(0, 4)), Number(month.slice(5)), 1) - Date.UTC(Number(month.slice(0, 4)), Number(month.slice(5)) - 1, 1);
     expect(key.monthFraction).toBeGreaterThan(0);
     expect(key.monthFraction).toBeLessThanOrEqual((Date.now() - created + 1000) / monthMs);
     expect(report.estimate!.keyFees).toBe(0); // minutes of a $1/month key round to 0.00
     // An hour from now, an hour's worth.
-    const later = await usageReport(t.dataDir, DATABASE_FILE, month, false, new Date(created + 3_600_000));
+    const later = await usageReport(t.dataDir, { kind: 'sqlite', file: path.join(t.dataDir, DATABASE_FILE) }, month, false, new Date(created + 3_600_000));
     expect(later.keys.find((k) => k.key.endsWith(keyId))!.monthFraction).toBeCloseTo(3_600_000 / monthMs, 4);
 
     const cli = await runCli(['usage'], t.dataDir);

@@ -386,7 +386,7 @@ describe('XKS proxy API', () => {
       expect(metrics).toMatch(/p11kms_requests_total\{operation="XksEncrypt",code="AuthenticationFailedException"\} [1-9]/);
       await t.service.audit.close(); // make every record durable and digested before reading
       const month = new Date().toISOString().slice(0, 7);
-      const report = await usageReport(t.dataDir, 'p11kms.db', month, false);
+      const report = await usageReport(t.dataDir, { kind: 'sqlite', file: path.join(t.dataDir, 'p11kms.db') }, month, false);
       const row = report.keys.find((k) => k.key.endsWith(`:key/${keyId}`))!;
       expect(row.requests.XksEncrypt).toBeGreaterThan(3);
       expect(row.requests.XksDecrypt).toBeGreaterThan(1);

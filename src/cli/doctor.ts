@@ -10,6 +10,8 @@
  */
 import { ConfigError, loadConfig } from '../config.js';
 import { DataDirError, ensureDataDir } from '../data-dir.js';
+import type { Hsm } from '../hsm/types.js';
+import { capabilityTable, type Capability } from '../kms/capabilities.js';
 import { type ConsistencyReport, checkConsistency, isConsistent, repairConsistency } from '../kms/lifecycle/consistency.js';
 import { openBoundHsm, TokenBindingError } from '../kms/token-binding.js';
 import { createLogger } from '../log.js';
@@ -67,8 +69,12 @@ export async function run(args: string[]): Promise<number> {
     let report = await checkConsistency(hsm, store);
     const actions = flags.has('--repair') ? await repairConsistency(hsm, store, report, { destroyOrphans: flags.has('--destroy-orphans') }) : [];
     if (actions.length > 0) report = await checkConsistency(hsm, store);
-    if (flags.has('--json')) console.log(JSON.stringify({ consistent: isConsistent(report), report, actions }, null, 2));
-    else printReport(report, actions);
+    const capabilities = capabilityTable({ hsm });
+    if (flags.has('--json')) console.log(JSON.stringify({ consistent: isConsistent(report), report, actions, capabilities }, null, 2));
+    else {
+      printCapabilities(hsm, capabilities);
+      printReport(report, actions);
+    }
     return isConsistent(report) ? 0 : 1;
   } finally {
     await store.close();
@@ -86,4 +92,15 @@ function printReport(report: ConsistencyReport, actions: string[]): void {
     ...report.staleImportParameters.map((id) => `import parameters without wrapping key: ${id}`),
   ];
   console.log(lines.length === 0 ? 'token and database are consistent' : lines.join('\n'));
+}
+
+// ---- the token's capability table -------------------------------------------------------------
+
+function printCapabilities(hsm: Hsm, rows: Capability[]): void {
+  console.log(`token '${hsm.info.label}' (${hsm.info.manufacturerId} ${hsm.info.model}, ${hsm.info.libraryDescription}), ${hsm.info.mechanismCount} mechanisms:`);
+  const width = Math.max(...rows.map((r) => `${r.keySpec} ${r.keyUsage}`.length));
+  for (const r of rows) {
+    const what = `${r.keySpec} ${r.keyUsage}`.padEnd(width);
+    console.log(`  ${what}  ${r.served ? `yes  ${r.algorithms.join(', ')}` : `no   ${r.reason}`}`);
+  }
 }

@@ -24,7 +24,8 @@ export type WorkerCall =
   | { op: 'random'; session: Buffer; length: number }
   | { op: 'ping'; session: Buffer }
   | { op: 'open-session'; slot: Buffer; pin: string }
-  | { op: 'close-session'; session: Buffer };
+  | { op: 'close-session'; session: Buffer }
+  | { op: 'find-keys'; session: Buffer; id: Buffer };
 
 export interface WorkerAnswer {
   out?: Uint8Array;
@@ -34,6 +35,8 @@ export interface WorkerAnswer {
   state?: number;
   /** The new session (open-session). */
   session?: Uint8Array;
+  /** Secret or private key objects with the CKA_ID asked for (find-keys). */
+  handles?: Uint8Array[];
   /** A failed call: the pkcs11js message (CKR name) and the function that failed. */
   error?: { message: string; fn: string };
 }
@@ -102,6 +105,22 @@ function workerMain(): void {
       } else if (c.op === 'random') {
         fn = 'C_GenerateRandom';
         parentPort.postMessage({ id: msg.id, out: p.C_GenerateRandom(session, Buffer.alloc(c.length)) });
+      } else if (c.op === 'find-keys') {
+        // key-objects.ts findKeyObjects, on this thread: the objects with the ref's CKA_ID
+        // that are keys (not the public half of a pair).
+        fn = 'C_FindObjectsInit';
+        p.C_FindObjectsInit(session, [{ type: p11.CKA_ID, value: Buffer.from(c.id) }]);
+        fn = 'C_FindObjects';
+        const candidates: Buffer[] = p.C_FindObjects(session, 16);
+        fn = 'C_FindObjectsFinal';
+        p.C_FindObjectsFinal(session);
+        fn = 'C_GetAttributeValue';
+        const handles = candidates.filter((h) => {
+          const value: Buffer = p.C_GetAttributeValue(session, h, [{ type: p11.CKA_CLASS }])[0].value;
+          const objectClass = value.length >= 8 ? Number(value.readBigUInt64LE(0)) : value.readUInt32LE(0);
+          return objectClass === p11.CKO_SECRET_KEY || objectClass === p11.CKO_PRIVATE_KEY;
+        });
+        parentPort.postMessage({ id: msg.id, handles });
       } else if (c.op === 'ping') {
         fn = 'C_GetSessionInfo';
         const { state } = p.C_GetSessionInfo(session);
@@ -206,9 +225,16 @@ export class CallWorkers {
     }
   }
 
+  /** Resolves once no call is queued or running (stuck calls end at their deadline). Before
+   *  C_Finalize: finalising under a running call is undefined behaviour. */
+  async idle(): Promise<void> {
+    while (this.queue.length > 0 || this.slots.some((s) => s.busy)) await new Promise((r) => setTimeout(r, 2));
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     for (const { done } of this.queue.splice(0)) done({ error: { message: 'CKR_CRYPTOKI_NOT_INITIALIZED', fn: 'worker' } });
+    await this.idle();
     await Promise.all(this.slots.splice(0).map((s) => s.worker.terminate().catch(() => undefined)));
   }
 }

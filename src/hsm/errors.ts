@@ -62,17 +62,21 @@ const STALE_HANDLE = new Set(['CKR_OBJECT_HANDLE_INVALID', 'CKR_KEY_HANDLE_INVAL
 /** The vendor's reading of the codes that differ between token families (profiles.ts). A process
  *  loads one PKCS#11 module (C_Initialize once), so one dialect serves the whole process; openHsm
  *  sets it. Until then the conservative default: only the standard tag-failure codes. */
-let dialect: Pick<VendorProfile, 'tagFailure' | 'transient'> = PROFILES.generic!;
+let dialect: Pick<VendorProfile, 'tagFailure' | 'transient' | 'generalErrorOnInput'> = PROFILES.generic!;
 
-export function setErrorDialect(profile: Pick<VendorProfile, 'tagFailure' | 'transient'>): void {
+export function setErrorDialect(profile: Pick<VendorProfile, 'tagFailure' | 'transient' | 'generalErrorOnInput'>): void {
   dialect = profile;
 }
 
 /** Only the decrypt calls that verify the tag can report a bad ciphertext. */
 const TAG_CHECKING_CALLS = new Set(['C_Decrypt', 'C_DecryptFinal', 'C_DecryptUpdate']);
 
+/** Calls that process caller-supplied material, where a dialect may blame the input. */
+const INPUT_CALLS = new Set(['C_UnwrapKey', 'C_Verify', 'C_VerifyFinal', 'C_DeriveKey', 'C_CreateObject', 'C_SetAttributeValue']);
+
 function kindOf(ckr: string, fn: string): HsmFailureKind {
   if (TAG_CHECKING_CALLS.has(fn) && dialect.tagFailure.has(ckr)) return 'invalid-ciphertext';
+  if (ckr === 'CKR_GENERAL_ERROR' && dialect.generalErrorOnInput && INPUT_CALLS.has(fn)) return 'other';
   if (STALE_HANDLE.has(ckr)) return 'key-not-found';
   if (UNAVAILABLE.has(ckr) || dialect.transient.has(ckr)) return 'unavailable';
   if (UNSUPPORTED.has(ckr)) return 'unsupported';

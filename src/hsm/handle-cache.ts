@@ -28,6 +28,8 @@ export interface HandleCacheHooks {
   confirmLoggedIn(): Promise<void>;
   /** Deadline for one operation (async calls only); undefined: none. */
   deadlineMs?: number;
+  /** Finds a ref's key objects off the event loop (async mode); default: findKeyObjects here. */
+  find?: (session: Handle, ref: BackingKeyRef) => Promise<Handle[]>;
 }
 
 export class HandleCache {
@@ -52,7 +54,8 @@ export class HandleCache {
   private async findWithRetry(ref: BackingKeyRef): Promise<Handle[]> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.pool.withSession((session) => findKeyObjects(this.p, session, ref));
+        const find = this.hooks.find;
+        return await this.pool.withSession((session) => (find ? find(session, ref) : findKeyObjects(this.p, session, ref)));
       } catch (err) {
         if (attempt >= 4 || !(err instanceof HsmError) || !isStaleHandle(err)) throw err;
       }

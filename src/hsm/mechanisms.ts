@@ -51,6 +51,8 @@ const EC_GEN = need([pkcs11js.CKM_EC_KEY_PAIR_GEN, 'CKM_EC_KEY_PAIR_GEN']);
 /** Mechanisms each (key type, usage) needs: generation first, then every operation it allows. */
 function requirements(type: TokenKeyType, usage: PrivateKeyUsage): Requirement[] | undefined {
   switch (type.kind) {
+    case 'aes': // SYMMETRIC_DEFAULT: AES-256-GCM inside the token
+      return usage === 'decrypt' ? [need([pkcs11js.CKM_AES_KEY_GEN, 'CKM_AES_KEY_GEN']), need([pkcs11js.CKM_AES_GCM, 'CKM_AES_GCM'])] : undefined;
     case 'rsa':
       if (usage === 'sign') return [RSA_GEN, need([pkcs11js.CKM_RSA_PKCS, 'CKM_RSA_PKCS']), need([pkcs11js.CKM_RSA_PKCS_PSS, 'CKM_RSA_PKCS_PSS'])];
       if (usage === 'decrypt') return [RSA_GEN, need([pkcs11js.CKM_RSA_X_509, 'CKM_RSA_X_509'], [pkcs11js.CKM_RSA_PKCS_OAEP, 'CKM_RSA_PKCS_OAEP'])];

@@ -60,12 +60,6 @@ type Handle = P11.Handle;
 const GCM_IV_BYTES = 12;
 const GCM_TAG_BYTES = 16;
 const AES_KEY_BYTES = 32;
-/** Mechanisms SYMMETRIC_DEFAULT keys need; a token without them serves the other key specs, and
- *  creating a symmetric key there is UnsupportedOperationException. */
-const SYMMETRIC_MECHANISMS: ReadonlyArray<[number, string]> = [
-  [pkcs11js.CKM_AES_KEY_GEN, 'CKM_AES_KEY_GEN'],
-  [pkcs11js.CKM_AES_GCM, 'CKM_AES_GCM'],
-];
 /** Token random bytes kept ready in async mode, so that generateRandom (synchronous by contract)
  *  rarely waits for a network round trip on the event loop; served bytes are zeroed. */
 const RANDOM_RESERVE_BYTES = 64 * 1024;
@@ -144,6 +138,13 @@ export class Pkcs11Hsm implements Hsm {
             libraryVersion: `${moduleInfo.libraryVersion.major}.${moduleInfo.libraryVersion.minor}`,
           });
     setErrorDialect(this.profile);
+    // CKA_COPYABLE is PKCS#11 v2.40; an older token (openCryptoki 3.8 says 2.20) rejects the
+    // attribute (CKR_ATTRIBUTE_TYPE_INVALID) in every template.
+    const { major, minor } = moduleInfo.cryptokiVersion;
+    if (major < 2 || (major === 2 && minor < 40)) {
+      this.hardenedTemplate = false;
+      log('warn', `token '${this.label}' implements PKCS#11 ${major}.${minor}: generating keys without CKA_MODIFIABLE/CKA_COPYABLE=false`);
+    }
     const envProblems = environmentProblems(this.profile, token.sharedAcrossProcesses === true);
     if (envProblems.length > 0) throw new HsmError('other', 'CKR_ARGUMENTS_BAD', 'openHsm', `token '${this.label}': ${envProblems.join('; ')}`);
     this.syncCalls = (token.symmetricCalls ?? (this.profile.localSoftware ? 'sync' : 'async')) === 'sync';
@@ -163,6 +164,12 @@ export class Pkcs11Hsm implements Hsm {
       assertUp: (fn) => this.guard.assertUp(fn),
       confirmLoggedIn: () => this.confirmLoggedIn(),
       deadlineMs: this.syncCalls ? undefined : this.callTimeoutMs,
+      find: this.workers
+        ? async (session, ref) => {
+            const answer = this.answerOf(await this.onWorker({ op: 'find-keys', session, id: objectIdFor(ref) }, 'C_FindObjects'), 'C_FindObjects');
+            return answer.handles!.map((h) => Buffer.from(h));
+          }
+        : undefined,
     });
     this.handles = this.keyHandles.handles;
     this.keyPairs = new TokenKeyPairs({
@@ -193,7 +200,7 @@ export class Pkcs11Hsm implements Hsm {
    *  every session of the old generation at once (C_CloseAllSessions). */
   private closePooledSession(session: Handle): void {
     if (this.guard.isDown) return;
-    if (this.workers) void this.onWorker({ op: 'close-session', session }, 'C_CloseSession');
+    if (this.workers && !this.closing) void this.onWorker({ op: 'close-session', session }, 'C_CloseSession');
     else this.p.C_CloseSession(session);
   }
 
@@ -237,6 +244,7 @@ export class Pkcs11Hsm implements Hsm {
     this.auditKeyCurrent = undefined;
     if (this.workers) await this.probeOffThread();
     const wedged = cause.ckr === 'CKR_GENERAL_ERROR' || cause.ckr === 'CKR_CRYPTOKI_NOT_INITIALIZED' || attempt >= 3;
+    await this.workers?.idle();
     if (wedged && this.pool.busy === 0) {
       try {
         this.p.C_Finalize();
@@ -305,7 +313,7 @@ export class Pkcs11Hsm implements Hsm {
   // ---- Hsm ------------------------------------------------------------------------------------
 
   async generateAesKey(ref: BackingKeyRef): Promise<void> {
-    const missing = SYMMETRIC_MECHANISMS.filter(([m]) => !this.mechanisms.has(m)).map(([, name]) => name);
+    const missing = this.missingMechanisms({ kind: 'aes' }, 'decrypt');
     if (missing.length > 0) {
       throw new HsmError('unsupported', 'CKR_MECHANISM_INVALID', 'C_GetMechanismList', `token '${this.label}' lacks ${missing.join(' and ')}, which SYMMETRIC_DEFAULT keys need`);
     }

@@ -10,7 +10,10 @@
  * Why pkcs11js only, not graphene-pk11: a process may C_Initialize a module once, so graphene
  * could only wrap this same pkcs11js instance (`new graphene.Module(lib)`), and its inventory
  * API then saves three calls while bringing callback-only async and a second error and type
- * vocabulary; the hot path needs raw pkcs11js anyway.
+ * vocabulary; the hot path needs raw pkcs11js anyway. The same holds for the inventory and the
+ * capability table of `p11kms doctor` (issue 14): they need C_GetMechanismList and C_FindObjects,
+ * which pkcs11js already answers, and the worker threads of async mode (call-workers.ts) load a
+ * pkcs11js instance each, which graphene could not share across threads either.
  */
 import { performance } from 'node:perf_hooks';
 import type { TokenConfig } from '../config.js';

@@ -52,6 +52,9 @@ export interface VendorProfile {
   tagFailure: ReadonlySet<string>;
   /** CKR names that mean "busy or briefly unreachable, retry the call" on this vendor. */
   transient: ReadonlySet<string>;
+  /** CKR_GENERAL_ERROR from a call that processes caller data (unwrap, verify, derive, import)
+   *  is the input's fault, not the token's (SoftHSM2 answers bad input so). */
+  generalErrorOnInput?: boolean;
   /** Sessions kept free of the token's ulMaxSessionCount. */
   sessionReserve: number;
   /** Hard cap where the token does not report its own limit. */
@@ -86,6 +89,7 @@ export const PROFILES: Record<string, VendorProfile> = {
     gcmIv: 'caller',
     tagFailure: set(...STANDARD_TAG_FAILURE, 'CKR_GENERAL_ERROR'),
     transient: set(...STANDARD_TRANSIENT),
+    generalErrorOnInput: true,
     sessionReserve: 0,
     localSoftware: true,
   },
@@ -162,7 +166,7 @@ export function detectProfile(info: Pick<TokenInfo, 'manufacturerId' | 'libraryD
   const text = `${info.libraryManufacturer ?? ''} ${info.manufacturerId} ${info.libraryDescription} ${info.model}`.toLowerCase();
   if (text.includes('softhsm')) {
     // CKR_GENERAL_ERROR as the tag failure is SoftHSM 2.6's; other versions use the standard codes.
-    if (info.libraryVersion !== undefined && !info.libraryVersion.startsWith('2.6')) return { ...PROFILES.softhsm2!, tagFailure: PROFILES.generic!.tagFailure };
+    if (info.libraryVersion !== undefined && !info.libraryVersion.startsWith('2.6')) return { ...PROFILES.softhsm2!, tagFailure: PROFILES.generic!.tagFailure, generalErrorOnInput: false };
     return PROFILES.softhsm2!;
   }
   if (text.includes('cloudhsm')) return PROFILES.cloudhsm!;

@@ -109,7 +109,7 @@ export type EcCurve = 'P-256' | 'P-384' | 'P-521' | 'secp256k1';
 /** Key pairs the token can generate. */
 export type KeyPairType = { kind: 'rsa'; bits: number } | { kind: 'ec'; curve: EcCurve } | { kind: 'ed25519' };
 /** Every kind of key whose mechanisms can be checked, including ones this service cannot make. */
-export type TokenKeyType = KeyPairType | { kind: 'hmac'; hash: HashName } | { kind: 'ml-dsa' } | { kind: 'sm2' };
+export type TokenKeyType = KeyPairType | { kind: 'aes' } | { kind: 'hmac'; hash: HashName } | { kind: 'ml-dsa' } | { kind: 'sm2' };
 
 /** The single capability a private or secret key gets: CKA_SIGN (signatures and MACs),
  *  CKA_DECRYPT or CKA_DERIVE. */

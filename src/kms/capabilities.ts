@@ -1,6 +1,7 @@
 /**
  * Which key specs and usages this token can serve, and why not the others: the same checks
  * CreateKey makes (mechanism discovery through C_GetMechanismList), run for every pair AWS allows.
+ * `p11kms doctor` prints it; the console's service page shows it.
  */
 import type { Services } from './context.js';
 import { KmsError } from './errors.js';
@@ -16,7 +17,7 @@ export interface Capability {
   reason?: string;
 }
 
-export function capabilityTable(svc: Services): Capability[] {
+export function capabilityTable(svc: Pick<Services, 'hsm'>): Capability[] {
   const table: Capability[] = [];
   for (const [keySpec, info] of Object.entries(KEY_SPECS)) {
     for (const [keyUsage, algorithms] of Object.entries(info.usages) as [KeyUsage, readonly string[]][]) {

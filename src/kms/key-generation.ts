@@ -12,7 +12,7 @@ import { HMAC_KEY_BYTES, KEY_SPECS, type KeyUsage, PRIVATE_KEY_USAGE, keySpecInf
  * model's default), which is invalid for every spec that cannot encrypt, so HMAC and ECC keys
  * effectively require it.
  */
-export function checkKeySpecAndUsage(svc: Services, keySpec: string, requestedUsage: string | undefined): KeyUsage {
+export function checkKeySpecAndUsage(svc: Pick<Services, 'hsm'>, keySpec: string, requestedUsage: string | undefined): KeyUsage {
   const info = KEY_SPECS[keySpec];
   if (info === undefined) throw unsupported(`KeySpec ${keySpec} is not supported by this service.`);
   const keyUsage = (requestedUsage ?? 'ENCRYPT_DECRYPT') as KeyUsage;
@@ -21,7 +21,6 @@ export function checkKeySpecAndUsage(svc: Services, keySpec: string, requestedUs
     throw validation(`KeyUsage ${keyUsage} is not compatible with KeySpec ${keySpec}; the valid KeyUsage for ${keySpec} is ${allowed}.`);
   }
   const material = info.material;
-  if (material.kind === 'aes') return keyUsage;
   const missing = svc.hsm.missingMechanisms(material, PRIVATE_KEY_USAGE[keyUsage]);
   if (missing.length > 0) {
     throw unsupported(`KeySpec ${keySpec} with KeyUsage ${keyUsage} is not supported: the HSM does not offer ${missing.join(', ')}.`);
