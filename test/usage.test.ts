@@ -2,6 +2,7 @@
  * `p11kms usage`: a key is charged from its creation to now in the current month, and not at all
  * in a month before it existed.
  */
+import path from 'node:path';
 import { CreateKeyCommand } from '@aws-sdk/client-kms';
 import { describe, expect, it } from 'vitest';
 import { DATABASE_FILE } from '../src/service.js';
