@@ -322,12 +322,31 @@ describe('three nodes on one PostgreSQL and one SoftHSM2 token', () => {
     for (const n of nodes) expect((await fetch(`${n.url}/healthz`)).status).toBe(200);
   });
 
-  it('each node keeps its own audit chain, and each verifies', async () => {
+  it('each node keeps its own audit chain, and each verifies; the deployment verifies with every node\'s chains collected', async () => {
     for (const n of nodes) {
       const result = await runCli(['audit', 'verify', '--json'], n.dataDir, { ...nodeEnv });
-      const report = JSON.parse(result.stdout) as { ok: boolean; records: number };
+      const report = JSON.parse(result.stdout) as { ok: boolean; records: number; notes: string[] };
       expect(result.code, result.stdout + result.stderr).toBe(0);
       expect(report.ok).toBe(true);
+      // The shared registry names the other nodes' chains: said, not taken for deletions.
+      expect(report.notes.join('\n')).toMatch(/other nodes' chains/);
     }
+    // Every node's audit files collected in one directory: the registry's every chain must be there.
+    const collected = tempDir('p11kms-audit-collected-');
+    const collectedAudit = path.join(collected, 'audit');
+    fs.mkdirSync(path.join(collectedAudit, 'digests'), { recursive: true });
+    for (const n of nodes) fs.cpSync(path.join(n.dataDir, 'audit'), collectedAudit, { recursive: true });
+    const whole = await runCli(['audit', 'verify', '--deployment', '--json'], collected, { ...nodeEnv, P11KMS_DATA_DIR: collected });
+    expect(whole.code, whole.stdout + whole.stderr).toBe(0);
+    const wholeReport = JSON.parse(whole.stdout) as { chains: number };
+    expect(wholeReport.chains).toBeGreaterThanOrEqual(nodes.length);
+    // One node's chain missing from the collection is a finding.
+    const victim = fs.readdirSync(path.join(nodes[1]!.dataDir, 'audit')).find((f) => f.endsWith('.jsonl'))!;
+    const chainId = victim.slice(0, victim.lastIndexOf('_'));
+    for (const f of fs.readdirSync(collectedAudit)) if (f.startsWith(chainId)) fs.rmSync(path.join(collectedAudit, f));
+    for (const f of fs.readdirSync(path.join(collectedAudit, 'digests'))) if (f.startsWith(chainId)) fs.rmSync(path.join(collectedAudit, 'digests', f));
+    const missing = await runCli(['audit', 'verify', '--deployment', '--json'], collected, { ...nodeEnv, P11KMS_DATA_DIR: collected });
+    expect(missing.code, missing.stdout).toBe(1);
+    expect(JSON.parse(missing.stdout).findings.join('\n')).toContain(chainId);
   });
 });

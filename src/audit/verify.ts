@@ -32,6 +32,10 @@ import {
 } from './format.js';
 
 export interface VerifyOptions {
+  /** Several nodes share the registry and the token (PostgreSQL): a chain they name that is not in
+   *  this audit directory may be another node's, so it is a note, not a finding. Verify the whole
+   *  deployment with every node's audit files collected in one directory, without this option. */
+  otherNodesPossible?: boolean;
   /** Pin the signing key: only digests signed by this fingerprint are accepted. */
   expectedFingerprint?: string;
   /** With a retention period, a missing prefix must be older than this many days. */
@@ -152,14 +156,17 @@ export function verifyAuditTrail(dataDir: string, options: VerifyOptions = {}): 
 /** The cross-checks with what lives outside the audit directory (see the file comment). */
 function checkAnchors(anchors: TrailAnchors, digestDir: string, chainIds: string[], options: VerifyOptions, result: VerifyResult): void {
   const findings = result.findings;
+  const present = new Set(chainIds);
+  const otherNodes = new Set<string>();
   const requireDigest = (source: string, a: DigestAnchor) => {
     const name = digestFileName(a.chainId, a.digestSequence);
     const what = `digest ${name} (records 1-${a.recordCount}${a.final ? ', final' : ''})`;
     const file = path.join(digestDir, name);
-    if (!fs.existsSync(file)) findings.push(`chain ${a.chainId}: ${source} names ${what}, which is missing from the trail (deleted)`);
+    if (!fs.existsSync(file) && options.otherNodesPossible && !present.has(a.chainId)) {
+      otherNodes.add(a.chainId);
+    } else if (!fs.existsSync(file)) findings.push(`chain ${a.chainId}: ${source} names ${what}, which is missing from the trail (deleted)`);
     else if (sha256Hex(fs.readFileSync(file)) !== a.digestHash) findings.push(`chain ${a.chainId}: ${what} is not the one ${source} recorded (replaced or re-signed)`);
   };
-  const present = new Set(chainIds);
   if (anchors.registry) {
     const registered = new Map(anchors.registry.map((c) => [c.chainId, c]));
     for (const chainId of chainIds) {
@@ -170,6 +177,7 @@ function checkAnchors(anchors: TrailAnchors, digestDir: string, chainIds: string
         requireDigest('the chain registry', { chainId: head.chainId, digestSequence: head.digestSequence, digestHash: head.digestHash, recordCount: head.recordCount, final: head.final });
       } else if (!present.has(head.chainId)) {
         if (retentionAllows(head.openedAt.toISOString(), options)) result.notes.push(`chain ${head.chainId}: expired before its first digest (retention)`);
+        else if (options.otherNodesPossible) otherNodes.add(head.chainId);
         else findings.push(`chain ${head.chainId} is in the chain registry (opened ${head.openedAt.toISOString()}) but none of its files remain (deleted)`);
       }
     }
@@ -182,7 +190,8 @@ function checkAnchors(anchors: TrailAnchors, digestDir: string, chainIds: string
     for (const head of anchors.token.heads) {
       if (head.digestSequence > 0) requireDigest("the token's head object", head);
       else if (!present.has(head.chainId) && !anchors.registry?.some((c) => c.chainId === head.chainId)) {
-        findings.push(`chain ${head.chainId} is in the token's head object but none of its files remain (deleted)`);
+        if (options.otherNodesPossible) otherNodes.add(head.chainId);
+        else findings.push(`chain ${head.chainId} is in the token's head object but none of its files remain (deleted)`);
       }
     }
   }
@@ -205,6 +214,12 @@ function checkAnchors(anchors: TrailAnchors, digestDir: string, chainIds: string
   }
   const foreign = pinned ? result.fingerprints.filter((f) => !pinned.includes(f)) : [];
   if (foreign.length > 0) findings.push(`digests are signed by key(s) ${foreign.join(', ')}, not by ${pinnedBy} (re-signed, public key file swapped)`);
+  if (otherNodes.size > 0) {
+    result.notes.push(
+      `${otherNodes.size} chain(s) the shared registry or token names are not in this audit directory (other nodes' chains?): ` +
+        `${[...otherNodes].slice(0, 5).join(', ')}${otherNodes.size > 5 ? ', …' : ''}; collect every node's audit files in one directory and verify it with --deployment to check them`,
+    );
+  }
 }
 
 function describe(line: Line): string {

@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import type { TrailAnchors } from '../audit/verify.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 
-const USAGE = `usage: p11kms audit verify [--fingerprint <hex>] [--check-token] [--digest-copy <dir|file>] [--trail-only] [--json]
+const USAGE = `usage: p11kms audit verify [--fingerprint <hex>] [--check-token] [--digest-copy <dir|file>] [--trail-only] [--deployment] [--json]
        p11kms audit query [--from <time>] [--to <time>] [--key <id|arn>] [--principal <arn|access key>] [--event <name>] [--limit <n>]`;
 
 function config(): Config | undefined {
@@ -52,6 +52,7 @@ async function verify(args: string[]): Promise<number> {
         'check-token': { type: 'boolean' },
         'digest-copy': { type: 'string' },
         'trail-only': { type: 'boolean' },
+        deployment: { type: 'boolean' },
         json: { type: 'boolean' },
       },
     }));
@@ -63,7 +64,10 @@ async function verify(args: string[]): Promise<number> {
   if (!cfg) return 2;
   const { verifyAuditTrail } = await import('../audit/verify.js');
   const gathered = await gatherAnchors(cfg, { requireToken: values['check-token'] === true, digestCopy: values['digest-copy'], trailOnly: values['trail-only'] === true });
-  const result = verifyAuditTrail(cfg.dataDir, { expectedFingerprint: values.fingerprint, retentionDays: cfg.audit.retentionDays, anchors: gathered.anchors });
+  // Nodes on one PostgreSQL database share its chain registry (and the token's head object): this
+  // data dir holds only this node's chains unless every node's were collected here (--deployment).
+  const otherNodesPossible = cfg.database.kind === 'postgres' && values.deployment !== true;
+  const result = verifyAuditTrail(cfg.dataDir, { expectedFingerprint: values.fingerprint, retentionDays: cfg.audit.retentionDays, anchors: gathered.anchors, otherNodesPossible });
   // After the trail's own findings, so the first finding still names the first damaged record.
   result.findings.push(...gathered.findings);
   result.notes.push(...gathered.notes);
