@@ -180,6 +180,46 @@ describe.runIf(docker.ready)('p11kms:local on a volume that outlives its contain
   });
 });
 
+describe.runIf(docker.ready)('p11kms:local with a mounted PKCS#11 library (P11KMS_PKCS11_MODULE)', () => {
+  // Stands in for an external HSM's library: the host's own SoftHSM2 module, mounted read-only
+  // at a path the image does not use, with a token that an operator initialised beforehand.
+  const found = ['/usr/lib/softhsm/libsofthsm2.so', '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so'].find((f) => fs.existsSync(f));
+  const hostModule = found && fs.realpathSync(found);
+  if (!hostModule) console.warn('mounted-module case skipped: no libsofthsm2.so on this host');
+  let volume: string;
+  beforeAll(async () => {
+    volume = await createVolume('module');
+  });
+  afterAll(async () => {
+    await removeVolume(volume);
+  });
+
+  it.runIf(hostModule !== undefined)('serves keys from the token the mounted module offers', async () => {
+    const pinDir = tempDir('p11kms-pin-');
+    fs.writeFileSync(path.join(pinDir, 'pin'), '246810\n', { mode: 0o644 });
+    fs.chmodSync(pinDir, 0o755); // the container's user (uid 10001) reads it through the mount
+    await dockerCli(['run', '--rm', '--network', 'none', '-v', `${volume}:${DATA_DIR}`, '--entrypoint', 'sh', 'p11kms:local', '-c',
+      `mkdir -p ${DATA_DIR}/softhsm/tokens && softhsm2-util --init-token --free --label operator-token --so-pin 13579 --pin 246810 >/dev/null`]);
+    const kms = await new P11kmsContainer()
+      .withNetworkMode('host')
+      .withDataVolume(volume)
+      .withBindMounts([{ source: hostModule!, target: '/opt/hsm/libvendor-pkcs11.so', mode: 'ro' }, { source: pinDir, target: '/run/hsm', mode: 'ro' }])
+      .withEnvironment({ P11KMS_PKCS11_MODULE: '/opt/hsm/libvendor-pkcs11.so', P11KMS_TOKEN_LABEL: 'operator-token', P11KMS_PIN_FILE: '/run/hsm/pin' })
+      .start();
+    try {
+      const client = kmsClient(kms);
+      const { KeyMetadata } = await client.send(new CreateKeyCommand({}));
+      const { CiphertextBlob } = await client.send(new EncryptCommand({ KeyId: KeyMetadata!.KeyId, Plaintext: Buffer.from('external token') }));
+      expect(Buffer.from((await client.send(new DecryptCommand({ CiphertextBlob }))).Plaintext!).toString()).toBe('external token');
+      const { stdout: logs } = await dockerCli(['logs', kms.getId()]);
+      expect(logs).toContain("PKCS#11 token 'operator-token'");
+      expect(logs).not.toContain('provisioned SoftHSM2 token');
+    } finally {
+      await kms.stop();
+    }
+  });
+});
+
 function findAwsCli(): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(':')) {
     const candidate = path.join(dir, 'aws');

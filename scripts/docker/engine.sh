@@ -33,7 +33,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 say "starting dockerd (log: $log_file)"
-nohup dockerd --bridge=none --iptables=false >"$log_file" 2>&1 &
+nohup dockerd --bridge=none --iptables=false </dev/null >"$log_file" 2>&1 &
 pid=$!
 deadline=$((SECONDS + wait_s))
 until engine_answers; do

@@ -4,5 +4,5 @@
 # image when the label differs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-find package.json package-lock.json native-config tsconfig.json src scripts softhsm .dockerignore -type f ! -path "softhsm/build-ca/*.crt" -print0 \
+find package.json package-lock.json native-config tsconfig.json src scripts softhsm .dockerignore -type f ! -path "softhsm/build-ca/*.crt" ! -path "src/testcontainers/*" -print0 \
   | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1

@@ -25,6 +25,7 @@ export interface P11kmsCredentials {
 
 export class P11kmsContainer extends GenericContainer {
   private rootCredentials?: P11kmsCredentials;
+  private dataVolume?: string;
   private readonly startupLog: string[] = [];
 
   constructor(image = P11KMS_IMAGE) {
@@ -62,10 +63,13 @@ export class P11kmsContainer extends GenericContainer {
   /** Keeps the service's state (token, database, audit trail) in a named Docker volume, so a
    *  second container on the same volume sees the same keys. */
   withDataVolume(volumeName: string): this {
-    return this.withBindMounts([{ source: volumeName, target: DATA_DIR, mode: 'rw' }]);
+    this.dataVolume = volumeName;
+    return this;
   }
 
   override async start(): Promise<StartedP11kmsContainer> {
+    // Added here, not through withBindMounts, which replaces the caller's own bind mounts.
+    if (this.dataVolume) this.hostConfig.Binds = [...(this.hostConfig.Binds ?? []), `${this.dataVolume}:${DATA_DIR}:rw`];
     const hostNetwork = this.networkMode === 'host';
     if (hostNetwork) {
       // No port mapping on the host's network: the service listens on a free loopback port.
