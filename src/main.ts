@@ -10,14 +10,17 @@ import { createLogger } from './log.js';
 import { serveClusterMetrics } from './metrics.js';
 import { startService } from './service.js';
 
+/** A refusal to start is one more JSON log line on stdout (where a container's logs are read). */
+function exitWith(code: number, message: string): never {
+  createLogger('info').fatal(message);
+  process.exit(code);
+}
+
 function configOrExit(): Config {
   try {
     return loadConfig();
   } catch (e) {
-    if (e instanceof ConfigError) {
-      console.error(`p11kms: ${e.message}`);
-      process.exit(2);
-    }
+    if (e instanceof ConfigError) exitWith(2, e.message);
     throw e;
   }
 }
@@ -91,7 +94,4 @@ function runPrimary(config: Config): void {
 
 const config = configOrExit();
 const main = config.workers > 1 && cluster.isPrimary ? Promise.resolve(runPrimary(config)) : runService(config);
-main.catch((e: unknown) => {
-  console.error(`p11kms: failed to start: ${e instanceof Error ? e.message : String(e)}`);
-  process.exit(1);
-});
+main.catch((e: unknown) => exitWith(1, `failed to start: ${e instanceof Error ? e.message : String(e)}`));
