@@ -88,6 +88,13 @@ describe.runIf(docker.ready)('p11kms:local serving the AWS KMS API', () => {
     expect(decrypted.KeyId).toBe(created.KeyMetadata.Arn);
   });
 
+  it('serves the web console from the image, with its Content-Security-Policy', async () => {
+    const res = await fetch(`${kms.getEndpoint()}/console/`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-security-policy')).toContain("script-src 'self'");
+    expect(await res.text()).toMatch(/<script type="module" crossorigin src="\/console\/assets\//);
+  });
+
   it('runs every process as the non-root user p11kms', async () => {
     const { stdout: user } = await dockerCli(['inspect', kms.getId(), '--format', '{{.Config.User}}']);
     expect(user.trim()).toBe('p11kms:p11kms');
