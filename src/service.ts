@@ -23,7 +23,7 @@ import { type DueWorkSummary, type LifecycleScheduler, startLifecycleScheduler }
 import { applySeedFile } from './kms/seed/apply.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics } from './metrics.js';
-import { openStore } from './store/open.js';
+import { describeStore, openStore } from './store/open.js';
 import type { MetadataStore } from './store/types.js';
 
 export { DATABASE_FILE } from './config.js';
@@ -132,7 +132,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
   });
   const port = (server.address() as AddressInfo).port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  log.info({ url: `http://${host}:${port}`, token: hsm.info.label, tokenModel: hsm.info.model, mechanisms: hsm.info.mechanismCount }, 'p11kms listening');
+  log.info({ url: `http://${host}:${port}`, token: hsm.info.label, tokenModel: hsm.info.model, mechanisms: hsm.info.mechanismCount, store: describeStore(config.database) }, 'p11kms listening');
 
   let closing: Promise<void> | undefined;
   return {

@@ -8,6 +8,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SchemaTooNewError } from '../src/store/open.js';
 import { CONSISTENCY_BOUND_MS } from '../src/store/postgres/changes.js';
+import { Database } from '../src/store/postgres/database.js';
 import { POSTGRES_MIGRATIONS } from '../src/store/postgres/migrations.js';
 import { openPostgresStore } from '../src/store/postgres/store.js';
 import { StoreConflictError, StoreUnavailableError, type KeyRecord, type MetadataStore } from '../src/store/types.js';
@@ -314,6 +315,21 @@ describe('the database going away', () => {
         expect(await store.updateKey('k1', { description: 'after the restart' })).toBe(true);
         expect((await store.getKey('k1'))?.description).toBe('after the restart');
         console.log(`store usable again ${(performance.now() - restartedAt).toFixed(0)} ms after the server restarted`);
+
+        // A connection that drops while checked out between two statements of a transaction must
+        // not end the process (an unhandled 'error' event on its client would), only fail.
+        const db = new Database(url);
+        try {
+          const client = await db.checkout();
+          await client.query('BEGIN');
+          own.stopServer('immediate');
+          await new Promise((r) => setTimeout(r, 300));
+          await expect(client.query('SELECT 1')).rejects.toThrow();
+          client.release(true);
+          own.startServer();
+        } finally {
+          await db.close();
+        }
       } finally {
         await store.close();
       }
