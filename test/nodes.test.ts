@@ -208,9 +208,10 @@ describe('three nodes on one PostgreSQL and one SoftHSM2 token', () => {
 
     // Due now; the last key is held by a node that died mid-rotation: its lease ends in 15 s.
     const LEASE_MS = 15_000;
-    await sql(`UPDATE keys SET next_rotation_date = now() - interval '1 second' WHERE key_id = ANY($1)`, [rotating]);
+    // (The claim first: once due, a live node's pass could claim the key before the dead one.)
     await sql(`UPDATE keys SET lifecycle_claim = 'dead-node', lifecycle_claim_kind = 'rotation', lifecycle_claim_started = now(),
       lifecycle_claim_until = now() + $2::interval WHERE key_id = $1`, [orphaned, `${LEASE_MS} milliseconds`]);
+    await sql(`UPDATE keys SET next_rotation_date = now() - interval '1 second' WHERE key_id = ANY($1)`, [rotating]);
     await sql(`UPDATE keys SET deletion_date = now() - interval '1 second' WHERE key_id = $1`, [doomed]);
     const leaseSetAt = performance.now();
 
