@@ -38,7 +38,7 @@ import { openBoundHsm } from './kms/token-binding.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { markServing } from './service-presence.js';
-import { openStore } from './store/open.js';
+import { describeStore, openStore } from './store/open.js';
 import type { MetadataStore } from './store/types.js';
 
 export { DATABASE_FILE } from './config.js';
@@ -210,7 +210,7 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
       principals: principals.all().length,
       principalsFile: config.principalsFile,
       token: { label: hsm.info.label, manufacturer: hsm.info.manufacturerId, model: hsm.info.model, serial: hsm.info.serialNumber, module: config.token.module ?? 'self-provisioned SoftHSM2', mechanisms: hsm.info.mechanismCount, sessions: config.token.poolSize },
-      store: config.database.kind === 'sqlite' ? config.database.file : 'PostgreSQL',
+      store: describeStore(config.database),
       keys: await store.countKeys(),
       audit: config.audit.enabled ? path.join(config.dataDir, 'audit') : 'off',
       seedFile: config.lifecycle.seedFile,

@@ -4,10 +4,15 @@
  * the URL asks, uniqueness and claims decided by the database across stores, the caches of
  * several stores within the consistency bound, and a database that goes away and comes back.
  */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
 import { SchemaTooNewError } from '../src/store/open.js';
 import { CONSISTENCY_BOUND_MS } from '../src/store/postgres/changes.js';
+import { Database } from '../src/store/postgres/database.js';
 import { POSTGRES_MIGRATIONS } from '../src/store/postgres/migrations.js';
 import { openPostgresStore } from '../src/store/postgres/store.js';
 import { StoreConflictError, StoreUnavailableError, type KeyRecord, type MetadataStore } from '../src/store/types.js';
@@ -112,6 +117,39 @@ describe('PostgreSQL migrations', () => {
     await withClient(url, (c) => c.query('INSERT INTO schema_migrations (version, applied_at) VALUES (99, now())'));
     await expect(openPostgresStore(url)).rejects.toBeInstanceOf(SchemaTooNewError);
     await expect(openPostgresStore(url)).rejects.toThrow(/schema version 99/);
+  });
+});
+
+describe('configuration', () => {
+  it('P11KMS_DATABASE_URL or _FILE selects PostgreSQL; a bad value is refused without repeating it', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p11kms-dburl-'));
+    try {
+      const file = path.join(dir, 'url');
+      fs.writeFileSync(file, 'postgresql://kms:s3cret@db.internal:5432/kms\n', { mode: 0o600 });
+      const fromFile = loadConfig({ P11KMS_DATA_DIR: dir, P11KMS_DATABASE_URL_FILE: file });
+      expect(fromFile.database).toEqual({ kind: 'postgres', url: 'postgresql://kms:s3cret@db.internal:5432/kms' });
+      expect(fromFile.token.sharedAcrossProcesses).toBe(true); // nodes on one database share one token
+      expect(loadConfig({ P11KMS_DATA_DIR: dir }).database).toEqual({ kind: 'sqlite', file: path.join(dir, 'p11kms.db') });
+
+      const refusal = (env: Record<string, string>) => {
+        try {
+          loadConfig({ P11KMS_DATA_DIR: dir, ...env });
+        } catch (e) {
+          return (e as Error).message;
+        }
+        throw new Error('accepted');
+      };
+      const bad = refusal({ P11KMS_DATABASE_URL: 'mysql://kms:s3cret@db/kms' });
+      expect(bad).toMatch(/P11KMS_DATABASE_URL/);
+      expect(bad).not.toContain('s3cret');
+      expect(refusal({ P11KMS_DATABASE_URL: 'postgres://a@b/c', P11KMS_DATABASE_URL_FILE: file })).toMatch(/not both/);
+      fs.writeFileSync(file, 'http://kms:s3cret@db/kms');
+      const badFile = refusal({ P11KMS_DATABASE_URL_FILE: file });
+      expect(badFile).toMatch(/P11KMS_DATABASE_URL_FILE/);
+      expect(badFile).not.toContain('s3cret');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
@@ -314,6 +352,21 @@ describe('the database going away', () => {
         expect(await store.updateKey('k1', { description: 'after the restart' })).toBe(true);
         expect((await store.getKey('k1'))?.description).toBe('after the restart');
         console.log(`store usable again ${(performance.now() - restartedAt).toFixed(0)} ms after the server restarted`);
+
+        // A connection that drops while checked out between two statements of a transaction must
+        // not end the process (an unhandled 'error' event on its client would), only fail.
+        const db = new Database(url);
+        try {
+          const client = await db.checkout();
+          await client.query('BEGIN');
+          own.stopServer('immediate');
+          await new Promise((r) => setTimeout(r, 300));
+          await expect(client.query('SELECT 1')).rejects.toThrow();
+          client.release(true);
+          own.startServer();
+        } finally {
+          await db.close();
+        }
       } finally {
         await store.close();
       }

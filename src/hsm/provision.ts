@@ -145,13 +145,7 @@ export async function withProvisionLock<T>(lockPath: string, fn: () => Promise<T
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       fs.writeFileSync(waitingPath, `${process.pid}\n`, { mode: 0o600 });
-      const age = lockAge(lockPath);
-      // A holder that died (a node killed mid-write) leaves its file behind: break it at once
-      // rather than after staleMs, or every other process sharing the token waits for it.
-      if ((age !== undefined && age > staleMs) || holderIsGone(lockPath)) {
-        fs.rmSync(lockPath, { force: true });
-        continue;
-      }
+      if (breakAbandonedLock(lockPath, staleMs)) continue;
       if (Date.now() > deadline) {
         throw new HsmError('unavailable', 'CKR_FUNCTION_FAILED', 'provision', `timed out waiting for ${lockPath} (another p11kms is provisioning; remove the file if none is)`);
       }
@@ -176,6 +170,37 @@ function anotherIsWaiting(waitingPath: string): boolean {
     return Number.parseInt(fs.readFileSync(waitingPath, 'utf8'), 10) !== process.pid;
   } catch {
     return false;
+  }
+}
+
+/**
+ * Removes the lock file when its holder is gone: it names a process of this machine that no
+ * longer exists (a node killed mid-write: waiting staleMs would stall every process sharing the
+ * token), or it is older than staleMs. One process at a time decides, under `<lock>.break`, and
+ * looks again there: two waiters that both saw the dead holder's file must not both remove it,
+ * or the second would remove the first one's fresh lock and both would write at once.
+ */
+function breakAbandonedLock(lockPath: string, staleMs: number): boolean {
+  const abandoned = () => {
+    const age = lockAge(lockPath);
+    return (age !== undefined && age > staleMs) || holderIsGone(lockPath);
+  };
+  if (!abandoned()) return false;
+  const breakPath = `${lockPath}.break`;
+  try {
+    fs.writeFileSync(breakPath, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    // Another waiter is deciding; a break file left by one that died there is cleared after 5 s.
+    if ((lockAge(breakPath) ?? 0) > 5000 || holderIsGone(breakPath)) fs.rmSync(breakPath, { force: true });
+    return false;
+  }
+  try {
+    if (!abandoned()) return false;
+    fs.rmSync(lockPath, { force: true });
+    return true;
+  } finally {
+    fs.rmSync(breakPath, { force: true });
   }
 }
 

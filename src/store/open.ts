@@ -3,7 +3,7 @@
  * PostgreSQL shared by several service nodes. Nothing above this function knows which one it has.
  */
 import type { DatabaseConfig } from '../config.js';
-import { openPostgresStore, type PostgresStoreOptions } from './postgres/store.js';
+import { describeDatabase, openPostgresStore, type PostgresStoreOptions } from './postgres/store.js';
 import { openSqliteStore } from './sqlite/store.js';
 import type { MetadataStore } from './types.js';
 
@@ -11,4 +11,9 @@ export { SchemaTooNewError } from './schema-version.js';
 
 export function openStore(database: DatabaseConfig, options: PostgresStoreOptions = {}): Promise<MetadataStore> {
   return database.kind === 'postgres' ? openPostgresStore(database.url, options) : openSqliteStore(database.file);
+}
+
+/** The store for logs: the SQLite file, or the PostgreSQL server and database without credentials. */
+export function describeStore(database: DatabaseConfig): string {
+  return database.kind === 'postgres' ? describeDatabase(database.url) : `sqlite:${database.file}`;
 }

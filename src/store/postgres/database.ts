@@ -109,12 +109,7 @@ export class Database {
    */
   async transaction<T>(isolation: Isolation, work: (tx: Transaction) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
-      let client: pg.PoolClient;
-      try {
-        client = await this.pool.connect();
-      } catch (err) {
-        throw translateUnavailable(err);
-      }
+      let client = await this.checkout();
       const changes: Change[] = [];
       const tx: Transaction = {
         query: (text, values) => client.query(text, values),
@@ -128,9 +123,7 @@ export class Database {
           // Nothing was done yet: a dropped pooled connection is replaced and the transaction begun again.
           if (isUnavailable(err) && attempt < MAX_ATTEMPTS) {
             client.release(true);
-            client = await this.pool.connect().catch((e: unknown) => {
-              throw translateUnavailable(e);
-            });
+            client = await this.checkout();
             tx.query = (text, values) => client.query(text, values);
             await client.query(`BEGIN ISOLATION LEVEL ${isolation}`);
           } else {
@@ -157,10 +150,32 @@ export class Database {
     }
   }
 
+  /**
+   * A pooled connection for several statements. One that drops while checked out (between two
+   * statements) emits 'error' on its client, which would end the process without a listener;
+   * the next statement on it fails instead and is handled where it is sent.
+   */
+  async checkout(): Promise<pg.PoolClient> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      throw translateUnavailable(err);
+    }
+    if (!guarded.has(client)) {
+      guarded.add(client);
+      client.on('error', () => {});
+    }
+    return client;
+  }
+
   async close(): Promise<void> {
     await this.pool.end();
   }
 }
+
+/** Pooled clients that already carry checkout()'s error listener (one each, however often used). */
+const guarded = new WeakSet<pg.PoolClient>();
 
 /** The change log row(s) and the notification, in the transaction that made the change. */
 async function noteChanges(client: Queryable, changes: readonly Change[]): Promise<void> {

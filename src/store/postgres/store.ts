@@ -19,7 +19,7 @@ import {
 } from '../types.js';
 import { MetadataCache } from './cache.js';
 import { ChangeFeed } from './changes.js';
-import { Database, translateUnavailable, type DatabaseOptions, type Queryable, type Transaction } from './database.js';
+import { Database, type DatabaseOptions, type Queryable, type Transaction } from './database.js';
 import { PostgresAuditChainRegistry } from './audit-chains.js';
 import { PostgresGrantTable } from './grants.js';
 import { PostgresTokenBindingStore } from './token-binding.js';
@@ -32,9 +32,7 @@ export type PostgresStoreOptions = DatabaseOptions;
 export async function openPostgresStore(url: string, options: PostgresStoreOptions = {}): Promise<MetadataStore> {
   const db = new Database(url, options);
   try {
-    const client = await db.pool.connect().catch((err: unknown) => {
-      throw translateUnavailable(err);
-    });
+    const client = await db.checkout();
     try {
       await applyPostgresMigrations(client, describeDatabase(url));
     } finally {
