@@ -217,7 +217,9 @@ describe('seeding next to existing keys', () => {
       .filter((f) => f.endsWith('.jsonl'))
       .flatMap((f) => fs.readFileSync(path.join(dir, f), 'utf8').split('\n').filter(Boolean))
       .map((l) => JSON.parse(l))
-      .filter((r) => r.eventType === 'AwsServiceEvent' && r.additionalEventData?.seedFile);
+      .filter((r) => r.eventType === 'AwsServiceEvent' && r.additionalEventData?.seedFile)
+      // Chain files do not sort by time (their names carry a process ID); one start's records keep their order.
+      .sort((a, b) => Date.parse(a.eventTime) - Date.parse(b.eventTime));
   }
 
   it('never re-points an existing alias or changes an existing key unless the entry says so; dry run first; every change logged and audited', async () => {

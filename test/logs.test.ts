@@ -37,6 +37,7 @@ describe('logs', () => {
         expect(r.principal).toBe('arn:aws:iam::111122223333:root');
         expect(typeof r.ms).toBe('number');
       }
+      expect(requests[0]).toMatchObject({ key: keyId, status: 200 });
       expect(requests[1]).toMatchObject({ key: expect.stringContaining(keyId), status: 200 });
       expect(requests[2]).toMatchObject({ key: expect.stringContaining(keyId), status: 200 });
       expect(requests[3]).toMatchObject({ key: 'alias/none', status: 400, error: 'NotFoundException' });

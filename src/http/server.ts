@@ -383,7 +383,7 @@ const roundMs = (started: bigint) => Math.round(elapsedMs(started) * 100) / 100;
 /** The key a request names (as given: ID, ARN or alias) or the output reports; never other members. */
 function keyOf(members: unknown): string | undefined {
   if (typeof members !== 'object' || members === null) return undefined;
-  const { KeyId, SourceKeyId } = members as { KeyId?: unknown; SourceKeyId?: unknown };
-  const key = KeyId ?? SourceKeyId;
+  const { KeyId, SourceKeyId, KeyMetadata } = members as { KeyId?: unknown; SourceKeyId?: unknown; KeyMetadata?: { KeyId?: unknown } };
+  const key = KeyId ?? SourceKeyId ?? KeyMetadata?.KeyId;
   return typeof key === 'string' ? key.slice(0, 256) : undefined;
 }
