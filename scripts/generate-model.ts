@@ -1,6 +1,6 @@
 /**
  * Derives `src/http/kms-model.json` from the official botocore KMS model
- * (`botocore/data/kms/2014-11-01/service-2.json`, checked in as `reference/kms/service-2.json`).
+ * (`botocore/data/kms/2014-11-01/service-2.json`, checked in as `scripts/model/service-2.json`).
  *
  * The derived copy keeps only what request validation and response serialisation need:
  * operations (input/output shape names, error names) and shapes (type, members and their target
@@ -10,7 +10,7 @@
  *
  *   npx tsc -p tsconfig.json && node dist/scripts/generate-model.js [service-2.json] [output.json]
  *
- * The source defaults to `reference/kms/service-2.json` and the output to
+ * The source defaults to `scripts/model/service-2.json` and the output to
  * `src/http/kms-model.json`, both relative to the repo root. test/model.test.ts checks that the
  * committed JSON is exactly what this script produces.
  */
@@ -60,7 +60,7 @@ export function findRepoRoot(start = dirname(fileURLToPath(import.meta.url))): s
 }
 
 export function defaultSourcePath(repoRoot = findRepoRoot()): string {
-  return resolve(repoRoot, 'reference/kms/service-2.json');
+  return resolve(repoRoot, 'scripts/model/service-2.json');
 }
 
 export function defaultOutputPath(repoRoot = findRepoRoot()): string {

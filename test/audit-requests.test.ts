@@ -12,28 +12,14 @@ import path from 'node:path';
 import { CreateKeyCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { HttpRequest } from '@smithy/protocol-http';
 import { SignatureV4 } from '@smithy/signature-v4';
-import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AuditRecordWriter, fileRecordWriter } from '../src/audit/trail.js';
 import { startService, type RunningService } from '../src/service.js';
 import { runCli } from './helpers/process.js';
+import { NodeSha256 } from './helpers/raw.js';
 import { ACCOUNT_ID, REGION, ROOT, errorOf, tempDir, testConfig } from './helpers/service.js';
 
 type Rec = Record<string, any>;
-
-class NodeSha256 {
-  private readonly h: Hash | Hmac;
-  constructor(secret?: string | Uint8Array) {
-    this.h = secret === undefined ? createHash('sha256') : createHmac('sha256', secret);
-  }
-  update(data: string | Uint8Array): void {
-    this.h.update(data);
-  }
-  async digest(): Promise<Uint8Array> {
-    return this.h.digest();
-  }
-  reset(): void {}
-}
 
 /** A request with any method and path, SigV4-signed by the AWS SDK's signer unless `sign` is false. */
 async function request(url: string, method: string, pathAndQuery: string, options: { sign?: boolean; body?: string } = {}) {

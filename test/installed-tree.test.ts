@@ -37,7 +37,11 @@ describe('installed-tree check', () => {
     expect(run(treeWith(packages)).stderr).toContain(`a native addon does not load under Node ${process.version}`);
   });
 
-  it('lists the packages that compile native code', () => {
-    expect(execFileSync(process.execPath, [SCRIPT, '--native'], { cwd: ROOT, encoding: 'utf8' }).split('\n').filter(Boolean).sort()).toEqual(['better-sqlite3', 'pkcs11js']);
+  it('lists the packages whose install runs a build: the two addons the service needs, and only packages npm marks so', () => {
+    const listed = execFileSync(process.execPath, [SCRIPT, '--native'], { cwd: ROOT, encoding: 'utf8' }).split('\n').filter(Boolean);
+    expect(listed).toEqual(expect.arrayContaining(['better-sqlite3', 'pkcs11js']));
+    const lock = JSON.parse(fs.readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { hasInstallScript?: boolean }> };
+    const marked = Object.entries(lock.packages).filter(([, e]) => e.hasInstallScript).map(([k]) => k.replace(/^.*node_modules\//, ''));
+    expect(listed.sort()).toEqual(marked.sort());
   });
 });

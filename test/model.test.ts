@@ -562,7 +562,7 @@ describe('model', () => {
 const sourcePath = defaultSourcePath();
 
 describe('kms-model.json', () => {
-  it('is exactly what scripts/generate-model.ts produces from the reference model (reference/kms/service-2.json)', () => {
+  it('is exactly what scripts/generate-model.ts produces from the reference model (scripts/model/service-2.json)', () => {
     const regenerated = generateModelJson(readFileSync(sourcePath, 'utf8'));
     expect(regenerated).toBe(readFileSync(defaultOutputPath(), 'utf8'));
   });

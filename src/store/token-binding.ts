@@ -23,3 +23,21 @@ export interface TokenBindingStore {
   /** Replaces the binding (an empty store moving to another token, or an explicit rebind). */
   replace(binding: TokenBindingRecord): Promise<void>;
 }
+
+/** The token_binding table's row, as both stores keep it (bound_at: epoch ms in SQLite, a
+ *  timestamp in PostgreSQL). */
+export interface TokenBindingRow {
+  manufacturer_id: string;
+  model: string;
+  serial_number: string;
+  label: string;
+  module: string | null;
+  identity: string;
+  bound_at: number | Date;
+}
+
+export const TOKEN_BINDING_COLUMNS = 'manufacturer_id, model, serial_number, label, module, identity, bound_at';
+
+export function tokenBindingFromRow(r: TokenBindingRow): TokenBindingRecord {
+  return { manufacturerId: r.manufacturer_id, model: r.model, serialNumber: r.serial_number, label: r.label, module: r.module, identity: r.identity, boundAt: new Date(r.bound_at) };
+}

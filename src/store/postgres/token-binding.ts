@@ -1,26 +1,16 @@
 /** TokenBindingStore on PostgreSQL: the single row of token_binding (migration 3). The first node
  *  to bind wins; the others read its binding back. */
-import type { TokenBindingRecord, TokenBindingStore } from '../token-binding.js';
+import { TOKEN_BINDING_COLUMNS, tokenBindingFromRow, type TokenBindingRecord, type TokenBindingRow, type TokenBindingStore } from '../token-binding.js';
 import type { Queryable } from './database.js';
 
-interface Row {
-  manufacturer_id: string;
-  model: string;
-  serial_number: string;
-  label: string;
-  module: string | null;
-  identity: string;
-  bound_at: Date;
-}
-
-const COLUMNS = 'manufacturer_id, model, serial_number, label, module, identity, bound_at';
+const COLUMNS = TOKEN_BINDING_COLUMNS;
 
 export class PostgresTokenBindingStore implements TokenBindingStore {
   constructor(private readonly db: Queryable) {}
 
   async get(): Promise<TokenBindingRecord | undefined> {
-    const { rows } = await this.db.query<Row>(`SELECT ${COLUMNS} FROM token_binding WHERE id = 1`);
-    return rows[0] && fromRow(rows[0]);
+    const { rows } = await this.db.query<TokenBindingRow>(`SELECT ${COLUMNS} FROM token_binding WHERE id = 1`);
+    return rows[0] && tokenBindingFromRow(rows[0]);
   }
 
   async bindIfUnbound(binding: TokenBindingRecord): Promise<TokenBindingRecord> {
@@ -39,7 +29,3 @@ export class PostgresTokenBindingStore implements TokenBindingStore {
 }
 
 const values = (b: TokenBindingRecord) => [b.manufacturerId, b.model, b.serialNumber, b.label, b.module, b.identity, b.boundAt];
-
-function fromRow(r: Row): TokenBindingRecord {
-  return { manufacturerId: r.manufacturer_id, model: r.model, serialNumber: r.serial_number, label: r.label, module: r.module, identity: r.identity, boundAt: r.bound_at };
-}

@@ -1,18 +1,9 @@
 /** TokenBindingStore on SQLite: the single row of `token_binding` (migration "token binding"). */
 import type Database from 'better-sqlite3';
-import type { TokenBindingRecord, TokenBindingStore } from '../token-binding.js';
+import { TOKEN_BINDING_COLUMNS, tokenBindingFromRow, type TokenBindingRecord, type TokenBindingRow, type TokenBindingStore } from '../token-binding.js';
 
-interface Row {
-  manufacturer_id: string;
-  model: string;
-  serial_number: string;
-  label: string;
-  module: string | null;
-  identity: string;
-  bound_at: number;
-}
-
-const COLUMNS = 'manufacturer_id, model, serial_number, label, module, identity, bound_at';
+type Row = TokenBindingRow & { bound_at: number };
+const COLUMNS = TOKEN_BINDING_COLUMNS;
 
 export class SqliteTokenBindingStore implements TokenBindingStore {
   private readonly selectStmt;
@@ -28,12 +19,12 @@ export class SqliteTokenBindingStore implements TokenBindingStore {
 
   async get(): Promise<TokenBindingRecord | undefined> {
     const row = this.selectStmt.get();
-    return row && fromRow(row);
+    return row && tokenBindingFromRow(row);
   }
 
   async bindIfUnbound(binding: TokenBindingRecord): Promise<TokenBindingRecord> {
     this.insertStmt.run(toRow(binding));
-    return fromRow(this.selectStmt.get()!);
+    return tokenBindingFromRow(this.selectStmt.get()!);
   }
 
   async replace(binding: TokenBindingRecord): Promise<void> {
@@ -50,17 +41,5 @@ function toRow(b: TokenBindingRecord): Row {
     module: b.module,
     identity: b.identity,
     bound_at: b.boundAt.getTime(),
-  };
-}
-
-function fromRow(r: Row): TokenBindingRecord {
-  return {
-    manufacturerId: r.manufacturer_id,
-    model: r.model,
-    serialNumber: r.serial_number,
-    label: r.label,
-    module: r.module,
-    identity: r.identity,
-    boundAt: new Date(r.bound_at),
   };
 }
