@@ -34,7 +34,11 @@ const JSON_CONTENT_TYPE = 'application/x-amz-json-1.1';
 const MAX_BODY_BYTES = 1024 * 1024;
 
 export interface HttpDeps {
+  /** The home Region's services (clock, audit, console). */
   services: Services;
+  /** Each served Region's services, by the Region a request is signed for (P11KMS_REGIONS);
+   *  absent: the home Region alone. */
+  regionalServices?: ReadonlyMap<string, Services>;
   principals: PrincipalRegistry;
   verifier: SigV4Verifier;
   log: Logger;
@@ -212,7 +216,8 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
       return;
     }
     operation = operationOf(req.headers['x-amz-target']);
-    const accessKeyId = deps.verifier.verify({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body });
+    const { accessKeyId, region } = deps.verifier.verifyScoped({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body });
+    const services = deps.regionalServices?.get(region) ?? deps.services;
     caller = deps.principals.caller(accessKeyId);
     principalArn = caller.principal.arn;
     if (!presentsBoundCertificate(caller.principal, peerIdentityOf(req.socket))) {
@@ -235,7 +240,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
       input,
       resources,
     };
-    output = await handler(input, ctx, deps.services);
+    output = await handler(input, ctx, services);
     const responseBody = output === undefined ? '{}' : JSON.stringify(serializeOutput(operation, output));
     // Durable before the response: the record is on disk when the client hears back.
     if (deps.auditor) await deps.auditor.record(auditFacts(req, sourceIp, requestId, eventId, eventTime, operation, caller, auditInput, output, undefined, resources));
