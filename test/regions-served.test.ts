@@ -15,6 +15,8 @@ import {
   ListResourceTagsCommand,
   ListRetirableGrantsCommand,
 } from '@aws-sdk/client-kms';
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { ACCOUNT_ID, ROOT, errorOf, useTestService } from './helpers/service.js';
@@ -100,6 +102,21 @@ describe('keys per Region', () => {
 });
 
 describe('the Region of a request', () => {
+  it("the audit record names the request's Region and its key's ARN in it", async () => {
+    const key = (await clientIn(OTHER).send(new CreateKeyCommand({ Description: 'audited in eu' }))).KeyMetadata!;
+    await errorOf(clientIn(HOME).send(new DescribeKeyCommand({ KeyId: key.KeyId })));
+    const dir = path.join(t.dataDir, 'audit');
+    const records = fs
+      .readdirSync(dir)
+      .filter((f) => f.endsWith('.jsonl'))
+      .flatMap((f) => fs.readFileSync(path.join(dir, f), 'utf8').split('\n').filter(Boolean))
+      .map((l) => JSON.parse(l) as { eventName: string; awsRegion: string; errorCode?: string; resources?: { ARN: string }[]; requestParameters?: { keyId?: string } });
+    const created = records.find((r) => r.eventName === 'CreateKey' && r.resources?.some((x) => x.ARN === key.Arn));
+    expect(created?.awsRegion).toBe(OTHER);
+    const refused = records.find((r) => r.eventName === 'DescribeKey' && r.requestParameters?.keyId === key.KeyId);
+    expect(refused).toMatchObject({ awsRegion: HOME, errorCode: 'NotFoundException' });
+  });
+
   it('a request scoped to a Region not served is refused as AWS refuses a wrong scope', async () => {
     const refused = await errorOf(clientIn('ap-south-1').send(new ListKeysCommand({})));
     expect(refused.name).toBe('InvalidSignatureException');
