@@ -17,6 +17,8 @@ const postgresUrl = z.string().regex(/^postgres(ql)?:\/\/\S+$/, 'must be a postg
 
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 
+const regionSchema = z.string().regex(/^([a-z]+-){2,3}\d+$/, 'must look like an AWS region, e.g. us-east-1');
+
 const envSchema = z.object({
   P11KMS_HOST: z.string().min(1).default('127.0.0.1'),
   P11KMS_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
@@ -28,7 +30,14 @@ const envSchema = z.object({
   /** Bind the metadata store to the token found even though its keys live in another one. */
   P11KMS_REBIND_TOKEN: bool.default(false),
   P11KMS_ACCOUNT_ID: z.string().regex(/^\d{12}$/, 'must be a 12-digit AWS account ID').default('111122223333'),
-  P11KMS_REGION: z.string().regex(/^([a-z]+-){2,3}\d+$/, 'must look like an AWS region, e.g. us-east-1').default('us-east-1'),
+  P11KMS_REGION: regionSchema.optional(),
+  /** The Regions this deployment serves (comma list); a request's Region is its SigV4 scope's. */
+  P11KMS_REGIONS: z
+    .string()
+    .transform((v) => v.split(',').map((r) => r.trim()))
+    .pipe(z.array(regionSchema).min(1))
+    .refine((list) => new Set(list).size === list.length, 'names a Region twice')
+    .optional(),
   P11KMS_ROOT_ACCESS_KEY_ID: accessKeyIdSchema.optional(),
   P11KMS_ROOT_SECRET_ACCESS_KEY: secretAccessKeySchema.optional(),
   P11KMS_PRINCIPALS_FILE: z.string().min(1).optional(),
@@ -156,7 +165,10 @@ export interface Config {
   port: number;
   dataDir: string;
   accountId: string;
+  /** The home Region (P11KMS_REGION): the console's, STS's, the XKS proxy's, the audit trail's. */
   region: string;
+  /** Every Region served (P11KMS_REGIONS), the home Region among them. */
+  regions: string[];
   partition: string;
   rootCredentials?: { accessKeyId: string; secretAccessKey: string };
   principalsFile?: string;
@@ -226,6 +238,19 @@ export interface AuditConfig {
 
 export class ConfigError extends Error {}
 
+const partitionOf = (region: string) => (region.startsWith('cn-') ? 'aws-cn' : region.startsWith('us-gov-') ? 'aws-us-gov' : 'aws');
+
+/** P11KMS_REGIONS defaults to P11KMS_REGION alone; P11KMS_REGION defaults to the list's first. An
+ *  account's Regions share one partition (ARNs name it), so a list spanning two is refused. */
+function servedRegions(home: string | undefined, listed: string[] | undefined): { region: string; regions: string[] } {
+  const regions = listed ?? [home ?? 'us-east-1'];
+  const region = home ?? regions[0]!;
+  if (!regions.includes(region)) throw new ConfigError(`invalid configuration: P11KMS_REGION ${region} is not among P11KMS_REGIONS`);
+  const foreign = regions.find((r) => partitionOf(r) !== partitionOf(region));
+  if (foreign) throw new ConfigError(`invalid configuration: P11KMS_REGIONS mixes partitions (${region} and ${foreign})`);
+  return { region, regions };
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const parsed = envSchema.safeParse(
     Object.fromEntries(Object.entries(env).filter(([k, v]) => k.startsWith('P11KMS_') && v !== '')),
@@ -250,14 +275,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.P11KMS_TLS_CLIENT_CA_FILE !== undefined && e.P11KMS_TLS_CERT_FILE === undefined) {
     throw new ConfigError('invalid configuration: P11KMS_TLS_CLIENT_CA_FILE needs P11KMS_TLS_CERT_FILE and P11KMS_TLS_KEY_FILE');
   }
+  const { region, regions } = servedRegions(e.P11KMS_REGION, e.P11KMS_REGIONS);
   const database = databaseConfig(e.P11KMS_DATABASE_URL, e.P11KMS_DATABASE_URL_FILE, path.resolve(e.P11KMS_DATA_DIR));
   return {
     host: e.P11KMS_HOST,
     port: e.P11KMS_PORT,
     dataDir: path.resolve(e.P11KMS_DATA_DIR),
     accountId: e.P11KMS_ACCOUNT_ID,
-    region: e.P11KMS_REGION,
-    partition: e.P11KMS_REGION.startsWith('cn-') ? 'aws-cn' : e.P11KMS_REGION.startsWith('us-gov-') ? 'aws-us-gov' : 'aws',
+    region,
+    regions,
+    partition: partitionOf(region),
     rootCredentials:
       e.P11KMS_ROOT_ACCESS_KEY_ID && e.P11KMS_ROOT_SECRET_ACCESS_KEY
         ? { accessKeyId: e.P11KMS_ROOT_ACCESS_KEY_ID, secretAccessKey: e.P11KMS_ROOT_SECRET_ACCESS_KEY }

@@ -33,6 +33,7 @@ import { checkConsistency, isConsistent } from './kms/lifecycle/consistency.js';
 import { GcmEncryptionMeter } from './kms/lifecycle/gcm-wear.js';
 import { KeyUseTracker } from './kms/key-usage.js';
 import { type DueWorkSummary, type LifecycleScheduler, startLifecycleScheduler } from './kms/lifecycle/scheduler.js';
+import { regionalStore } from './kms/regional-store.js';
 import { applySeedFile } from './kms/seed/apply.js';
 import { openBoundHsm } from './kms/token-binding.js';
 import { createLogger, type Logger } from './log.js';
@@ -139,6 +140,12 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
     gcmWear: { meter: new GcmEncryptionMeter(), rotateAfter: config.lifecycle.gcmRotateAfter },
     keyUses: new KeyUseTracker(config.audit.enabled),
   };
+  // Of several Regions, each sees only its own keys (src/kms/regional-store.ts); the lifecycle
+  // works on the whole store, every Region's keys at once.
+  const regionalServices =
+    config.regions.length > 1
+      ? new Map(config.regions.map((region): [string, Services] => [region, { ...services, account: { ...account, region }, store: regionalStore(store, region) }]))
+      : undefined;
   // Seed first, then the first lifecycle pass catches up on whatever came due while stopped.
   let lifecycle: LifecycleScheduler;
   try {
@@ -154,7 +161,7 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
   // database outage at once, before cached metadata stops being served (README "Several nodes").
   const health = cachedHealthCheck(() => hsm.ping(), (up) => metrics.setTokenUp(up), () => hsm.problem?.());
   const verifier = new SigV4Verifier(
-    { region: config.region, service: 'kms', maxSkewSeconds: config.maxClockSkewSeconds, now },
+    { region: config.region, regions: config.regions, service: 'kms', maxSkewSeconds: config.maxClockSkewSeconds, now },
     principals.secretFor,
   );
   const xksFrontDoor = xksSettings && openXksFrontDoor(config, xksSettings, services, audit, metrics, log, now);
@@ -170,6 +177,7 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
   const httpDeps: HttpDeps = {
     sts: { principals, verifier: stsVerifier },
     services,
+    regionalServices,
     principals,
     verifier,
     log,

@@ -30,6 +30,8 @@ export interface ApiCallAudit {
   authorizedKeyArns?: readonly string[];
   /** Another AWS service's API answered on the same port (STS GetCallerIdentity). */
   eventSource?: string;
+  /** The services of the Region the request was signed for (P11KMS_REGIONS); absent: the home Region's. */
+  regional?: Services;
 }
 
 const TARGET_PREFIX = 'TrentService.';
@@ -69,10 +71,11 @@ export class ApiAuditor {
     if (!this.trail.enabled) return;
     const eventName = eventNameOf(a);
     const input = a.input !== null && typeof a.input === 'object' && !Array.isArray(a.input) ? (a.input as Record<string, unknown>) : undefined;
-    const keyArns = [...new Set([...(await this.keyArnsOf(input, a.output)), ...(a.authorizedKeyArns ?? [])])];
+    const svc = a.regional ?? this.svc;
+    const keyArns = [...new Set([...(await this.keyArnsOf(svc, input, a.output)), ...(a.authorizedKeyArns ?? [])])];
     const userAgent = a.headers['user-agent'];
     const record = apiCallRecord({
-      account: this.svc.account,
+      account: svc.account,
       eventTime: a.eventTime,
       eventId: a.eventId,
       requestId: a.requestId,
@@ -89,9 +92,9 @@ export class ApiAuditor {
     await this.trail.append(record);
   }
 
-  private async keyArnsOf(input: Record<string, unknown> | undefined, output: Record<string, unknown> | undefined): Promise<string[]> {
+  private async keyArnsOf(svc: Services, input: Record<string, unknown> | undefined, output: Record<string, unknown> | undefined): Promise<string[]> {
     const arns = new Set<string>();
-    const account = this.svc.account;
+    const account = svc.account;
     const keyArnPrefix = `arn:${account.partition}:kms:${account.region}:${account.accountId}:key/`;
     const fromOutput = (v: unknown) => {
       if (typeof v === 'string' && v.startsWith(keyArnPrefix)) arns.add(v);
@@ -112,7 +115,7 @@ export class ApiAuditor {
           // Only when nothing else named the key (e.g. a denied or failed call through an alias).
           const aliasName = raw.startsWith('alias/') ? raw : raw.slice(raw.indexOf(':alias/') + 1);
           try {
-            const alias = await this.svc.store.getAlias(aliasName);
+            const alias = await svc.store.getAlias(aliasName);
             if (alias) arns.add(keyArn(account, alias.targetKeyId));
           } catch {
             // the record still names the alias in requestParameters

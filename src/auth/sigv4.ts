@@ -36,7 +36,10 @@ export interface SignedRequest {
 }
 
 export interface SigV4Options {
+  /** The Region a wrongly scoped request is told to use. */
   region: string;
+  /** Every Region a request may be scoped to; just `region` when absent. */
+  regions?: readonly string[];
   /** Signing name, 'kms'. */
   service: string;
   maxSkewSeconds: number;
@@ -89,19 +92,26 @@ interface AuthorizationHeader {
 
 export class SigV4Verifier {
   private readonly canonical = new CanonicalRequestBuilder();
-  /** `${accessKeyId}/${date}` → key; region and service are fixed per verifier. */
+  /** `${accessKeyId}/${date}/${region}` → key; the service is fixed per verifier. */
   private readonly signingKeys = new Map<string, { secret: string; key: Buffer }>();
   private readonly now: () => Date;
+  private readonly regions: ReadonlySet<string>;
 
   constructor(
     private readonly opts: SigV4Options,
     private readonly lookupSecret: (accessKeyId: string) => string | undefined,
   ) {
     this.now = opts.now ?? (() => new Date());
+    this.regions = new Set(opts.regions ?? [opts.region]);
   }
 
   /** Returns the access key id that signed the request; throws KmsError otherwise. */
   verify(req: SignedRequest): string {
+    return this.verifyScoped(req).accessKeyId;
+  }
+
+  /** The access key id that signed the request and the Region its credential is scoped to. */
+  verifyScoped(req: SignedRequest): { accessKeyId: string; region: string } {
     const authorization = req.headers.authorization;
     if (!authorization) {
       throw new KmsError('MissingAuthenticationTokenException', 'Request is missing Authentication Token');
@@ -135,15 +145,15 @@ export class SigV4Verifier {
     const headers = canonicalHeaders(req, auth.signedHeaders);
     const canonicalRequest = this.canonical.build(req.method, path, query, headers, payloadHash);
 
-    const date = auth.scope[0]!;
-    const scope = createScope(date, this.opts.region, this.opts.service);
+    const [date, region] = auth.scope as [string, string];
+    const scope = createScope(date, region, this.opts.service);
     const stringToSign = `${ALGORITHM_IDENTIFIER}\n${longDate}\n${scope}\n${sha256Hex(canonicalRequest)}`;
-    const expected = createHmac('sha256', this.signingKey(auth.accessKeyId, secret, date)).update(stringToSign).digest();
+    const expected = createHmac('sha256', this.signingKey(auth.accessKeyId, secret, date, region)).update(stringToSign).digest();
     // The format check only looks at the attacker's own input; the comparison itself is constant-time.
     if (!HEX_SIGNATURE.test(auth.signature) || !timingSafeEqual(expected, Buffer.from(auth.signature, 'hex'))) {
       throw invalid(MISMATCH);
     }
-    return auth.accessKeyId;
+    return { accessKeyId: auth.accessKeyId, region };
   }
 
   private checkScope([date, region, service, terminator]: string[], longDate: string): void {
@@ -153,9 +163,14 @@ export class SigV4Verifier {
     if (service !== this.opts.service) {
       throw invalid(`Credential should be scoped to correct service: '${this.opts.service}'. `);
     }
-    if (region !== this.opts.region) {
-      // AWS's first sentence; the second names what to set, as AWS's endpoints serve one Region each.
-      throw invalid(`Credential should be scoped to a valid region. This service signs in region '${this.opts.region}', the request in '${region.slice(0, 64)}': set the client's region to ${this.opts.region}. `);
+    if (!this.regions.has(region)) {
+      // AWS's first sentence; the second names what to set (AWS's endpoints serve one Region each).
+      const requested = region.slice(0, 64);
+      throw invalid(
+        this.regions.size === 1
+          ? `Credential should be scoped to a valid region. This service signs in region '${this.opts.region}', the request in '${requested}': set the client's region to ${this.opts.region}. `
+          : `Credential should be scoped to a valid region. This service signs in the regions ${[...this.regions].join(', ')}, the request in '${requested}': set the client's region to one of them. `,
+      );
     }
     if (date !== longDate.slice(0, 8)) {
       throw invalid(
@@ -190,15 +205,15 @@ export class SigV4Verifier {
     return declared; // the client signed the header's exact text
   }
 
-  private signingKey(accessKeyId: string, secret: string, date: string): Buffer {
-    const id = `${accessKeyId}/${date}`;
+  private signingKey(accessKeyId: string, secret: string, date: string, region: string): Buffer {
+    const id = `${accessKeyId}/${date}/${region}`;
     const cached = this.signingKeys.get(id);
     if (cached?.secret === secret) return cached.key;
     if (!cached && this.signingKeys.size >= MAX_CACHED_SIGNING_KEYS) {
       this.signingKeys.delete(this.signingKeys.keys().next().value!); // oldest first
     }
     let key = hmac(`AWS4${secret}`, date);
-    for (const part of [this.opts.region, this.opts.service, KEY_TYPE_IDENTIFIER]) key = hmac(key, part);
+    for (const part of [region, this.opts.service, KEY_TYPE_IDENTIFIER]) key = hmac(key, part);
     this.signingKeys.set(id, { secret, key });
     return key;
   }

@@ -34,7 +34,11 @@ const JSON_CONTENT_TYPE = 'application/x-amz-json-1.1';
 const MAX_BODY_BYTES = 1024 * 1024;
 
 export interface HttpDeps {
+  /** The home Region's services (clock, audit, console). */
   services: Services;
+  /** Each served Region's services, by the Region a request is signed for (P11KMS_REGIONS);
+   *  absent: the home Region alone. */
+  regionalServices?: ReadonlyMap<string, Services>;
   principals: PrincipalRegistry;
   verifier: SigV4Verifier;
   log: Logger;
@@ -194,6 +198,8 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
   let auditInput: unknown;
   let output: Record<string, unknown> | undefined;
   const resources = new Set<string>();
+  // The home Region's until the signature names the request's.
+  let services = deps.services;
   try {
     deps.connections?.admitApiRequest(res);
     const body = await readBody(req);
@@ -227,7 +233,8 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
       return;
     }
     operation = operationOf(req.headers['x-amz-target']);
-    const accessKeyId = deps.verifier.verify({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body });
+    const { accessKeyId, region } = deps.verifier.verifyScoped({ method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body });
+    services = deps.regionalServices?.get(region) ?? deps.services;
     caller = deps.principals.caller(accessKeyId);
     principalArn = caller.principal.arn;
     if (!presentsBoundCertificate(caller.principal, peerIdentityOf(req.socket))) {
@@ -250,10 +257,10 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
       input,
       resources,
     };
-    output = await handler(input, ctx, deps.services);
+    output = await handler(input, ctx, services);
     const responseBody = output === undefined ? '{}' : JSON.stringify(serializeOutput(operation, output));
     // Durable before the response: the record is on disk when the client hears back.
-    if (deps.auditor) await deps.auditor.record(auditFacts(req, sourceIp, requestId, eventId, eventTime, operation, caller, auditInput, output, undefined, resources));
+    if (deps.auditor) await deps.auditor.record(auditFacts(req, sourceIp, requestId, eventId, eventTime, operation, caller, auditInput, output, undefined, resources, services));
     res.writeHead(200, { 'Content-Type': JSON_CONTENT_TYPE, 'x-amzn-RequestId': requestId });
     res.end(responseBody);
     deps.metrics?.request(operation, 'OK', elapsedMs(started) / 1000);
@@ -262,7 +269,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     let error = toKmsError(e, deps.log, requestId, operation);
     if (deps.auditor) {
       try {
-        await deps.auditor.record(auditFacts(req, sourceIp, requestId, eventId, eventTime, operation, caller, auditInput, undefined, error, resources));
+        await deps.auditor.record(auditFacts(req, sourceIp, requestId, eventId, eventTime, operation, caller, auditInput, undefined, error, resources, services));
       } catch (auditErr) {
         // No record, no answer but a failure: the client must not take this for a result.
         deps.log.error({ requestId, operation, err: auditErr instanceof Error ? auditErr.message : String(auditErr) }, 'audit record could not be written');
@@ -288,6 +295,7 @@ function auditFacts(
   output: Record<string, unknown> | undefined,
   error: KmsError | undefined,
   resources: Set<string>,
+  regional: Services,
 ) {
   return {
     requestId,
@@ -301,6 +309,7 @@ function auditFacts(
     output,
     error: error ? { type: error.type, message: error.message } : undefined,
     authorizedKeyArns: [...resources],
+    regional,
   };
 }
 
