@@ -47,7 +47,8 @@ npm_progress() {
   local total=$1 natives=$2 announced=""
   while sleep 15; do
     local n
-    n=$( (compgen -G 'node_modules/*/package.json'; compgen -G 'node_modules/@*/*/package.json') 2>/dev/null | wc -l)
+    # compgen fails when nothing matches yet: under `set -e -o pipefail` that must not end the loop.
+    n=$( { compgen -G 'node_modules/*/package.json' || true; compgen -G 'node_modules/@*/*/package.json' || true; } 2>/dev/null | wc -l)
     local building=""
     for pkg in $natives; do
       if [ -d "node_modules/$pkg/build" ] && [ -z "$(compgen -G "node_modules/$pkg/build/Release/*.node" 2>/dev/null)" ]; then building="$pkg"; fi
