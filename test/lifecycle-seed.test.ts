@@ -210,16 +210,19 @@ describe('seeding next to existing keys', () => {
     return lines.map((l) => JSON.parse(l) as { msg: string; level: number });
   }
 
+  /** The seed's service events, each start's in its own order, starts in the order they first
+   *  appeared on disk: chain file names carry no start order (one process, random suffixes), and
+   *  eventTime has one-second steps, so neither sorts starts within the same second. */
+  const chainsSeen: string[] = [];
   function serviceEvents(dataDir: string): Array<{ eventName: string; additionalEventData?: { seedChange?: string } }> {
     const dir = path.join(dataDir, 'audit');
-    return fs
-      .readdirSync(dir)
-      .filter((f) => f.endsWith('.jsonl'))
+    const files = fs.readdirSync(dir).filter((f) => f.endsWith('.jsonl'));
+    for (const f of files) if (!chainsSeen.includes(f)) chainsSeen.push(f);
+    return chainsSeen
+      .filter((f) => files.includes(f))
       .flatMap((f) => fs.readFileSync(path.join(dir, f), 'utf8').split('\n').filter(Boolean))
       .map((l) => JSON.parse(l))
-      .filter((r) => r.eventType === 'AwsServiceEvent' && r.additionalEventData?.seedFile)
-      // Chain files do not sort by time (their names carry a process ID); one start's records keep their order.
-      .sort((a, b) => Date.parse(a.eventTime) - Date.parse(b.eventTime));
+      .filter((r) => r.eventType === 'AwsServiceEvent' && r.additionalEventData?.seedFile);
   }
 
   it('never re-points an existing alias or changes an existing key unless the entry says so; dry run first; every change logged and audited', async () => {
