@@ -257,6 +257,12 @@ describe('XKS proxy API', () => {
       }
     });
 
+    it('a body over the proxy\'s 64 KiB limit: 400 ValidationException, answered', async () => {
+      const res = await call(keyPath(keyId, 'encrypt'), encryptBody(Buffer.alloc(70_000)));
+      expect(res.status).toBe(400);
+      expect(res.json).toStrictEqual({ errorName: 'ValidationException', errorMessage: expect.stringContaining('exceeds') });
+    });
+
     it('decrypt without IV or tag: 400 ValidationException', async () => {
       const enc = (await call(keyPath(keyId, 'encrypt'), encryptBody('x'))).json;
       for (const missing of ['initializationVector', 'authenticationTag', 'ciphertext']) {

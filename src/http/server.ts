@@ -22,6 +22,7 @@ import { KmsError, accessDenied, internal, unsupported } from '../kms/errors.js'
 import { type RequestQuotas, Throttled } from '../kms/quotas/quotas.js';
 import type { ConnectionGuard } from './connections.js';
 import { httpStatusOf } from './error-response.js';
+import { notHttp, readBody } from './body.js';
 import { parseJsonBody } from './json-body.js';
 import { operationNames, parseInput, serializeOutput } from './model.js';
 import { isXksPath } from './xks/router.js';
@@ -145,7 +146,6 @@ export function createClientErrorListener(deps: HttpDeps): (err: Error & { code?
   };
 }
 
-const notHttp = (code: string | undefined) => new KmsError('SerializationException', `The request is not valid HTTP (${code ?? 'parse error'}).`);
 
 function createHttpApp(deps: HttpDeps): express.Express {
   const app = express();
@@ -202,7 +202,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
   let services = deps.services;
   try {
     deps.connections?.admitApiRequest(res);
-    const body = await readBody(req);
+    const body = await readBody(req, MAX_BODY_BYTES);
     if (notApi) {
       try {
         caller = deps.principals.caller(deps.verifier.verify({ method: req.method ?? '', url: req.url ?? '/', headers: req.headers, rawHeaders: req.rawHeaders, body }));
@@ -320,43 +320,6 @@ function operationOf(target: string | string[] | undefined): string {
   const operation = target.slice(TARGET_PREFIX.length);
   if (!operationNames.has(operation)) throw new KmsError('UnknownOperationException', `Unknown operation ${operation}.`);
   return operation;
-}
-
-/** How long the rest of a refused oversized body is read and discarded before the connection
- *  is cut: closing at once would reset the connection under the client, answer unread. */
-const OVERSIZED_DRAIN_MS = 10_000;
-
-/** The body, at most MAX_BODY_BYTES. A larger one (announced or sent) is refused at once with an
- *  error the caller answers; the rest is drained, so the client reads that answer. */
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const refuse = () => {
-      req.removeListener('data', onData);
-      req.resume();
-      const cut = setTimeout(() => req.destroy(), OVERSIZED_DRAIN_MS).unref();
-      req.once('end', () => clearTimeout(cut));
-      req.once('close', () => clearTimeout(cut));
-      reject(new KmsError('RequestEntityTooLargeException', `The request body exceeds the limit of ${MAX_BODY_BYTES} bytes.`));
-    };
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) refuse();
-      else chunks.push(chunk);
-    };
-    // A client that goes away mid-body: its request is still recorded, as this.
-    const cutShort = () => reject(new KmsError('SerializationException', 'The connection closed before the request body was complete.'));
-    // Anything else (also while a refused body drains): the body's framing broke or it timed out
-    // (see createClientErrorListener).
-    req.on('error', (e: Error & { code?: string }) => (e.code === 'ECONNRESET' || e.code === 'HPE_INVALID_EOF_STATE' ? cutShort() : reject(notHttp(e.code))));
-    req.on('close', () => {
-      if (!req.complete) cutShort();
-    });
-    if (Number(req.headers['content-length']) > MAX_BODY_BYTES) return refuse();
-    req.on('data', onData);
-    req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
-  });
 }
 
 /** Anything that is not already an API error becomes one; internal details go to the log only. */

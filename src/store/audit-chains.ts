@@ -30,3 +30,29 @@ export interface AuditChainRegistry {
   /** Every registered chain, ordered by chainId. */
   listChains(): Promise<AuditChainHead[]>;
 }
+
+/** The audit_chains table's row, as both stores keep it (opened_at: epoch ms in SQLite, a
+ *  timestamp in PostgreSQL; final: 0/1 or a boolean; record_count: a bigint arrives as text). */
+export interface AuditChainRow {
+  chain_id: string;
+  opened_at: number | Date;
+  digest_sequence: number;
+  digest_hash: string | null;
+  record_count: number | string;
+  final: number | boolean;
+  signing_key_fingerprint: string | null;
+}
+
+export const AUDIT_CHAIN_COLUMNS = 'chain_id, opened_at, digest_sequence, digest_hash, record_count, final, signing_key_fingerprint';
+
+export function auditChainFromRow(r: AuditChainRow): AuditChainHead {
+  return {
+    chainId: r.chain_id,
+    openedAt: new Date(r.opened_at),
+    digestSequence: r.digest_sequence,
+    digestHash: r.digest_hash,
+    recordCount: Number(r.record_count),
+    final: r.final === true || r.final === 1,
+    signingKeyFingerprint: r.signing_key_fingerprint,
+  };
+}

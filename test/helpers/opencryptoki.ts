@@ -25,6 +25,8 @@ function ensureInstalled(): string {
   let modulePath = findModule();
   if (modulePath) return modulePath;
   if (process.getuid?.() !== 0) throw new Error('openCryptoki is not installed; as root: apt-get install opencryptoki');
+  // A new machine's package lists may be empty: update them first, as the other set-ups do.
+  execFileSync('apt-get', ['update', '-qq'], { stdio: 'ignore' });
   execFileSync('apt-get', ['install', '-y', '-qq', 'opencryptoki'], { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
   modulePath = findModule();
   if (!modulePath) throw new Error('apt-get install opencryptoki did not provide libopencryptoki.so');

@@ -20,6 +20,7 @@ import { XksError, xksValidation } from '../../kms/xks/errors.js';
 import * as xks from '../../kms/xks/operations.js';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
+import { readBody } from '../body.js';
 import { sendXksError } from './error-response.js';
 
 export const XKS_API_PATH = '/kms/xks/v1';
@@ -70,7 +71,7 @@ export function createXksHandler(deps: XksHttpDeps): (req: IncomingMessage, res:
         await audit(deps, { requestId, eventTime, operation, externalKeyId, req, error: new XksError('ValidationException', `HTTP method ${String(req.method).slice(0, 16)} is not allowed.`) });
         return;
       }
-      const raw = await readBody(req);
+      const raw = await readBody(req, MAX_BODY_BYTES);
       body = jsonObjectOrUndefined(raw); // for the audit record, even when authentication fails
       accessKeyId = authenticate(deps, req, raw);
       body = parseJsonObject(raw);
@@ -213,22 +214,6 @@ function jsonObjectOrUndefined(raw: Buffer): Record<string, unknown> | undefined
   }
 }
 
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let tooLarge = false;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) tooLarge = true;
-      else chunks.push(chunk);
-    });
-    // Read to the end even when too large, so the error answer reaches the client.
-    req.on('end', () => (tooLarge ? reject(xksValidation(`The request body exceeds ${MAX_BODY_BYTES} bytes.`)) : resolve(Buffer.concat(chunks))));
-    req.on('error', reject);
-  });
-}
-
 function drain(req: IncomingMessage): void {
   req.resume();
 }
@@ -236,6 +221,8 @@ function drain(req: IncomingMessage): void {
 /** Domain and token failures in the spec's words; details go to the log only. */
 function toXksError(e: unknown, log: Logger, requestId: string): XksError {
   if (e instanceof XksError) return e;
+  // The shared body reader's refusals (too large, cut short, broken HTTP): the input is invalid.
+  if (e instanceof KmsError && (e.type === 'RequestEntityTooLargeException' || e.type === 'SerializationException')) return xksValidation(e.message);
   if (e instanceof KmsError && e.type === 'KMSInvalidStateException') return new XksError('InvalidStateException', e.message);
   if (e instanceof HsmError) {
     log.error({ requestId, ckr: e.ckr, fn: e.fn, kind: e.kind }, 'XKS token call failed');

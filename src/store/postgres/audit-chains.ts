@@ -1,17 +1,7 @@
 /** AuditChainRegistry on PostgreSQL (table audit_chains, migration 3): every node's chains in the
  *  one database, so `p11kms audit verify` sees a node's missing chain. */
-import type { AuditChainHead, AuditChainRegistry } from '../audit-chains.js';
+import { AUDIT_CHAIN_COLUMNS, auditChainFromRow, type AuditChainHead, type AuditChainRegistry, type AuditChainRow } from '../audit-chains.js';
 import type { Queryable } from './database.js';
-
-interface ChainRow {
-  chain_id: string;
-  opened_at: Date;
-  digest_sequence: number;
-  digest_hash: string | null;
-  record_count: string | number;
-  final: boolean;
-  signing_key_fingerprint: string | null;
-}
 
 export class PostgresAuditChainRegistry implements AuditChainRegistry {
   constructor(private readonly db: Queryable) {}
@@ -38,17 +28,7 @@ export class PostgresAuditChainRegistry implements AuditChainRegistry {
   }
 
   async listChains(): Promise<AuditChainHead[]> {
-    const { rows } = await this.db.query<ChainRow>(
-      'SELECT chain_id, opened_at, digest_sequence, digest_hash, record_count, final, signing_key_fingerprint FROM audit_chains ORDER BY chain_id',
-    );
-    return rows.map((r) => ({
-      chainId: r.chain_id,
-      openedAt: r.opened_at,
-      digestSequence: r.digest_sequence,
-      digestHash: r.digest_hash,
-      recordCount: Number(r.record_count),
-      final: r.final,
-      signingKeyFingerprint: r.signing_key_fingerprint,
-    }));
+    const { rows } = await this.db.query<AuditChainRow>(`SELECT ${AUDIT_CHAIN_COLUMNS} FROM audit_chains ORDER BY chain_id`);
+    return rows.map(auditChainFromRow);
   }
 }

@@ -1,16 +1,8 @@
 /** AuditChainRegistry over the SQLite metadata database (table audit_chains, migration 6). */
 import type Database from 'better-sqlite3';
-import type { AuditChainHead, AuditChainRegistry } from '../audit-chains.js';
+import { AUDIT_CHAIN_COLUMNS, auditChainFromRow, type AuditChainHead, type AuditChainRegistry, type AuditChainRow } from '../audit-chains.js';
 
-interface ChainRow {
-  chain_id: string;
-  opened_at: number;
-  digest_sequence: number;
-  digest_hash: string | null;
-  record_count: number;
-  final: number;
-  signing_key_fingerprint: string | null;
-}
+type ChainRow = AuditChainRow & { opened_at: number; final: number; record_count: number };
 
 export class SqliteAuditChainRegistry implements AuditChainRegistry {
   private readonly registerStmt;
@@ -32,8 +24,7 @@ export class SqliteAuditChainRegistry implements AuditChainRegistry {
        WHERE excluded.digest_sequence > audit_chains.digest_sequence`,
     );
     this.listStmt = db.prepare<[], ChainRow>(
-      `SELECT chain_id, opened_at, digest_sequence, digest_hash, record_count, final, signing_key_fingerprint
-       FROM audit_chains ORDER BY chain_id`,
+      `SELECT ${AUDIT_CHAIN_COLUMNS} FROM audit_chains ORDER BY chain_id`,
     );
   }
 
@@ -54,14 +45,6 @@ export class SqliteAuditChainRegistry implements AuditChainRegistry {
   }
 
   async listChains(): Promise<AuditChainHead[]> {
-    return this.listStmt.all().map((r) => ({
-      chainId: r.chain_id,
-      openedAt: new Date(r.opened_at),
-      digestSequence: r.digest_sequence,
-      digestHash: r.digest_hash,
-      recordCount: r.record_count,
-      final: r.final === 1,
-      signingKeyFingerprint: r.signing_key_fingerprint,
-    }));
+    return this.listStmt.all().map(auditChainFromRow);
   }
 }
