@@ -146,6 +146,9 @@ export class CallWorkers {
   private readonly queue: Array<{ call: WorkerCall; deadlineMs: number; done: (answer: WorkerAnswer) => void }> = [];
   private nextId = 1;
   private closed = false;
+  /** Workers abandoned past their deadline, still inside a token call until it returns: the
+   *  library must not be finalised under them (they would return into it and crash the process). */
+  private readonly abandoned = new Set<import('node:worker_threads').Worker>();
   private readonly pkcs11js = createRequire(import.meta.url).resolve('pkcs11js');
 
   constructor(
@@ -196,6 +199,8 @@ export class CallWorkers {
     const index = this.slots.indexOf(slot);
     if (index < 0) return;
     slot.pending.clear();
+    this.abandoned.add(slot.worker);
+    slot.worker.once('exit', () => this.abandoned.delete(slot.worker));
     void slot.worker.terminate().catch(() => undefined); // takes effect once the token call returns
     if (this.closed) {
       this.slots.splice(index, 1);
@@ -225,16 +230,21 @@ export class CallWorkers {
     }
   }
 
-  /** Resolves once no call is queued or running (stuck calls end at their deadline). Before
-   *  C_Finalize: finalising under a running call is undefined behaviour. */
-  async idle(): Promise<void> {
-    while (this.queue.length > 0 || this.slots.some((s) => s.busy)) await new Promise((r) => setTimeout(r, 2));
+  /** Resolves once no call is queued or running, abandoned ones included (or, with `boundMs`,
+   *  when that much time has passed). Before C_Finalize: finalising under a running call is
+   *  undefined behaviour. */
+  async idle(boundMs = Number.POSITIVE_INFINITY): Promise<void> {
+    const until = Date.now() + boundMs;
+    while ((this.queue.length > 0 || this.slots.some((s) => s.busy) || this.abandoned.size > 0) && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 2));
+    }
   }
 
   async close(): Promise<void> {
     this.closed = true;
     for (const { done } of this.queue.splice(0)) done({ error: { message: 'CKR_CRYPTOKI_NOT_INITIALIZED', fn: 'worker' } });
-    await this.idle();
+    // A token that never answers must not hold the shutdown forever.
+    await this.idle(10_000);
     await Promise.all(this.slots.splice(0).map((s) => s.worker.terminate().catch(() => undefined)));
   }
 }
