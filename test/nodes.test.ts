@@ -328,6 +328,8 @@ describe('three nodes on one PostgreSQL and one SoftHSM2 token', () => {
     await Promise.all(load);
     console.log(`database restart: all nodes create keys again ${(performance.now() - restartedAt).toFixed(0)} ms after it came back (${recoveredAfter.toFixed(0)} ms of polling); ${ok} requests ok, errors ${JSON.stringify(errors)}`);
 
+    const internals = nodes.flatMap((n) => n.proc.output().split('\n').filter((l) => /internal error|audit record could not|token call failed/.test(l)));
+    if (internals.length > 0) console.log(`failures the nodes logged:\n${internals.join('\n')}`);
     expect(health.status).toBe(503);
     expect(healthBody.reason).toMatch(/metadata database unavailable/);
     expect(healthBody.reason).not.toContain(new URL(databaseUrl).password);

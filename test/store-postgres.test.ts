@@ -374,4 +374,28 @@ describe('the database going away', () => {
       await own.stop();
     }
   });
+
+  it('a transaction on a pooled connection that stopped answering, with the database still unreachable, fails as unavailable', async () => {
+    const own = await startPostgres();
+    try {
+      const db = new Database(await own.createDatabase(), { queryTimeoutMs: 300 });
+      try {
+        await db.transaction('READ COMMITTED', (tx) => tx.query('SELECT 1')); // leaves a pooled connection
+        own.freeze();
+        try {
+          // BEGIN times out on the pooled connection and a fresh one cannot be had either: the
+          // dead connection is discarded once and the caller hears "retry", not an internal error.
+          await expect(db.transaction('READ COMMITTED', (tx) => tx.query('SELECT 1'))).rejects.toBeInstanceOf(StoreUnavailableError);
+        } finally {
+          own.thaw();
+        }
+        const after = await db.transaction('READ COMMITTED', (tx) => tx.query<{ n: number }>('SELECT 1 AS n'));
+        expect(after.rows[0]!.n).toBe(1);
+      } finally {
+        await db.close();
+      }
+    } finally {
+      await own.stop();
+    }
+  });
 });

@@ -25,6 +25,11 @@ export interface PostgresServer {
   /** Stops the server as a crash would (`-m immediate`), or cleanly (`fast`). */
   stopServer(mode?: 'immediate' | 'fast'): void;
   startServer(): void;
+  /** Suspends the server's processes (SIGSTOP): connections stay open and nothing answers, as
+   *  across a network partition. */
+  freeze(): void;
+  /** Resumes a frozen server (SIGCONT). */
+  thaw(): void;
   /** Stops the server and removes its directory. */
   stop(): Promise<void>;
 }
@@ -122,12 +127,37 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
       startServer();
       running = true;
     },
+    freeze() {
+      for (const pid of serverProcesses(dataDir)) process.kill(pid, 'SIGSTOP');
+    },
+    thaw() {
+      for (const pid of serverProcesses(dataDir)) process.kill(pid, 'SIGCONT');
+    },
     async stop() {
       if (running) stopServer('immediate');
       running = false;
       if (process.env.P11KMS_KEEP_TEMP !== '1') fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** The postmaster (from its pid file) and every process it started. */
+function serverProcesses(dataDir: string): number[] {
+  const postmaster = Number(fs.readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const children = fs
+    .readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so read after the last ')'.
+        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === postmaster;
+      } catch {
+        return false; // ended meanwhile
+      }
+    })
+    .map(Number);
+  return [postmaster, ...children];
 }
 
 function serverUser(): { uid: number; gid: number } {

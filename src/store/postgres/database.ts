@@ -109,7 +109,7 @@ export class Database {
    */
   async transaction<T>(isolation: Isolation, work: (tx: Transaction) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
-      let client = await this.checkout();
+      const client = await this.begin(isolation);
       const changes: Change[] = [];
       const tx: Transaction = {
         query: (text, values) => client.query(text, values),
@@ -117,19 +117,6 @@ export class Database {
       };
       let broken = false;
       try {
-        try {
-          await client.query(`BEGIN ISOLATION LEVEL ${isolation}`);
-        } catch (err) {
-          // Nothing was done yet: a dropped pooled connection is replaced and the transaction begun again.
-          if (isUnavailable(err) && attempt < MAX_ATTEMPTS) {
-            client.release(true);
-            client = await this.checkout();
-            tx.query = (text, values) => client.query(text, values);
-            await client.query(`BEGIN ISOLATION LEVEL ${isolation}`);
-          } else {
-            throw err;
-          }
-        }
         const result = await work(tx);
         if (changes.length > 0) await noteChanges(client, changes);
         await client.query('COMMIT');
@@ -146,6 +133,25 @@ export class Database {
         throw translateUnavailable(err);
       } finally {
         client.release(broken);
+      }
+    }
+  }
+
+  /**
+   * A pooled connection with a transaction begun on it. Nothing is done yet when BEGIN fails, so
+   * a pooled connection the server dropped is discarded and BEGIN sent once more on a fresh one.
+   * A connection is released here only when the caller never receives it.
+   */
+  private async begin(isolation: Isolation): Promise<pg.PoolClient> {
+    for (let attempt = 1; ; attempt++) {
+      const client = await this.checkout();
+      try {
+        await client.query(`BEGIN ISOLATION LEVEL ${isolation}`);
+        return client;
+      } catch (err) {
+        const unavailable = isUnavailable(err);
+        client.release(unavailable);
+        if (!unavailable || attempt >= 2) throw translateUnavailable(err);
       }
     }
   }
