@@ -18,7 +18,9 @@ export const ROOT_CREDENTIALS = { accessKeyId: 'AKIAP11KMSBENCHROOT1', secretAcc
 export const REGION = 'us-east-1';
 
 /** The phases of a run, in the order they run; BENCH_PHASES picks a subset. */
-export const PHASES = ['token', 'loop', 'http', 'scale', 'asym', 'authz', 'audit', 'frontdoor', 'nodes'] as const;
+export const PHASES = ['token', 'targets', 'loop', 'http', 'scale', 'asym', 'authz', 'audit', 'frontdoor', 'nodes'] as const;
+/** BENCH_QUICK=1: the phases that measure issue 15's targets, in a few minutes. */
+export const QUICK_PHASES: readonly Phase[] = ['token', 'targets'];
 export type Phase = (typeof PHASES)[number];
 
 export interface Settings {
@@ -48,11 +50,18 @@ export interface Settings {
   authzRounds: number;
   /** audit phase: rounds of (on, off) pairs per client count (median reported). */
   auditRounds: number;
+  /** targets phase: seconds an outside process holds the SQLite write lock. */
+  lockSeconds: number;
+  /** BENCH_QUICK: fewer phases and shorter points by default. */
+  quick: boolean;
 }
 
-function phasesEnv(): Phase[] {
+const isOn = (name: string) => process.env[name] === '1' || process.env[name] === 'true';
+
+function phasesEnv(quick: boolean): Phase[] {
   const raw = process.env.BENCH_PHASES;
-  if (raw === undefined || raw.trim() === '' || raw.trim() === 'all') return [...PHASES];
+  if (raw === undefined || raw.trim() === '') return quick ? [...QUICK_PHASES] : [...PHASES];
+  if (raw.trim() === 'all') return [...PHASES];
   const wanted = raw.split(',').map((p) => p.trim()).filter(Boolean);
   const unknown = wanted.filter((p) => !(PHASES as readonly string[]).includes(p));
   if (unknown.length > 0) throw new Error(`BENCH_PHASES: unknown phase(s) ${unknown.join(', ')} (known: ${PHASES.join(', ')})`);
@@ -72,21 +81,24 @@ function intEnv(name: string, fallback: number, min: number, max: number): numbe
 export function loadSettings(): Settings {
   // ≤ 240 s: a point replays one signature, which the service accepts for its clock-skew window
   // (300 s by default) after signing.
-  const seconds = Math.round(intEnv('BENCH_SECONDS', 5, 1, 240));
+  const quick = isOn('BENCH_QUICK');
+  const seconds = Math.round(intEnv('BENCH_SECONDS', quick ? 3 : 5, 1, 240));
   return {
     seconds,
-    tokenSeconds: intEnv('BENCH_TOKEN_SECONDS', Math.min(seconds, 5), 0.5, 600),
+    tokenSeconds: intEnv('BENCH_TOKEN_SECONDS', Math.min(seconds, quick ? 2 : 5), 0.5, 600),
     keys: Math.round(intEnv('BENCH_KEYS', 2000, 20, 100_000)),
     createConcurrency: Math.round(intEnv('BENCH_CREATE_CONCURRENCY', 8, 1, 256)),
     createSeconds: intEnv('BENCH_CREATE_SECONDS', 150, 5, 3600),
     keygens: Math.round(intEnv('BENCH_KEYGENS', 1000, 1, 100_000)),
     workers: process.env.BENCH_WORKERS || undefined,
-    keep: process.env.BENCH_KEEP === '1' || process.env.BENCH_KEEP === 'true',
-    phases: phasesEnv(),
+    keep: isOn('BENCH_KEEP'),
+    phases: phasesEnv(quick),
     rsa4096Concurrency: Math.round(intEnv('BENCH_RSA4096_CONCURRENCY', 2, 0, 16)),
     grants: Math.round(intEnv('BENCH_GRANTS', 100, 0, 10_000)),
     authzRounds: Math.round(intEnv('BENCH_AUTHZ_ROUNDS', 2, 1, 20)),
     auditRounds: Math.round(intEnv('BENCH_AUDIT_ROUNDS', 2, 1, 20)),
+    lockSeconds: Math.round(intEnv('BENCH_LOCK_SECONDS', 20, 4, 600)),
+    quick,
   };
 }
 
@@ -169,11 +181,11 @@ export function childEnv(extra: Record<string, string | undefined>): NodeJS.Proc
   return env;
 }
 
-/** Spawns `node <script> …args` detached (own process group), output to `logFile`. */
-export function startNode(name: string, script: string, args: string[], env: NodeJS.ProcessEnv, logFile: string): Proc {
+/** Spawns `node …nodeArgs <script> …args` detached (own process group), output to `logFile`. */
+export function startNode(name: string, script: string, args: string[], env: NodeJS.ProcessEnv, logFile: string, nodeArgs: string[] = []): Proc {
   const fd = fs.openSync(logFile, 'a');
   const spawnedAt = performance.now();
-  const child = spawn(process.execPath, [script, ...args], { env, stdio: ['ignore', fd, fd], detached: true, cwd: REPO_ROOT });
+  const child = spawn(process.execPath, [...nodeArgs, script, ...args], { env, stdio: ['ignore', fd, fd], detached: true, cwd: REPO_ROOT });
   fs.closeSync(fd);
   if (child.pid === undefined) throw new Error(`could not start ${name}`);
   live.add(child);
@@ -282,7 +294,7 @@ function vmRssKb(pid: number): number {
 }
 
 /** Descendants of `pid` (a clustered service's workers), from /proc/<pid>/stat parent ids. */
-function descendants(pid: number): number[] {
+export function descendants(pid: number): number[] {
   const parent = new Map<number, number>();
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;

@@ -31,11 +31,12 @@ export interface Service {
   startupMs: number;
 }
 
-/** Starts the service on `dataDir` with the bench's root credentials; `extra` adds P11KMS_* settings. */
-export async function startService(name: string, dataDir: string, work: string, settings: Settings, extra: Record<string, string | undefined> = {}): Promise<Service> {
+/** Starts the service on `dataDir` with the bench's root credentials; `extra` adds P11KMS_* settings,
+ *  `nodeArgs` node's own options (--cpu-prof). */
+export async function startService(name: string, dataDir: string, work: string, settings: Settings, extra: Record<string, string | undefined> = {}, nodeArgs: string[] = []): Promise<Service> {
   const port = await freePort();
   const env = serviceEnv(dataDir, port, settings, extra);
-  const proc = startNode(name, SERVICE_MAIN, [], env, path.join(work, `${name}.log`));
+  const proc = startNode(name, SERVICE_MAIN, [], env, path.join(work, `${name}.log`), nodeArgs);
   const startupMs = await waitForOk(proc, port);
   const client = kmsClient(port, ROOT_CREDENTIALS);
   return { proc, port, client, startupMs };

@@ -14,6 +14,7 @@ import { median } from './common.js';
 import { machineMarkdown } from './machine.js';
 import { NODES_CLIENTS, NODE_SETUPS } from './nodes.js';
 import type { Results } from './run.js';
+import type { BesideLoad } from './targets.js';
 import type { WrkResult } from './wrk.js';
 
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
@@ -47,8 +48,8 @@ export function renderMarkdown(r: Results): string {
   lines.push(`## p11kms benchmark`, '');
   lines.push(machineMarkdown(r.machine));
   lines.push(
-    `- ${r.settings.seconds} s per wrk point (wrk -t1, -t2 at 32 clients, keep-alive, one pre-signed SigV4 request replayed); ` +
-      `token loops ${r.settings.tokenSeconds} s; service log level warn; ${r.settings.workers ? `P11KMS_WORKERS=${r.settings.workers}` : 'one service process'}; ` +
+    `- ${r.settings.seconds} s per wrk point (wrk -t1, -t2 at 32 clients, keep-alive, one pre-signed SigV4 request replayed)${r.settings.quick ? ' (BENCH_QUICK)' : ''}; ` +
+      `token loops ${r.settings.tokenSeconds} s; service log level warn (info in the targets table); ${r.settings.workers ? `P11KMS_WORKERS=${r.settings.workers}` : 'one service process'}; ` +
       `run ${r.startedAt}, ${Math.round(r.durationSeconds)} s in all`,
     '',
   );
@@ -246,6 +247,7 @@ export function renderMarkdown(r: Results): string {
     );
   }
 
+  if (ran('targets')) targetsMarkdown(r, lines);
   if (ran('asym')) asymMarkdown(r, lines);
   if (ran('authz')) authzMarkdown(r, lines);
   if (ran('audit')) auditMarkdown(r, lines);
@@ -408,6 +410,98 @@ function nodesMarkdown(r: Results, lines: string[]): void {
       'Encrypt of a cached key makes no database round trip on either. Two nodes: one wrk per node at the same time, the clients split, req/s summed, latency of the slower node. ' +
       'The PostgreSQL nodes share one SoftHSM2 token and serialise its object writes through its lock file; the SQLite service has its own token without that lock, ' +
       'and P11KMS_WORKERS=2 on SQLite takes the same lock (its CreateKey row separates the lock from the database).',
+    '',
+  );
+}
+
+function targetsMarkdown(r: Results, lines: string[]): void {
+  lines.push('### Targets: Encrypt 32 B beside the bare server, the raw token and a peer (issue 15)', '');
+  const t = r.targets;
+  if (!t) {
+    lines.push(`FAILED: ${oneLine(r.failures['targets'] ?? 'not run')}`, '');
+    return;
+  }
+  const rawRate = r.token?.rawPkcs11.opsPerSec ?? NaN;
+  const rawOpMs = 1000 / rawRate;
+  const bare = (clients: number) => t.bare.find((b) => b.clients === clients);
+  const mine = (clients: number) => t.encrypt.find((b) => b.clients === clients);
+  const peer = 'skipped' in t.peer ? undefined : t.peer;
+  const peerAt = (clients: number) => (peer ? (clients === 32 ? peer.c32 : peer.c8) : undefined);
+  const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? '—' : x(a / b));
+  const failed = (scenario: string) => `FAILED: ${oneLine(t.errors[scenario] ?? 'not run')}`;
+  lines.push(row(['Scenario', 'p11kms', '÷ bare node:http', '÷ raw token', '÷ peer', 'Target']));
+  lines.push(row(['---', '---:', '---:', '---:', '---:', '---']));
+  const rateRow = (name: string, w: WrkResult | undefined, target: number, scenario: string) => {
+    if (!w) return lines.push(row([name, failed(scenario), '—', '—', '—', '']));
+    const toBare = w.rps / (bare(32)?.rps ?? NaN);
+    lines.push(row([name, `${int(w.rps)} req/s (p99 ${ms(w.p99Ms)})`, x(toBare), x(w.rps / rawRate), ratio(w.rps, peerAt(32)?.rps), `≥ ${target}× bare ${mark(toBare >= target)}`]));
+  };
+  rateRow('Encrypt, 32 clients, one process', mine(32), 0.35, 'Encrypt');
+  rateRow('Encrypt, 32 clients, P11KMS_WORKERS=2', t.encryptWorkers2, 0.45, 'P11KMS_WORKERS=2');
+  const e8 = mine(8);
+  if (e8) {
+    lines.push(row(['Encrypt p99, 8 clients, audit trail on', `${ms(e8.p99Ms)} (${int(e8.rps)} req/s)`, ratio(e8.p99Ms, bare(8)?.p99Ms), `${x(e8.p99Ms / rawOpMs)} raw op`, ratio(e8.p99Ms, peerAt(8)?.p99Ms), `≤ 3 ms ${mark(e8.p99Ms <= 3)}`]));
+  }
+  const beside = (name: string, b: BesideLoad | undefined, scenario: string, rateTarget: boolean) => {
+    if (!b) return lines.push(row([name, failed(scenario), '—', '—', '—', '']));
+    const rps = b.loaded.rps / b.alone.rps;
+    const p99 = b.loaded.p99Ms / b.alone.p99Ms;
+    const calls = `${b.createdDuringPoint} finished during the point${b.createMedianMs === undefined ? '' : `, median ${ms(b.createMedianMs)}`}`;
+    lines.push(
+      row([
+        `${name} (${calls})`,
+        `${int(b.loaded.rps)} req/s = ${x(rps)} alone; p99 ${ms(b.loaded.p99Ms)} = ${x(p99)} alone (${ms(b.alone.p99Ms)})`,
+        x(b.loaded.rps / (bare(8)?.rps ?? NaN)),
+        x(b.loaded.rps / rawRate),
+        '—',
+        rateTarget ? `≥ 0.7× alone req/s ${mark(rps >= 0.7)}` : `p99 ≤ 2× alone ${mark(p99 <= 2)}`,
+      ]),
+    );
+  };
+  beside('Encrypt, 8 clients, while CreateKey runs 8 in flight', t.duringCreateKey, 'Encrypt during CreateKey', true);
+  const l = t.sqliteLock;
+  if (l) {
+    for (const [op, alone, locked] of [['Encrypt', l.encryptAlone, l.encrypt], ['Decrypt', l.decryptAlone, l.decrypt]] as const) {
+      const p99 = locked.p99Ms / alone.p99Ms;
+      const rps = locked.rps / alone.rps;
+      // A request stalled past the point's end never reaches wrk's latencies: a collapsed rate
+      // is the stall's other sign, so the target needs both.
+      lines.push(
+        row([
+          `${op}, 8 clients, while an outside process holds the SQLite write lock (${l.holdSeconds} s; ${locked.seconds} s point)`,
+          `p99 ${ms(locked.p99Ms)} = ${x(p99)} alone (${ms(alone.p99Ms)}); ${int(locked.rps)} req/s = ${x(rps)} alone`,
+          x(locked.rps / (bare(8)?.rps ?? NaN)),
+          x(locked.rps / rawRate),
+          '—',
+          `p99 ≤ 2× alone and req/s ≥ 0.5× alone ${mark(p99 <= 2 && rps >= 0.5)}`,
+        ]),
+      );
+    }
+    const w = l.writes;
+    const errs = Object.entries(w.errors).map(([name, n]) => `${n}× ${name}`).join(', ') || 'none';
+    lines.push(row([`CreateKey, one at a time, during that lock`, `${w.calls} calls: ${w.ok} succeeded, errors ${errs}; p50 ${ms(w.p50Ms)}, max ${ms(w.maxMs)}`, '—', '—', '—', 'queue, or fail retryably after a bound']));
+  } else {
+    lines.push(row(['Encrypt / Decrypt while the SQLite write lock is held', failed('SQLite write lock'), '—', '—', '—', '']));
+  }
+  beside('Encrypt, 8 clients, while 4 CreateKey RSA_4096 are kept in flight', t.besideRsa4096, 'Encrypt beside RSA-4096 CreateKey', false);
+  for (const clients of [32, 8]) {
+    const b = bare(clients);
+    if (b) lines.push(row([`bare node:http (Encrypt-shaped reply), ${clients} clients`, `${int(b.rps)} req/s (p99 ${ms(b.p99Ms)})`, '1.00×', x(b.rps / rawRate), ratio(b.rps, peerAt(clients)?.rps), '']));
+  }
+  if (r.token) lines.push(row(['raw token: pkcs11js AES-256-GCM 32 B, token key, one session, sync', `${int(rawRate)} ops/s (${(rawOpMs * 1000).toFixed(1)} µs/op)`, x(rawRate / (bare(32)?.rps ?? NaN)), '1.00×', '—', '']));
+  for (const clients of [32, 8]) {
+    const p = peerAt(clients);
+    if (p) lines.push(row([`peer (${peer!.bin}), Encrypt, ${clients} clients`, `${int(p.rps)} req/s (p99 ${ms(p.p99Ms)})`, x(p.rps / (bare(clients)?.rps ?? NaN)), x(p.rps / rawRate), '1.00×', '']));
+  }
+  if ('skipped' in t.peer) lines.push(row(['peer', `skipped: ${oneLine(t.peer.skipped)}`, '—', '—', '—', '']));
+  lines.push(
+    '',
+    'One service process (SQLite, audit trail on, log level info so the per-request line is paid) and, for the P11KMS_WORKERS=2 row, a second service on its own data dir; ' +
+      'rates at 32 clients are divided by the bare server at 32 clients, the rest by the bare server at 8. ' +
+      '÷ raw token: req/s over the raw token rate of the token phase (—: token phase not run). ' +
+      'Each "alone" reference is measured on the same service right before its loaded point. ' +
+      'The SQLite lock is BEGIN IMMEDIATE by another process (better-sqlite3) on the service\'s database file. ' +
+      'The peer column runs BENCH_PEER_BIN on loopback (skipped when unset). Targets are reported, not asserted.',
     '',
   );
 }

@@ -10,7 +10,11 @@
  * BENCH_CREATE_CONCURRENCY (default 8), BENCH_CREATE_SECONDS (cap on key creation, default 150),
  * BENCH_KEYGENS (event-loop phase, default 1000),
  * BENCH_WORKERS (passed to every service as P11KMS_WORKERS), BENCH_KEEP=1 (keep scratch dirs),
- * BENCH_PHASES (comma-separated subset of token,loop,http,scale,asym,authz,audit,frontdoor,nodes; default all),
+ * BENCH_PHASES (comma-separated subset of token,targets,loop,http,scale,asym,authz,audit,frontdoor,nodes;
+ * default all), BENCH_QUICK=1 (phases token,targets unless BENCH_PHASES says otherwise, 3 s points,
+ * 2 s token loops: a few minutes), BENCH_LOCK_SECONDS (targets: how long an outside process holds
+ * the SQLite write lock, default 20), BENCH_PEER_BIN / BENCH_PEER_ARGS (targets: a peer KMS
+ * emulator run on loopback beside the service; its column is skipped when unset),
  * BENCH_RSA4096_CONCURRENCY (asym: RSA-4096 CreateKey loops beside Encrypt, default 2, 0 skips),
  * BENCH_GRANTS (authz: grants on the policied key, default 100), BENCH_AUTHZ_ROUNDS (default 2),
  * BENCH_AUDIT_ROUNDS (audit: on/off rounds, default 2), BENCH_FRONTDOOR_ROUNDS (frontdoor: rounds of
@@ -23,6 +27,7 @@ import { auditPhase, type AuditResult } from './audit.js';
 import { authzPhase, type AuthzResult } from './authz.js';
 import { frontDoorPhase, type FrontDoorResult } from './frontdoor.js';
 import { nodesPhase, type NodesResult } from './nodes.js';
+import { targetsPhase, type TargetsResult } from './targets.js';
 import {
   DIST_BENCH,
   ROOT_CREDENTIALS,
@@ -147,6 +152,8 @@ export interface Results {
   frontdoor?: FrontDoorResult;
   /** Issue 11: one and two nodes on PostgreSQL beside SQLite. */
   nodes?: NodesResult;
+  /** Issue 15: the data-plane targets as ratios to bare node:http, the raw token and a peer. */
+  targets?: TargetsResult;
   /** Phase → why it failed. A failed phase leaves its figures out; the bench then exits 1. */
   failures: Record<string, string>;
 }
@@ -351,6 +358,7 @@ async function main(): Promise<void> {
   const on = (p: Settings['phases'][number]) => settings.phases.includes(p);
   try {
     if (on('token')) results.token = await phase('token baselines', () => tokenPhase(settings, work));
+    if (on('targets')) results.targets = await phase('targets', () => targetsPhase(wrk, settings, work));
     if (on('loop')) results.loopDelay = await phase('event-loop delay', () => loopDelayPhase(settings, work));
     const httpMain = on('http') ? await phase('HTTP', () => httpPhase(wrk, settings, work)) : undefined;
     results.http = httpMain?.http;
@@ -376,6 +384,7 @@ async function main(): Promise<void> {
     if (results.scale?.createFailed) {
       results.failures['CreateKey'] = `${results.scale.createFailed} CreateKey calls failed: ${results.scale.createErrors.map((e) => `${e.count}× ${e.message}`).join('; ')}`;
     }
+    for (const [scenario, why] of Object.entries(results.targets?.errors ?? {})) results.failures[`targets: ${scenario}`] = why;
     if (results.loopDelay?.failed) results.failures['event-loop delay'] = `${results.loopDelay.failed} of ${results.loopDelay.keygens} generateAesKey calls failed: ${results.loopDelay.errors.map((e) => `${e.count}× ${e.message}`).join('; ')}`;
     results.durationSeconds = (performance.now() - t0) / 1000;
     const markdown = renderMarkdown(results);
