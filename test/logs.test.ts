@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CreateKeyCommand, DecryptCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { describe, expect, it } from 'vitest';
-import { createLogger } from '../src/log.js';
+import { createLogger, requestLineLogger } from '../src/log.js';
 import { startService } from '../src/service.js';
 import { spawnService } from './helpers/process.js';
 import { ROOT, errorOf, tempDir, testConfig } from './helpers/service.js';
@@ -69,3 +69,18 @@ describe('logs', () => {
     expect(fs.existsSync(path.join(dataDir, 'root-credentials.json'))).toBe(false);
   });
 });
+
+describe('the request-line logger', () => {
+  it('writes the same JSON line shape to the same destination, and the logger it came from still redacts', () => {
+    const lines: string[] = [];
+    const log = createLogger('info', { write: (s: string) => void lines.push(s) });
+    const requestLog = requestLineLogger(log);
+    requestLog.info({ requestId: 'r-1', operation: 'Encrypt', principal: 'arn:aws:iam::111122223333:root', key: 'k', status: 200, ms: 0.5 }, 'request');
+    log.info({ input: { Plaintext: 'top secret payload' }, headers: { authorization: 'AWS4-HMAC-SHA256 Credential=AKIA' } }, 'other');
+    const [request, other] = lines.map((l) => JSON.parse(l) as Line);
+    expect(request).toMatchObject({ level: 30, service: 'p11kms', msg: 'request', requestId: 'r-1', operation: 'Encrypt', key: 'k', status: 200, ms: 0.5 });
+    expect(other).toMatchObject({ input: { Plaintext: '[redacted]' }, headers: { authorization: '[redacted]' } });
+    expect(lines.join('')).not.toContain('top secret payload');
+  });
+});
+

@@ -16,7 +16,7 @@ import type { SigV4Verifier } from '../auth/sigv4.js';
 import { HsmError } from '../hsm/types.js';
 import type { RequestContext, Services } from '../kms/context.js';
 import { operationHandlers } from '../kms/operations/index.js';
-import type { Logger } from '../log.js';
+import { type Logger, requestLineLogger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { KmsError, accessDenied, internal, unsupported } from '../kms/errors.js';
 import { type RequestQuotas, Throttled } from '../kms/quotas/quotas.js';
@@ -64,6 +64,9 @@ export interface HttpDeps {
   sts?: StsDeps;
 }
 
+/** What the API path needs: the deps and the logger of its per-request line. */
+type ApiDeps = HttpDeps & { requestLog: Logger };
+
 /** The operational probes (GET only, no authentication, not audited: see README). */
 const PROBE_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
@@ -74,7 +77,8 @@ const PROBE_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
  * the probes. Every other request (another method or path) goes the API's way too, to be
  * attributed, recorded and answered UnknownOperationException.
  */
-export function createRequestListener(deps: HttpDeps): (req: IncomingMessage, res: ServerResponse) => void {
+export function createRequestListener(httpDeps: HttpDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  const deps: ApiDeps = { ...httpDeps, requestLog: requestLineLogger(httpDeps.log) };
   const app = createHttpApp(deps);
   return (req, res) => {
     // SDKs correct their SigV4 clock by the Date header, so it comes from the service clock that
@@ -184,7 +188,7 @@ function createHttpApp(deps: HttpDeps): express.Express {
  * Serves one API request, or with `notApi` the answer for a request outside the API (another
  * method or path), which is still authenticated where it can be, so its record names the caller.
  */
-async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: ServerResponse, notApi?: KmsError): Promise<void> {
+async function handleApiRequest(deps: ApiDeps, req: IncomingMessage, res: ServerResponse, notApi?: KmsError): Promise<void> {
   const requestId = randomUUID();
   const eventId = randomUUID();
   const started = process.hrtime.bigint();
@@ -229,7 +233,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
       }
       if (ok) sendStsAnswer(res, requestId, answer);
       else sendError(res, requestId, internal());
-      deps.log.info({ requestId, operation: `sts:${answer.operation}`, principal: answer.caller?.principal.arn, status: ok ? answer.status : 500, error: answer.error?.code, ms: roundMs(started) }, 'request');
+      deps.requestLog.info({ requestId, operation: `sts:${answer.operation}`, principal: answer.caller?.principal.arn, status: ok ? answer.status : 500, error: answer.error?.code, ms: roundMs(started) }, 'request');
       return;
     }
     operation = operationOf(req.headers['x-amz-target']);
@@ -264,7 +268,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     res.writeHead(200, { 'Content-Type': JSON_CONTENT_TYPE, 'x-amzn-RequestId': requestId });
     res.end(responseBody);
     deps.metrics?.request(operation, 'OK', elapsedMs(started) / 1000);
-    deps.log.info({ requestId, operation, principal: principalArn, key: keyOf(output) ?? keyOf(auditInput), status: 200, ms: roundMs(started) }, 'request');
+    deps.requestLog.info({ requestId, operation, principal: principalArn, key: keyOf(output) ?? keyOf(auditInput), status: 200, ms: roundMs(started) }, 'request');
   } catch (e) {
     let error = toKmsError(e, deps.log, requestId, operation);
     if (deps.auditor) {
@@ -279,7 +283,7 @@ async function handleApiRequest(deps: HttpDeps, req: IncomingMessage, res: Serve
     sendError(res, requestId, error);
     if (error instanceof Throttled) deps.metrics?.throttled(operation, error.family);
     deps.metrics?.request(operation, error.type, elapsedMs(started) / 1000);
-    deps.log.info({ requestId, operation, principal: principalArn, key: keyOf(auditInput), status: httpStatusOf(error), error: error.type, ms: roundMs(started) }, 'request');
+    deps.requestLog.info({ requestId, operation, principal: principalArn, key: keyOf(auditInput), status: httpStatusOf(error), error: error.type, ms: roundMs(started) }, 'request');
   }
 }
 
