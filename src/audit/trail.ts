@@ -5,7 +5,8 @@
  *
  * Durability: append() resolves only after the record's bytes are on stable storage (the file is
  * opened O_DSYNC, so each write returns once its data is durable, like write + fdatasync in one
- * thread-pool round trip). Appends that arrive while a write is in flight are batched into the
+ * call, made on the trail's own writer thread (writer-thread.ts), never behind other work on
+ * node's shared thread pool). Appends that arrive while a write is in flight are batched into the
  * next one (one write per batch, started as soon as the previous one completes), so under load
  * the cost of a synchronous write is shared by every request that arrived during the previous one.
  *
@@ -47,6 +48,7 @@ import {
   stringToSign,
 } from './format.js';
 import { type AuditRecord, type ServiceEvent, eventTimeOf, serviceEventRecord } from './record.js';
+import { threadRecordWriter } from './writer-thread.js';
 
 export interface AuditObserver {
   batch(records: number, seconds: number): void;
@@ -78,8 +80,12 @@ export interface AuditTrailOptions {
 /** The one place record bytes reach the disk (the file is opened O_DSYNC). */
 export interface AuditRecordWriter {
   write(fd: number, buf: Buffer): Promise<void>;
+  /** Called once the trail has closed its file. */
+  close?(): Promise<void>;
 }
 
+/** Writes on node's shared libuv pool (fs.write); the trail's default is threadRecordWriter
+ *  (writer-thread.ts), a thread of its own. */
 export const fileRecordWriter: AuditRecordWriter = { write: (fd, buf) => writeAll(fd, buf) };
 
 export interface AuditTrail {
@@ -181,7 +187,7 @@ class FileAuditTrail implements AuditTrail {
     this.startedAt = eventTimeOf(now);
     this.lastDigestEnd = this.startedAt;
     this.openedAt = now;
-    this.writer = o.recordWriter ?? fileRecordWriter;
+    this.writer = o.recordWriter ?? threadRecordWriter();
   }
 
   private readonly openedAt: Date;
@@ -261,7 +267,7 @@ class FileAuditTrail implements AuditTrail {
           const buf = Buffer.from(lines.join('\n') + '\n', 'utf8');
           await this.rollIfNeeded(buf.length);
           // The file is opened O_DSYNC: the write returns once the bytes are durable, one
-          // thread-pool round trip per batch instead of write + fdatasync.
+          // round trip to the writer thread per batch instead of write + fdatasync.
           await this.writer.write(this.fd!, buf);
           this.fileBytes += buf.length;
           this.durableHash = lastHash;
@@ -633,6 +639,7 @@ class FileAuditTrail implements AuditTrail {
         this.fd = undefined;
         await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
       }
+      await this.writer.close?.();
     })();
     return this.closed;
   }
