@@ -14,7 +14,7 @@
  * itself linked to the previous digest (hash of its file and its signature), so altering,
  * removing, reordering or truncating records, or replacing a digest, all break something signed.
  */
-import crypto, { createHash } from 'node:crypto';
+import { sha256Hex } from '../sha256.js';
 
 export const AUDIT_DIR = 'audit';
 export const DIGEST_DIR = 'digests';
@@ -28,11 +28,7 @@ export interface ChainLink {
   prev: string;
 }
 
-// crypto.hash (Node >= 20.12) is a one-shot without the Hash object; same result.
-const oneShot = (crypto as { hash?: (algorithm: string, data: string | Buffer, encoding: 'hex') => string }).hash;
-export const sha256Hex = oneShot
-  ? (data: string | Buffer) => oneShot('sha256', data, 'hex')
-  : (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
+export { sha256Hex };
 
 const RECORD_FILE = /^(.+)_(\d{5})\.jsonl$/;
 const DIGEST_FILE = /^(.+)_(\d{6})\.json$/;

@@ -6,7 +6,7 @@
  * hashing around it is synchronous node:crypto, and signing keys are cached, because this runs on
  * every request.
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import {
   ALGORITHM_IDENTIFIER,
@@ -17,6 +17,7 @@ import {
   getCanonicalQuery,
 } from '@smithy/signature-v4';
 import { KmsError } from '../kms/errors.js';
+import { sha256Hex } from '../sha256.js';
 
 export interface Credential {
   accessKeyId: string;
@@ -331,7 +332,6 @@ function decode(text: string): string {
 
 /** Same rule as getCanonicalHeaders, applied per value before multi-value joining. */
 const foldWhitespace = (value: string) => value.replace(/[ \t]+/g, ' ').replace(/^ | $/g, '');
-const sha256Hex = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
 const hmac = (key: string | Buffer, data: string) => createHmac('sha256', key).update(data).digest();
 /** 20260101T000000Z */
 const amzDate = (time: number) => new Date(time).toISOString().replace(/[-:]|\.\d{3}/g, '');
