@@ -488,6 +488,8 @@ function targetsMarkdown(r: Results, lines: string[]): void {
     const b = bare(clients);
     if (b) lines.push(row([`bare node:http (Encrypt-shaped reply), ${clients} clients`, `${int(b.rps)} req/s (p99 ${ms(b.p99Ms)})`, '1.00×', x(b.rps / rawRate), ratio(b.rps, peerAt(clients)?.rps), '']));
   }
+  const d = t.diskSync;
+  if (d) lines.push(row([`the disk alone: O_DSYNC ${int(d.bytes)} B append (an audit batch), ${int(d.writes)} in a row`, `p50 ${ms(d.p50Ms)}, p99 ${ms(d.p99Ms)}, max ${ms(d.maxMs)}`, '—', '—', '—', 'the audit p99 cannot go below this']));
   if (r.token) lines.push(row(['raw token: pkcs11js AES-256-GCM 32 B, token key, one session, sync', `${int(rawRate)} ops/s (${(rawOpMs * 1000).toFixed(1)} µs/op)`, x(rawRate / (bare(32)?.rps ?? NaN)), '1.00×', '—', '']));
   for (const clients of [32, 8]) {
     const p = peerAt(clients);

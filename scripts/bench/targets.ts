@@ -70,6 +70,8 @@ export interface SqliteLockResult {
 export type PeerResult = { skipped: string } | { bin: string; c32: WrkResult; c8: WrkResult };
 
 export interface TargetsResult {
+  /** The disk's own durable-write latency (what the audit trail's tail cannot beat). */
+  diskSync?: { writes: number; bytes: number; p50Ms: number; p99Ms: number; maxMs: number };
   bare: WrkResult[];
   encrypt: WrkResult[];
   encryptWorkers2?: WrkResult;
@@ -101,6 +103,8 @@ export async function targetsPhase(wrk: string, settings: Settings, work: string
   let bare: Proc | undefined;
   let peer: Peer | undefined;
   try {
+    result.diskSync = durableWriteLatency(work);
+    progress(`O_DSYNC ${result.diskSync.bytes} B appends on the scratch disk: p50 ${result.diskSync.p50Ms.toFixed(2)} ms, p99 ${result.diskSync.p99Ms.toFixed(2)} ms`);
     main = await startService('service-targets', dataDir, work, settings, { P11KMS_LOG_LEVEL: LOG_LEVEL, P11KMS_WORKERS: '1' });
     const [keyId] = await firstKeys(main.client, 1);
     const target: Target = { port: main.port, keyId: keyId!, ciphertext: await ciphertextFor(main.client, keyId!) };
@@ -166,6 +170,28 @@ export async function targetsPhase(wrk: string, settings: Settings, work: string
     if (workers2) await stopService(workers2);
     if (main) await stopService(main);
   }
+}
+
+/** Latency of O_DSYNC appends of an audit batch's size on the scratch dir's disk (the services'
+ *  data dirs live there), measured in this process before any service runs. */
+function durableWriteLatency(work: string): NonNullable<TargetsResult['diskSync']> {
+  const file = path.join(work, 'dsync-probe.bin');
+  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND | fs.constants.O_DSYNC);
+  const buf = Buffer.alloc(1400, 0x78);
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < 2000; i++) {
+      const t0 = performance.now();
+      fs.writeSync(fd, buf);
+      times.push(performance.now() - t0);
+    }
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(file, { force: true });
+  }
+  times.sort((a, b) => a - b);
+  const at = (q: number) => times[Math.min(times.length - 1, Math.floor(q * times.length))]!;
+  return { writes: times.length, bytes: buf.length, p50Ms: at(0.5), p99Ms: at(0.99), maxMs: times[times.length - 1]! };
 }
 
 /** The bare node:http server answering with the body of a real Encrypt response. */
