@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { installCleanupHandlers, killAllChildren, loadSettings, progress, resultsDir } from './common.js';
 import { WARM_UP_SECONDS, firstKeys, startService, stopService, wrkPoint } from './kms.js';
-import { cpuProfArgs, formatSummary, readProfile, summariseProfile } from './profile.js';
+import { cpuProfArgs, formatSummary, readProfile, summariseAreas, summariseProfile } from './profile.js';
 import { ensureWrk } from './wrk.js';
 
 async function main(): Promise<void> {
@@ -39,7 +39,8 @@ async function main(): Promise<void> {
     const seconds = (profile.endTime - profile.startTime) / 1e6;
     progress(`${file}: ${seconds.toFixed(1)} s profiled`);
     const perRequestBase = requests * (1 + WARM_UP_SECONDS / settings.seconds);
-    process.stdout.write(`${formatSummary(summariseProfile(profile, perRequestBase, top))}\n`);
+    process.stdout.write(`${formatSummary(summariseProfile(profile, perRequestBase, top))}\n\nby area:\n`);
+    process.stdout.write(`${formatSummary({ totalMs: 0, lines: summariseAreas(profile, perRequestBase) }).split('\n').slice(1).join('\n')}\n`);
   }
   process.stdout.write(`profiles in ${profiles}\n`);
 }

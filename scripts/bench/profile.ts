@@ -68,6 +68,46 @@ export function summariseProfile(profile: CpuProfile, requests?: number, top = 2
   return { totalMs: totalUs / 1000, lines };
 }
 
+/** Where a frame's self time belongs, for the per-area summary. */
+function areaOf(functionName: string, url: string): string {
+  if (functionName === '(idle)') return 'idle';
+  if (functionName === '(garbage collector)') return 'GC';
+  if (functionName === '(program)') return 'V8/native (program)';
+  if (url.includes('pkcs11js') || url.includes('/src/hsm/')) return 'token (pkcs11js, src/hsm)';
+  if (functionName === 'postMessage' || functionName === 'writeBuffer') return 'audit'; // posting to the writer thread; the thread's own write
+  if (functionName === 'writeString') return 'logging'; // pino's fs.write of the lines
+  if (url.includes('node:internal/modules') || url.includes('node:internal/bootstrap') || ['openFileHandle', 'readFileUtf8', 'internalModuleStat'].includes(functionName)) return 'start-up (module loading)';
+  if (['runMicrotasks', 'processTicksAndRejections', 'processImmediate'].includes(functionName)) return 'promises, ticks';
+  if (url.includes('zod')) return 'KMS operation + authorization';
+  if (url.includes('signature-v4') || url.includes('/src/auth/sigv4') || url.includes('@smithy')) return 'SigV4';
+  if (url.includes('/src/audit/')) return 'audit';
+  if (url.includes('pino') || url.includes('sonic-boom') || url.includes('/src/log.')) return 'logging';
+  if (url.includes('prom-client') || url.includes('/src/metrics')) return 'metrics';
+  if (url.includes('/src/http/') || /^node:(_http|http|net|stream|internal\/(http|stream|streams|net))/.test(url) || ['writev', 'writeBuffer', 'writeUtf8String', 'writeLatin1String', 'onStreamRead'].includes(functionName)) return 'HTTP (node:http, src/http)';
+  if (functionName.startsWith('Hash') || functionName === 'Hmac' || functionName === 'digest' || functionName === 'update' || url.includes('node:internal/crypto')) return 'hashing (SigV4 + audit chain)';
+  if (url.includes('/src/kms/') || url.includes('/src/auth/')) return 'KMS operation + authorization';
+  if (url.includes('/src/store/') || url.includes('better-sqlite3')) return 'store';
+  return 'other';
+}
+
+/** Self time per area (see areaOf), largest first. */
+export function summariseAreas(profile: CpuProfile, requests?: number): ProfileLine[] {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const areas = new Map<string, number>();
+  let totalUs = 0;
+  for (let i = 0; i < profile.samples.length; i++) {
+    const node = byId.get(profile.samples[i]!);
+    const delta = profile.timeDeltas[i] ?? 0;
+    if (!node) continue;
+    const area = areaOf(node.callFrame.functionName, node.callFrame.url);
+    areas.set(area, (areas.get(area) ?? 0) + delta);
+    totalUs += delta;
+  }
+  return [...areas]
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, us]) => ({ name, selfMs: us / 1000, share: totalUs > 0 ? us / totalUs : 0, usPerRequest: requests ? us / requests : undefined }));
+}
+
 export function readProfile(file: string): CpuProfile {
   return JSON.parse(fs.readFileSync(file, 'utf8')) as CpuProfile;
 }
@@ -93,5 +133,8 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
     process.stderr.write('usage: node dist/scripts/bench/profile.js <file.cpuprofile> [requests] [top]\n');
     process.exit(2);
   }
-  process.stdout.write(`${formatSummary(summariseProfile(readProfile(file), requests ? Number(requests) : undefined, top ? Number(top) : 25))}\n`);
+  const profile = readProfile(file);
+  const n = requests ? Number(requests) : undefined;
+  process.stdout.write(`${formatSummary(summariseProfile(profile, n, top ? Number(top) : 25))}\n\nby area:\n`);
+  process.stdout.write(`${formatSummary({ totalMs: 0, lines: summariseAreas(profile, n) }).split('\n').slice(1).join('\n')}\n`);
 }
