@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openAuditTrail } from '../src/audit/trail.js';
+import { threadRecordWriter } from '../src/audit/writer-thread.js';
 import { AUDIT_DIR } from '../src/audit/format.js';
 import { tempDir } from './helpers/service.js';
 
@@ -64,4 +65,29 @@ describe('audit writer thread', () => {
     const text = fs.readdirSync(dir).filter((f) => f.endsWith('.jsonl')).map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join('');
     expect(text).toContain('writer-test');
   });
+
+  it('writes batches in call order, also one larger than its shared buffer, and reports a failed write with its errno code', async () => {
+    const dir = tempDir('p11kms-audit-writer-');
+    const file = path.join(dir, 'records.jsonl');
+    const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND | fs.constants.O_DSYNC);
+    const writer = threadRecordWriter();
+    try {
+      const batches = [Buffer.from('first\n'), Buffer.alloc(700 * 1024, 'b'), Buffer.from('\nlast\n')];
+      // Called without waiting: the writer itself keeps them in order.
+      await Promise.all(batches.map((b) => writer.write(fd, b)));
+      expect(fs.readFileSync(file).equals(Buffer.concat(batches))).toBe(true);
+      const readOnly = fs.openSync(file, 'r');
+      try {
+        await expect(writer.write(readOnly, Buffer.from('x'))).rejects.toMatchObject({ code: 'EBADF' });
+      } finally {
+        fs.closeSync(readOnly);
+      }
+      await writer.write(fd, Buffer.from('after the failure\n'));
+      expect(fs.readFileSync(file, 'utf8').endsWith('\nlast\nafter the failure\n')).toBe(true);
+    } finally {
+      await writer.close();
+      fs.closeSync(fd);
+    }
+  });
 });
+
