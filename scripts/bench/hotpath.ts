@@ -42,6 +42,8 @@ async function main(): Promise<void> {
     process.stdout.write(`${formatSummary(summariseProfile(profile, perRequestBase, top))}\n\nby area:\n`);
     process.stdout.write(`${formatSummary({ totalMs: 0, lines: summariseAreas(profile, perRequestBase) }).split('\n').slice(1).join('\n')}\n`);
   }
+  // The service's data and its info-level log grow by hundreds of MB a run: only the profiles stay.
+  if (!settings.keep) for (const entry of fs.readdirSync(work)) if (entry !== 'profiles') fs.rmSync(path.join(work, entry), { recursive: true, force: true });
   process.stdout.write(`profiles in ${profiles}\n`);
 }
 
