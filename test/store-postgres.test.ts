@@ -19,6 +19,8 @@ import { StoreConflictError, StoreUnavailableError, type KeyRecord, type Metadat
 import { startPostgres, type PostgresServer } from './helpers/postgres.js';
 import { describeStoreContract } from './store/contract.js';
 
+const REGION = 'eu-west-1';
+
 let server: PostgresServer;
 beforeAll(async () => {
   server = await startPostgres();
@@ -186,7 +188,7 @@ describe('several nodes on one database', () => {
       for (let round = 0; round < 10; round++) {
         const name = `alias/race-${round}`;
         const results = await Promise.allSettled(
-          nodes.map((n) => n.createAlias({ aliasName: name, targetKeyId: 'k1', createdAt: new Date(), lastUpdatedAt: new Date() })),
+          nodes.map((n) => n.createAlias({ region: REGION, aliasName: name, targetKeyId: 'k1', createdAt: new Date(), lastUpdatedAt: new Date() })),
         );
         expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
         for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(StoreConflictError);
@@ -268,17 +270,17 @@ describe('several nodes on one database', () => {
     try {
       await a!.createKey(makeKey('k1'), version1('k1'), []);
       expect((await b!.getKey('k1'))?.keyState).toBe('Enabled'); // cached on b
-      expect(await b!.getAlias('alias/x')).toBeUndefined(); // a cached miss
+      expect(await b!.getAlias(REGION, 'alias/x')).toBeUndefined(); // a cached miss
       const grantee = 'arn:aws:iam::111122223333:user/alice';
       expect(await b!.grantsForGrantees('k1', [grantee])).toEqual([]);
 
       await a!.updateKey('k1', { keyState: 'Disabled' });
-      await a!.createAlias({ aliasName: 'alias/x', targetKeyId: 'k1', createdAt: new Date(), lastUpdatedAt: new Date() });
+      await a!.createAlias({ region: REGION, aliasName: 'alias/x', targetKeyId: 'k1', createdAt: new Date(), lastUpdatedAt: new Date() });
       await a!.createGrant({ grantId: 'g'.repeat(64), keyId: 'k1', name: null, granteePrincipal: grantee, retiringPrincipal: null, issuingAccount: 'arn:aws:iam::111122223333:root', operations: ['Decrypt'], constraints: null, createdAt: new Date() });
       const changedAt = performance.now();
       for (;;) {
         const key = await b!.getKey('k1');
-        const alias = await b!.getAlias('alias/x');
+        const alias = await b!.getAlias(REGION, 'alias/x');
         const grants = await b!.grantsForGrantees('k1', [grantee]);
         if (key?.keyState === 'Disabled' && alias !== undefined && grants.length === 1) break;
         expect(performance.now() - changedAt).toBeLessThan(CONSISTENCY_BOUND_MS);
@@ -289,7 +291,7 @@ describe('several nodes on one database', () => {
       await a!.deleteKey('k1');
       await new Promise((r) => setTimeout(r, CONSISTENCY_BOUND_MS));
       expect(await b!.getKey('k1')).toBeUndefined();
-      expect(await b!.getAlias('alias/x')).toBeUndefined();
+      expect(await b!.getAlias(REGION, 'alias/x')).toBeUndefined();
       expect(await b!.grantsForGrantees('k1', [grantee])).toEqual([]);
     } finally {
       await closeAll([a!, b!]);

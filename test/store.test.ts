@@ -42,6 +42,7 @@ describeStoreContract({
 
 // What only the SQLite file has: file modes, PRAGMAs, its migration runner, query plans.
 
+const REGION = 'eu-west-1';
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 
 let tempDir: string;
@@ -93,8 +94,9 @@ async function createKey(keyId: string, tags: TagRecord[] = [], overrides: Parti
   return key;
 }
 
-function makeAlias(aliasName: string, targetKeyId: string): AliasRecord {
+function makeAlias(aliasName: string, targetKeyId: string, region = REGION): AliasRecord {
   return {
+    region,
     aliasName,
     targetKeyId,
     createdAt: new Date(1_700_000_001_000),
@@ -232,9 +234,10 @@ describe('hot path', () => {
       return [
         planOf('SELECT * FROM keys WHERE key_id = ?', 'k'),
         planOf('SELECT * FROM keys WHERE key_id > ? ORDER BY key_id LIMIT ?', 'k', 10),
-        planOf('SELECT * FROM aliases WHERE alias_name = ?', 'a'),
-        planOf('SELECT * FROM aliases WHERE alias_name > ? ORDER BY alias_name LIMIT ?', 'a', 10),
-        planOf('SELECT * FROM aliases WHERE target_key_id = ? AND alias_name > ? ORDER BY alias_name LIMIT ?', 'k', 'a', 10),
+        planOf('SELECT * FROM keys WHERE key_id > ? AND key_id < ? ORDER BY key_id', 'mrk-1/', 'mrk-10'),
+        planOf('SELECT * FROM aliases WHERE region = ? AND alias_name = ?', 'r', 'a'),
+        planOf('SELECT * FROM aliases WHERE region = ? AND alias_name > ? ORDER BY alias_name LIMIT ?', 'r', 'a', 10),
+        planOf('SELECT * FROM aliases WHERE target_key_id = ? AND region = ? AND alias_name > ? ORDER BY alias_name LIMIT ?', 'k', 'r', 'a', 10),
         planOf('SELECT COUNT(*) FROM aliases WHERE target_key_id = ?', 'k'),
         planOf('SELECT * FROM tags WHERE key_id = ? ORDER BY tag_key', 'k'),
         planOf('SELECT * FROM key_versions WHERE key_id = ? ORDER BY version', 'k'),

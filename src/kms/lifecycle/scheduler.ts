@@ -81,7 +81,9 @@ async function sweepDueDeletions(svc: Services, log: Logger, summary: DueWorkSum
         } else {
           summary.deleted.push(keyId);
           log.info({ keyId }, 'key deleted at the end of its waiting period; token objects destroyed');
-          const arn = keyArn(svc.account, keyId);
+          // A multi-Region key's row "<key ID>/<Region>" is the key of that Region.
+          const [id, region = svc.account.region] = keyId.split('/');
+          const arn = keyArn({ ...svc.account, region }, id!);
           await recordServiceEvent(svc, log, { eventName: 'DeleteKey', keyArns: [arn], responseElements: { keyId: arn } });
         }
       } catch (err) {

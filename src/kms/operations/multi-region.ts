@@ -1,0 +1,127 @@
+/**
+ * Multi-Region keys within one deployment: ReplicateKey and UpdatePrimaryRegion. A replica is
+ * the same key ID and key material (the same token objects) in another served Region, with its
+ * own description, policy, state, tags, aliases and grants (src/kms/regional-store.ts).
+ */
+import { KmsError, disabled, invalidState, notFound, unsupported, validation } from '../errors.js';
+import type { KeyRecord, TagRecord } from '../../store/types.js';
+import { StoreConflictError } from '../../store/types.js';
+import { keyArn } from '../arn.js';
+import type { OperationHandler, Services } from '../context.js';
+import { arnOfKey, authorize, renderKeyMetadata, resolveAuthorizedKey } from '../keys.js';
+import { isPastDeletionDate } from '../lifecycle/deletion.js';
+import { defaultKeyPolicy } from '../policy-defaults.js';
+import { checkKeyPolicy } from './policies.js';
+import { checkTagCount, checkTagKeys } from './tags.js';
+
+export const isMultiRegion = (key: KeyRecord): boolean => key.primaryRegion !== undefined;
+export const isReplica = (key: KeyRecord): boolean => key.primaryRegion !== undefined && key.primaryRegion !== key.region;
+
+/** The Services of another Region this deployment serves. A Region served by a peer deployment
+ *  (another site) is where a remote replication would plug in; until then it is refused. */
+function servicesOfRegion(svc: Services, region: string): Services {
+  const other = svc.regionServices?.(region);
+  if (!other) {
+    throw unsupported(
+      `The Region ${region} is not served by this deployment (P11KMS_REGIONS); multi-Region keys replicate only between the Regions one deployment serves.`,
+    );
+  }
+  return other;
+}
+
+/** Refuses a replica key where only the primary key will do (ReplicateKey, UpdatePrimaryRegion,
+ *  rotation changes). */
+export function requirePrimary(svc: Services, key: KeyRecord): void {
+  const arn = arnOfKey(svc, key);
+  if (!isMultiRegion(key)) throw unsupported(`${arn} is not a multi-Region key.`);
+  if (isReplica(key)) throw unsupported(`${arn} is a multi-Region replica key. Use the primary key in ${key.primaryRegion}.`);
+}
+
+/** The Regions' keys of a multi-Region key that exist for the API (not past their deletion date). */
+export async function regionalKeysOf(svc: Services, key: KeyRecord): Promise<KeyRecord[]> {
+  return (await svc.store.multiRegionKeys(key.keyId)).filter((k) => !isPastDeletionDate(k, svc.now()));
+}
+
+/** KeyMetadata.MultiRegionConfiguration: the primary and every replica, this key included. */
+export async function multiRegionConfiguration(svc: Services, key: KeyRecord): Promise<Record<string, unknown> | undefined> {
+  if (!isMultiRegion(key)) return undefined;
+  const entry = (region: string) => ({ Arn: keyArn({ ...svc.account, region }, key.keyId), Region: region });
+  const replicas = (await regionalKeysOf(svc, key)).filter((k) => k.region !== key.primaryRegion);
+  return {
+    MultiRegionKeyType: isReplica(key) ? 'REPLICA' : 'PRIMARY',
+    PrimaryKey: entry(key.primaryRegion!),
+    ReplicaKeys: replicas.map((k) => entry(k.region)),
+  };
+}
+
+const replicateKey: OperationHandler = async (input, ctx, svc) => {
+  const primary = await resolveAuthorizedKey(svc, ctx, input.KeyId, 'ReplicateKey', { allowAlias: false });
+  requirePrimary(svc, primary);
+  const arn = arnOfKey(svc, primary);
+  if (primary.keyState === 'Disabled') throw disabled(`${arn} is disabled.`);
+  if (primary.keyState !== 'Enabled') throw invalidState(`${arn} is ${primary.keyState === 'PendingReplicaDeletion' ? 'pending replica deletion' : primary.keyState === 'PendingDeletion' ? 'pending deletion' : primary.keyState.toLowerCase()}.`);
+  const region: string = input.ReplicaRegion;
+  if (region === primary.region) throw validation(`The replica Region ${region} is the Region of the primary key ${arn}.`);
+  const target = servicesOfRegion(svc, region);
+
+  const tags = (input.Tags ?? []) as TagRecord[];
+  checkTagKeys(tags.map((t) => t.TagKey));
+  checkTagCount(tags.length);
+  // AWS: kms:CreateKey (and kms:TagResource for tags) in an IAM policy in the replica's Region.
+  await authorize(target, ctx, 'CreateKey', '*');
+  if (tags.length > 0) await authorize(target, ctx, 'TagResource', '*');
+
+  const existing = await target.store.getKey(primary.keyId);
+  const alreadyExists = () => new KmsError('AlreadyExistsException', `${keyArn(target.account, primary.keyId)} already exists.`);
+  if (existing) throw alreadyExists();
+  const policy: string = input.Policy ?? defaultKeyPolicy(svc.account.partition, svc.account.accountId);
+  const replica: KeyRecord = {
+    ...primary,
+    region,
+    createdAt: svc.now(),
+    description: input.Description ?? '',
+    // On-prem the replica shares the primary's token objects: nothing to copy, so it is usable at
+    // once (AWS shows Creating for a few seconds while it copies the material between Regions).
+    keyState: 'Enabled',
+    policy,
+    deletionDate: null,
+    pendingWindowInDays: null,
+  };
+  if (input.Policy !== undefined) await checkKeyPolicy(target, ctx, replica, policy, input.BypassPolicyLockoutSafetyCheck === true);
+  try {
+    await target.store.createRegionalKey(replica, tags.map((t) => ({ TagKey: t.TagKey, TagValue: t.TagValue })));
+  } catch (e) {
+    // A replica deleted for the API whose row the sweep has not removed yet, or a concurrent twin.
+    if (e instanceof StoreConflictError) throw alreadyExists();
+    throw e;
+  }
+  return {
+    ReplicaKeyMetadata: await renderKeyMetadata(target, replica),
+    ReplicaPolicy: policy,
+    ReplicaTags: tags.length > 0 ? tags : undefined,
+  };
+};
+
+const updatePrimaryRegion: OperationHandler = async (input, ctx, svc) => {
+  const primary = await resolveAuthorizedKey(svc, ctx, input.KeyId, 'UpdatePrimaryRegion', { allowAlias: false });
+  requirePrimary(svc, primary);
+  const region: string = input.PrimaryRegion;
+  if (region === primary.region) throw validation(`${arnOfKey(svc, primary)} is already the primary key in ${region}.`);
+  const target = servicesOfRegion(svc, region);
+  const replica = await target.store.getKey(primary.keyId);
+  if (!replica || isPastDeletionDate(replica, svc.now())) throw notFound(`Key '${keyArn(target.account, primary.keyId)}' does not exist`);
+  // AWS: kms:UpdatePrimaryRegion on the primary (its Region's policy) and on the replica (its own).
+  await authorize(target, ctx, 'UpdatePrimaryRegion', replica);
+  for (const [key, services] of [[primary, svc], [replica, target]] as const) {
+    if (key.keyState === 'PendingDeletion' || key.keyState === 'PendingReplicaDeletion') {
+      throw invalidState(`${arnOfKey(services, key)} is pending deletion.`);
+    }
+  }
+  await svc.store.setPrimaryRegion(primary.keyId, region);
+  return undefined;
+};
+
+export const multiRegionOperations = {
+  ReplicateKey: replicateKey,
+  UpdatePrimaryRegion: updatePrimaryRegion,
+};
