@@ -14,6 +14,7 @@ import {
   EnableKeyRotationCommand,
   EncryptCommand,
   GenerateMacCommand,
+  GetKeyLastUsageCommand,
   GetKeyPolicyCommand,
   GetKeyRotationStatusCommand,
   KMSClient,
@@ -44,8 +45,9 @@ const kms = (region: string) => {
   clients.push(c);
   return c;
 };
+const env = { P11KMS_DATA_DIR: tempDir('p11kms-mrk-'), P11KMS_REGIONS: `${US},${EU}` };
 beforeAll(async () => {
-  t = await startTestService({ P11KMS_DATA_DIR: tempDir('p11kms-mrk-'), P11KMS_REGIONS: `${US},${EU}` }, now);
+  t = await startTestService(env, now);
 });
 afterAll(async () => {
   clients.forEach((c) => c.destroy());
@@ -201,6 +203,23 @@ describe('rotation and the primary Region', () => {
     // The old primary is now a replica: it can no longer replicate nor move the primary.
     expect((await errorOf(kms(US).send(new UpdatePrimaryRegionCommand({ KeyId: keyId, PrimaryRegion: EU })))).name).toBe('UnsupportedOperationException');
     await kms(EU).send(new RotateKeyOnDemandCommand({ KeyId: keyId }));
+  });
+});
+
+describe('per Region, and across a restart', () => {
+  it("GetKeyLastUsage is each Region's own; a restart (with its token/database check) keeps primary and replica working", async () => {
+    const { keyId } = await primaryAndReplica();
+    const { CiphertextBlob } = await kms(EU).send(new EncryptCommand({ KeyId: keyId, Plaintext: Buffer.from('before restart') }));
+    const usedInEu = await kms(EU).send(new GetKeyLastUsageCommand({ KeyId: keyId }));
+    expect(usedInEu.KeyLastUsage?.Operation).toBe('Encrypt');
+    expect((await kms(US).send(new GetKeyLastUsageCommand({ KeyId: keyId }))).KeyLastUsage?.Operation).toBeUndefined();
+
+    await t.stop();
+    t = await startTestService(env, now);
+    const decrypted = await kms(US).send(new DecryptCommand({ CiphertextBlob }));
+    expect(Buffer.from(decrypted.Plaintext!).toString()).toBe('before restart');
+    expect((await kms(EU).send(new DescribeKeyCommand({ KeyId: keyId }))).KeyMetadata!.MultiRegionConfiguration!.MultiRegionKeyType).toBe('REPLICA');
+    expect((await kms(EU).send(new GetKeyLastUsageCommand({ KeyId: keyId }))).KeyLastUsage?.Operation).toBe('Encrypt');
   });
 });
 

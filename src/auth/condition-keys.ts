@@ -126,7 +126,14 @@ class RequestConditionContext implements PolicyContext {
       case 'kms:keyorigin':
         return kmsKey?.origin ?? str(input.Origin) ?? (createKey ? 'AWS_KMS' : undefined);
       case 'kms:multiregion':
-        return kmsKey || createKey ? String(input.MultiRegion === true) : undefined;
+        return kmsKey ? String(kmsKey.primaryRegion !== undefined) : createKey ? String(input.MultiRegion === true) : undefined;
+      case 'kms:multiregionkeytype':
+        if (kmsKey?.primaryRegion === undefined) return undefined;
+        return kmsKey.region === kmsKey.primaryRegion ? 'PRIMARY' : 'REPLICA';
+      case 'kms:replicaregion':
+        return action === 'kms:ReplicateKey' ? str(input.ReplicaRegion) : undefined;
+      case 'kms:primaryregion':
+        return action === 'kms:UpdatePrimaryRegion' ? str(input.PrimaryRegion) : undefined;
       case 'kms:resourcealiases':
         return this.resourceAliases;
       // Request parameters.

@@ -190,10 +190,12 @@ export class KmsAuthorizer implements Authorizer {
    *  longer compiles (e.g. it names a principal since removed from the principals file) allows
    *  nothing: fail closed. */
   private keyPolicyOf(key: KeyRecord): CompiledPolicy {
-    const cached = this.keyPolicies.get(key.keyId);
+    // By store row: each Region's key of a multi-Region key has its own policy.
+    const row = storeKeyId(key);
+    const cached = this.keyPolicies.get(row);
     if (cached && cached.text === key.policy) {
-      this.keyPolicies.delete(key.keyId);
-      this.keyPolicies.set(key.keyId, cached);
+      this.keyPolicies.delete(row);
+      this.keyPolicies.set(row, cached);
       return cached.compiled;
     }
     let compiled: CompiledPolicy;
@@ -203,8 +205,8 @@ export class KmsAuthorizer implements Authorizer {
       if (!(e instanceof KmsError)) throw e;
       compiled = NO_POLICY;
     }
-    this.keyPolicies.delete(key.keyId);
-    this.keyPolicies.set(key.keyId, { text: key.policy, compiled });
+    this.keyPolicies.delete(row);
+    this.keyPolicies.set(row, { text: key.policy, compiled });
     if (this.keyPolicies.size > KEY_POLICY_CACHE_SIZE) this.keyPolicies.delete(this.keyPolicies.keys().next().value!);
     return compiled;
   }

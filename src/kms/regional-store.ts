@@ -6,9 +6,9 @@
  * Multi-Region keys: one key ID, one key material, a row per Region. The material (backing
  * versions, rotation, key-material lifecycle) hangs off a row under the bare key ID that no
  * Region sees; each Region's key (primary or replica: its own description, policy, state,
- * tags, aliases, grants) is a row under `<key ID>/<Region>`. This view speaks the key ID that
- * AWS shows and maps it to the Region's row for everything regional; the lifecycle store, the
- * backing versions and the key uses go to the material row, so that rotating the primary is seen
+ * tags, aliases, grants, last use) is a row under `<key ID>/<Region>`. This view speaks the key
+ * ID that AWS shows and maps it to the Region's row for everything regional; the lifecycle store
+ * and the backing versions go to the material row, so that rotating the primary is seen
  * by every replica and all of them use the same token objects.
  */
 import type { AliasRecord, GrantRecord, KeyRecord, MetadataStore } from '../store/types.js';
@@ -72,6 +72,11 @@ export function regionalStore(base: MetadataStore, region: string): MetadataStor
     listAliases: async (filter) =>
       (await base.listAliases({ ...filter, targetKeyId: filter.targetKeyId === undefined ? undefined : toRow(filter.targetKeyId) })).map(aliasOut),
     countAliasesForKey: (keyId) => base.countAliasesForKey(toRow(keyId)),
+
+    getKeyUse: async (keyId) => {
+      const use = await base.getKeyUse(toRow(keyId));
+      return use && { ...use, keyId };
+    },
 
     listTags: (keyId) => base.listTags(toRow(keyId)),
     putTags: (keyId, tags) => base.putTags(toRow(keyId), tags),
