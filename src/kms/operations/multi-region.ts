@@ -3,12 +3,12 @@
  * the same key ID and key material (the same token objects) in another served Region, with its
  * own description, policy, state, tags, aliases and grants (src/kms/regional-store.ts).
  */
-import { KmsError, disabled, invalidState, notFound, unsupported, validation } from '../errors.js';
+import { KmsError, notFound, unsupported, validation } from '../errors.js';
 import type { KeyRecord, TagRecord } from '../../store/types.js';
 import { StoreConflictError } from '../../store/types.js';
 import { keyArn } from '../arn.js';
 import type { OperationHandler, Services } from '../context.js';
-import { arnOfKey, authorize, renderKeyMetadata, resolveAuthorizedKey } from '../keys.js';
+import { arnOfKey, authorize, renderKeyMetadata, requireEnabled, resolveAuthorizedKey } from '../keys.js';
 import { isPastDeletionDate } from '../lifecycle/deletion.js';
 import { defaultKeyPolicy } from '../policy-defaults.js';
 import { checkKeyPolicy } from './policies.js';
@@ -58,8 +58,8 @@ const replicateKey: OperationHandler = async (input, ctx, svc) => {
   const primary = await resolveAuthorizedKey(svc, ctx, input.KeyId, 'ReplicateKey', { allowAlias: false });
   requirePrimary(svc, primary);
   const arn = arnOfKey(svc, primary);
-  if (primary.keyState === 'Disabled') throw disabled(`${arn} is disabled.`);
-  if (primary.keyState !== 'Enabled') throw invalidState(`${arn} is ${primary.keyState === 'PendingReplicaDeletion' ? 'pending replica deletion' : primary.keyState === 'PendingDeletion' ? 'pending deletion' : primary.keyState.toLowerCase()}.`);
+  // AWS: a primary pending (replica) deletion cannot be replicated.
+  requireEnabled(svc, primary);
   const region: string = input.ReplicaRegion;
   if (region === primary.region) throw validation(`The replica Region ${region} is the Region of the primary key ${arn}.`);
   const target = servicesOfRegion(svc, region);
@@ -112,11 +112,8 @@ const updatePrimaryRegion: OperationHandler = async (input, ctx, svc) => {
   if (!replica || isPastDeletionDate(replica, svc.now())) throw notFound(`Key '${keyArn(target.account, primary.keyId)}' does not exist`);
   // AWS: kms:UpdatePrimaryRegion on the primary (its Region's policy) and on the replica (its own).
   await authorize(target, ctx, 'UpdatePrimaryRegion', replica);
-  for (const [key, services] of [[primary, svc], [replica, target]] as const) {
-    if (key.keyState === 'PendingDeletion' || key.keyState === 'PendingReplicaDeletion') {
-      throw invalidState(`${arnOfKey(services, key)} is pending deletion.`);
-    }
-  }
+  // AWS: both keys must be Enabled when the operation starts.
+  for (const [key, services] of [[primary, svc], [replica, target]] as const) requireEnabled(services, key);
   await svc.store.setPrimaryRegion(primary.keyId, region);
   return undefined;
 };
