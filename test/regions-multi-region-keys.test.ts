@@ -155,6 +155,27 @@ describe('creating and replicating', () => {
     await kms(US).send(new EncryptCommand({ KeyId: second.KeyId, Plaintext: Buffer.from('x') }));
   });
 
+  it('condition keys: kms:MultiRegionKeyType in a replica policy, kms:ReplicaRegion in the primary policy', async () => {
+    const root = `arn:aws:iam::${ACCOUNT_ID}:root`;
+    const policy = (deny: Record<string, unknown>) =>
+      JSON.stringify({
+        Version: '2012-10-17',
+        Statement: [
+          { Effect: 'Allow', Principal: { AWS: root }, Action: 'kms:*', Resource: '*' },
+          { Effect: 'Deny', Principal: { AWS: root }, Resource: '*', ...deny },
+        ],
+      });
+    const noEuReplicas = policy({ Action: 'kms:ReplicateKey', Condition: { StringEquals: { 'kms:ReplicaRegion': EU } } });
+    const guarded = (await kms(US).send(new CreateKeyCommand({ MultiRegion: true, Policy: noEuReplicas }))).KeyMetadata!;
+    expect((await errorOf(kms(US).send(new ReplicateKeyCommand({ KeyId: guarded.KeyId, ReplicaRegion: EU })))).name).toBe('AccessDeniedException');
+
+    const replicasDontEncrypt = policy({ Action: 'kms:Encrypt', Condition: { StringEquals: { 'kms:MultiRegionKeyType': 'REPLICA' } } });
+    const key = (await kms(US).send(new CreateKeyCommand({ MultiRegion: true, Policy: replicasDontEncrypt }))).KeyMetadata!;
+    await kms(US).send(new ReplicateKeyCommand({ KeyId: key.KeyId, ReplicaRegion: EU, Policy: replicasDontEncrypt }));
+    await kms(US).send(new EncryptCommand({ KeyId: key.KeyId, Plaintext: Buffer.from('primary') }));
+    expect((await errorOf(kms(EU).send(new EncryptCommand({ KeyId: key.KeyId, Plaintext: Buffer.from('replica') })))).name).toBe('AccessDeniedException');
+  });
+
   it("AWS's errors: replica exists, not multi-Region, a replica is not replicated, Region not served", async () => {
     const { keyId } = await primaryAndReplica();
     expect((await errorOf(kms(US).send(new ReplicateKeyCommand({ KeyId: keyId, ReplicaRegion: EU })))).name).toBe('AlreadyExistsException');
