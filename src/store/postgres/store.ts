@@ -137,7 +137,17 @@ class PostgresMetadataStore implements MetadataStore {
     return value;
   }
 
-  async createKey(key: KeyRecord, version: BackingKeyVersionRecord, tags: TagRecord[]): Promise<void> {
+  createKey(key: KeyRecord, version: BackingKeyVersionRecord, tags: TagRecord[]): Promise<void> {
+    return this.insertKey(key, version, tags);
+  }
+
+  createRegionalKey(key: KeyRecord, tags: TagRecord[]): Promise<void> {
+    return this.insertKey(key, undefined, tags);
+  }
+
+  /** The key row, its first backing version (none for a Region's row of a multi-Region key) and
+   *  its tags, in one transaction. */
+  private async insertKey(key: KeyRecord, version: BackingKeyVersionRecord | undefined, tags: TagRecord[]): Promise<void> {
     const row = keyToRow(key);
     await this.write(async (tx) => {
       try {
@@ -146,12 +156,14 @@ class PostgresMetadataStore implements MetadataStore {
         if (codeOf(err) === UNIQUE_VIOLATION) throw new StoreConflictError(`key ${key.keyId} already exists`);
         throw err;
       }
-      await tx.query('INSERT INTO key_versions (key_id, version, created_at, key_material_id) VALUES ($1, $2, $3, $4)', [
-        version.keyId,
-        version.version,
-        checkedDate(version.createdAt),
-        version.keyMaterialId,
-      ]);
+      if (version) {
+        await tx.query('INSERT INTO key_versions (key_id, version, created_at, key_material_id) VALUES ($1, $2, $3, $4)', [
+          version.keyId,
+          version.version,
+          checkedDate(version.createdAt),
+          version.keyMaterialId,
+        ]);
+      }
       // Plain INSERT: duplicate TagKeys in one request are a caller bug and must not pass silently.
       if (tags.length > 0) {
         await tx.query('INSERT INTO tags (key_id, tag_key, tag_value) SELECT $1, * FROM unnest($2::text[], $3::text[])', [
@@ -168,25 +180,6 @@ class PostgresMetadataStore implements MetadataStore {
     return this.cached(this.cache.keys, keyId, async () => {
       const { rows } = await this.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys WHERE key_id = $1`, [keyId]);
       return rows[0] && Object.freeze(rowToKey(rows[0]));
-    });
-  }
-
-  async createRegionalKey(key: KeyRecord, tags: TagRecord[]): Promise<void> {
-    await this.write(async (tx) => {
-      try {
-        await tx.query(`INSERT INTO keys (${KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, keyToRow(key));
-      } catch (err) {
-        if (codeOf(err) === UNIQUE_VIOLATION) throw new StoreConflictError(`key ${key.keyId} already exists`);
-        throw err;
-      }
-      if (tags.length > 0) {
-        await tx.query('INSERT INTO tags (key_id, tag_key, tag_value) SELECT $1, * FROM unnest($2::text[], $3::text[])', [
-          key.keyId,
-          tags.map((t) => t.TagKey),
-          tags.map((t) => t.TagValue),
-        ]);
-      }
-      tx.changed('key', key.keyId);
     });
   }
 

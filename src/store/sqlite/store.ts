@@ -179,7 +179,6 @@ class SqliteMetadataStore implements MetadataStore {
   private readonly grants: SqliteGrantTable;
 
   private readonly createKeyTx;
-  private readonly createRegionalKeyTx;
   private readonly selectRegionalRowsStmt;
   private readonly setPrimaryRegionStmt;
   private readonly putTagsTx;
@@ -273,7 +272,8 @@ class SqliteMetadataStore implements MetadataStore {
     this.selectOneStmt = db.prepare<[], number>('SELECT 1').pluck();
     this.grants = new SqliteGrantTable(db);
 
-    this.createKeyTx = db.transaction((key: KeyRecord, version: BackingKeyVersionRecord, tags: TagRecord[]) => {
+    // The key row, its first backing version (none for a Region's row of a multi-Region key), its tags.
+    this.createKeyTx = db.transaction((key: KeyRecord, version: BackingKeyVersionRecord | undefined, tags: TagRecord[]) => {
       try {
         this.insertKeyStmt.run(...keyToRow(key));
       } catch (err) {
@@ -282,17 +282,8 @@ class SqliteMetadataStore implements MetadataStore {
         }
         throw err;
       }
-      this.insertVersionStmt.run(versionToRow(version));
+      if (version) this.insertVersionStmt.run(versionToRow(version));
       // Plain INSERT: duplicate TagKeys in one request are a caller bug and must not pass silently.
-      for (const tag of tags) this.insertTagStmt.run(key.keyId, tag.TagKey, tag.TagValue);
-    });
-    this.createRegionalKeyTx = db.transaction((key: KeyRecord, tags: TagRecord[]) => {
-      try {
-        this.insertKeyStmt.run(...keyToRow(key));
-      } catch (err) {
-        if (isConstraintError(err, 'SQLITE_CONSTRAINT_PRIMARYKEY')) throw new StoreConflictError(`key ${key.keyId} already exists`);
-        throw err;
-      }
       for (const tag of tags) this.insertTagStmt.run(key.keyId, tag.TagKey, tag.TagValue);
     });
     this.selectRegionalRowsStmt = selectKeys<[string, string]>('WHERE key_id > ? AND key_id < ? ORDER BY key_id');
@@ -342,7 +333,7 @@ class SqliteMetadataStore implements MetadataStore {
   }
 
   async createRegionalKey(key: KeyRecord, tags: TagRecord[]): Promise<void> {
-    this.createRegionalKeyTx.immediate(key, tags);
+    this.createKeyTx.immediate(key, undefined, tags);
   }
 
   async multiRegionKeys(keyId: string): Promise<KeyRecord[]> {
