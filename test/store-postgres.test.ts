@@ -113,6 +113,29 @@ describe('PostgreSQL migrations', () => {
     });
   });
 
+  it("migration 4 gives every existing alias its key's Region, then names may repeat across Regions", async () => {
+    const url = await server.createDatabase();
+    const { applyPostgresMigrations } = await import('../src/store/postgres/migrations.js');
+    await withClient(url, async (c) => {
+      await applyPostgresMigrations(c, 'test', POSTGRES_MIGRATIONS.filter((m) => m.version <= 3));
+      await c.query(
+        `INSERT INTO keys (key_id, account_id, region, created_at, description, key_state, key_spec, key_usage, origin, policy, current_version)
+         VALUES ('k-eu', '111122223333', 'eu-west-1', now(), '', 'Enabled', 'SYMMETRIC_DEFAULT', 'ENCRYPT_DECRYPT', 'AWS_KMS', '{}', 1)`,
+      );
+      await c.query("INSERT INTO aliases (alias_name, target_key_id, created_at, last_updated_at) VALUES ('alias/old', 'k-eu', now(), now())");
+      expect(await applyPostgresMigrations(c, 'test', POSTGRES_MIGRATIONS)).toEqual([4]);
+    });
+    const upgraded = await openPostgresStore(url);
+    try {
+      expect(await upgraded.getAlias('eu-west-1', 'alias/old')).toMatchObject({ region: 'eu-west-1', targetKeyId: 'k-eu' });
+      expect(await upgraded.getAlias('us-east-1', 'alias/old')).toBeUndefined();
+      await upgraded.createAlias({ region: 'us-east-1', aliasName: 'alias/old', targetKeyId: 'k-eu', createdAt: new Date(), lastUpdatedAt: new Date() });
+      expect((await upgraded.getAlias('us-east-1', 'alias/old'))?.targetKeyId).toBe('k-eu');
+    } finally {
+      await upgraded.close();
+    }
+  });
+
   it('refuses a schema newer than this code, leaving it as it is', async () => {
     const url = await server.createDatabase();
     await (await openPostgresStore(url)).close();
