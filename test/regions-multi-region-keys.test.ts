@@ -213,6 +213,22 @@ describe('rotation and the primary Region', () => {
     }
   });
 
+  it("automatic rotation of the primary reaches the replica; a disabled primary does not rotate, whatever the replica's state", async () => {
+    const rotating = await primaryAndReplica();
+    const still = await primaryAndReplica();
+    for (const { keyId } of [rotating, still]) await kms(US).send(new EnableKeyRotationCommand({ KeyId: keyId, RotationPeriodInDays: 90 }));
+    await kms(US).send(new DisableKeyCommand({ KeyId: still.keyId }));
+    const materialIn = async (region: string, keyId: string) => (await kms(region).send(new DescribeKeyCommand({ KeyId: keyId }))).KeyMetadata!.CurrentKeyMaterialId;
+    const before = { rotating: await materialIn(EU, rotating.keyId), still: await materialIn(EU, still.keyId) };
+    offsetMs += 91 * DAY_MS;
+    const { rotated } = await t.service.runDueWork();
+    expect(rotated).toContain(rotating.keyId);
+    expect(rotated).not.toContain(still.keyId);
+    expect(await materialIn(EU, rotating.keyId)).not.toBe(before.rotating);
+    expect(await materialIn(EU, rotating.keyId)).toBe(await materialIn(US, rotating.keyId));
+    expect(await materialIn(EU, still.keyId)).toBe(before.still);
+  });
+
   it('UpdatePrimaryRegion swaps the roles on both sides', async () => {
     const { keyId } = await primaryAndReplica();
     await kms(US).send(new UpdatePrimaryRegionCommand({ KeyId: keyId, PrimaryRegion: EU }));

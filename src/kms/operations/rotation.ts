@@ -36,6 +36,7 @@ function requireRotatableState(svc: Services, key: KeyRecord): void {
   if (key.keyState === 'Disabled') throw disabled(`${arn} is disabled.`);
   if (key.keyState === 'PendingDeletion') throw invalidState(`${arn} is pending deletion.`);
   if (key.keyState === 'PendingImport') throw invalidState(`${arn} is pending import.`);
+  if (key.keyState === 'PendingReplicaDeletion') throw invalidState(`${arn} is pending replica deletion.`);
   if (key.keyState !== 'Enabled') throw invalidState(`${arn} is ${key.keyState.toLowerCase()}.`);
 }
 
