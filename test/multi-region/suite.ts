@@ -20,6 +20,7 @@ import {
   GetKeyRotationStatusCommand,
   KMSClient,
   ListAliasesCommand,
+  ListKeysCommand,
   ListResourceTagsCommand,
   ReplicateKeyCommand,
   RotateKeyOnDemandCommand,
@@ -96,7 +97,9 @@ export function describeMultiRegionKeys(store: string, storeEnv: () => Promise<R
         expect((await kms(US).send(new ListResourceTagsCommand({ KeyId: keyId }))).Tags).toEqual([]);
         expect(inEu.CurrentKeyMaterialId).toBe(inUs.CurrentKeyMaterialId);
         expect(await inspectBackingKey(t.service.services.hsm, { keyId, version: 1 })).toBeDefined();
-        // Single-Region keys say so.
+        const listed = (await kms(EU).send(new ListKeysCommand({ Limit: 1000 }))).Keys!;
+      expect(listed).toContainEqual({ KeyId: keyId, KeyArn: arnIn(EU, keyId) });
+      // Single-Region keys say so.
         const single = (await kms(US).send(new CreateKeyCommand({}))).KeyMetadata!;
         expect(single.MultiRegion).toBe(false);
         expect(single.MultiRegionConfiguration).toBeUndefined();

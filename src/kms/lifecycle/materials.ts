@@ -132,7 +132,8 @@ export async function rotateAutomatically(svc: Services, key: KeyRecord, claim: 
   const next = new Date(claim.now.getTime() + schedule!.periodInDays! * DAY_MS);
   const material = await rotateUnderClaim(svc, key, claim, 'AUTOMATIC', next);
   await svc.audit
-    ?.recordServiceEvent({ eventName: 'RotateKey', keyArns: [keyArn(svc.account, key.keyId)], additionalEventData: { keyMaterialId: material.keyMaterialId } })
+    // A multi-Region key rotates as its primary (the replicas share the material).
+    ?.recordServiceEvent({ eventName: 'RotateKey', keyArns: [keyArn({ ...svc.account, region: key.primaryRegion ?? svc.account.region }, key.keyId)], additionalEventData: { keyMaterialId: material.keyMaterialId } })
     .catch(() => undefined);
   return material;
 }
