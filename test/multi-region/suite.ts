@@ -30,6 +30,8 @@ import {
   VerifyMacCommand,
   VerifyCommand,
 } from '@aws-sdk/client-kms';
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inspectBackingKey } from '../../src/hsm/pkcs11-token.js';
 import { DAY_MS } from '../helpers/clock.js';
@@ -61,6 +63,15 @@ export function describeMultiRegionKeys(store: string, storeEnv: () => Promise<R
       clients.forEach((c) => c.destroy());
       await t?.stop();
     });
+    type AuditRecord = { eventName: string; awsRegion: string; eventType: string; resources?: { ARN: string }[] };
+    const auditRecords = (): AuditRecord[] => {
+      const dir = path.join(env.P11KMS_DATA_DIR!, 'audit');
+      return fs
+        .readdirSync(dir)
+        .filter((f) => f.endsWith('.jsonl'))
+        .flatMap((f) => fs.readFileSync(path.join(dir, f), 'utf8').split('\n').filter(Boolean))
+        .map((l) => JSON.parse(l) as AuditRecord);
+    };
     async function primaryAndReplica(params: ConstructorParameters<typeof CreateKeyCommand>[0] = {}) {
       const primary = (await kms(US).send(new CreateKeyCommand({ ...params, MultiRegion: true, Description: 'primary' }))).KeyMetadata!;
       const replicated = await kms(US).send(new ReplicateKeyCommand({ KeyId: primary.KeyId, ReplicaRegion: EU, Description: 'replica', Tags: [{ TagKey: 'site', TagValue: 'eu' }] }));
@@ -97,6 +108,10 @@ export function describeMultiRegionKeys(store: string, storeEnv: () => Promise<R
         expect((await kms(US).send(new ListResourceTagsCommand({ KeyId: keyId }))).Tags).toEqual([]);
         expect(inEu.CurrentKeyMaterialId).toBe(inUs.CurrentKeyMaterialId);
         expect(await inspectBackingKey(t.service.services.hsm, { keyId, version: 1 })).toBeDefined();
+        // The audit trail: ReplicateKey in the primary's Region, a CreateKey in the replica's.
+        const records = auditRecords();
+        expect(records.find((r) => r.eventName === 'ReplicateKey' && r.resources?.some((x) => x.ARN === arnIn(US, keyId)))?.awsRegion).toBe(US);
+        expect(records.find((r) => r.eventName === 'CreateKey' && r.resources?.some((x) => x.ARN === arnIn(EU, keyId)))).toMatchObject({ awsRegion: EU, eventType: 'AwsServiceEvent' });
         const listed = (await kms(EU).send(new ListKeysCommand({ Limit: 1000 }))).Keys!;
       expect(listed).toContainEqual({ KeyId: keyId, KeyArn: arnIn(EU, keyId) });
       // Single-Region keys say so.
@@ -300,6 +315,8 @@ export function describeMultiRegionKeys(store: string, storeEnv: () => Promise<R
         await t.service.runDueWork();
         expect((await errorOf(kms(US).send(new DescribeKeyCommand({ KeyId: keyId })))).name).toBe('NotFoundException');
         await expect(inspectBackingKey(t.service.services.hsm, { keyId, version: 1 })).rejects.toThrow();
+        const deletions = auditRecords().filter((r) => r.eventName === 'DeleteKey' && r.resources?.some((x) => x.ARN.endsWith(keyId)));
+        expect(deletions.map((r) => [r.awsRegion, r.resources![0]!.ARN])).toEqual([[EU, arnIn(EU, keyId)], [US, arnIn(US, keyId)]]);
         expect((await errorOf(kms(US).send(new DecryptCommand({ CiphertextBlob: blob })))).name).toBe('AccessDeniedException');
       });
     });

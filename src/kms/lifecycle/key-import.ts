@@ -13,7 +13,7 @@ import { KmsError, invalidCiphertext, invalidState, notFound, unsupported, valid
 import { KeyImportError, type MaterialCustody, type MaterialKind, type WrappingAlgorithm, type WrappingKeySpec, keyImporterOf } from '../../hsm/key-import.js';
 import type { ExpirationModel, ImportParametersRecord, MaterialRecord } from '../../store/lifecycle.js';
 import type { KeyRecord } from '../../store/types.js';
-import { keyArn } from '../arn.js';
+import { keyArn, keyEventScope } from '../arn.js';
 import { KEY_SPECS, type KeyUsage, PRIVATE_KEY_USAGE } from '../key-specs.js';
 import type { Services } from '../context.js';
 import { removeImportedMaterial } from './expiry.js';
@@ -187,7 +187,7 @@ export async function importKeyMaterial(svc: Services, key: KeyRecord, request: 
       await svc.audit
         ?.recordServiceEvent({
           eventName: 'ImportKeyMaterialCustody',
-          keyArns: [keyArn(svc.account, key.keyId)],
+          ...keyEventScope(svc.account, key),
           additionalEventData: { keyMaterialId: result.keyMaterialId, custody: result.custody },
         })
         .catch(() => undefined);

@@ -8,7 +8,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { KmsError } from '../errors.js';
 import type { Claim, ClaimKind, MaterialRecord, RotationType } from '../../store/lifecycle.js';
 import type { KeyRecord, KeyState } from '../../store/types.js';
-import { keyArn } from '../arn.js';
+import { keyEventScope } from '../arn.js';
 import type { Services } from '../context.js';
 import { apiKeyId } from '../regional-store.js';
 
@@ -132,8 +132,7 @@ export async function rotateAutomatically(svc: Services, key: KeyRecord, claim: 
   const next = new Date(claim.now.getTime() + schedule!.periodInDays! * DAY_MS);
   const material = await rotateUnderClaim(svc, key, claim, 'AUTOMATIC', next);
   await svc.audit
-    // A multi-Region key rotates as its primary (the replicas share the material).
-    ?.recordServiceEvent({ eventName: 'RotateKey', keyArns: [keyArn({ ...svc.account, region: key.primaryRegion ?? svc.account.region }, key.keyId)], additionalEventData: { keyMaterialId: material.keyMaterialId } })
+    ?.recordServiceEvent({ eventName: 'RotateKey', ...keyEventScope(svc.account, key, true), additionalEventData: { keyMaterialId: material.keyMaterialId } })
     .catch(() => undefined);
   return material;
 }

@@ -6,7 +6,7 @@
 import { KmsError, notFound, unsupported, validation } from '../errors.js';
 import type { KeyRecord, TagRecord } from '../../store/types.js';
 import { StoreConflictError } from '../../store/types.js';
-import { keyArn } from '../arn.js';
+import { keyArn, keyEventScope } from '../arn.js';
 import type { OperationHandler, Services } from '../context.js';
 import { arnOfKey, authorize, renderKeyMetadata, requireEnabled, resolveAuthorizedKey } from '../keys.js';
 import { isPastDeletionDate } from '../lifecycle/deletion.js';
@@ -95,6 +95,10 @@ const replicateKey: OperationHandler = async (input, ctx, svc) => {
     if (e instanceof StoreConflictError) throw alreadyExists();
     throw e;
   }
+  // AWS: ReplicateKey is recorded in the primary's Region (this request's record), a CreateKey in
+  // the replica's.
+  const scope = keyEventScope(svc.account, replica);
+  await svc.audit?.recordServiceEvent({ eventName: 'CreateKey', ...scope, responseElements: { keyId: scope.keyArns[0]! } }).catch(() => undefined);
   return {
     ReplicaKeyMetadata: await renderKeyMetadata(target, replica),
     ReplicaPolicy: policy,
