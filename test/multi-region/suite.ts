@@ -113,8 +113,17 @@ export function describeMultiRegionKeys(store: string, storeEnv: () => Promise<R
         expect(records.find((r) => r.eventName === 'ReplicateKey' && r.resources?.some((x) => x.ARN === arnIn(US, keyId)))?.awsRegion).toBe(US);
         expect(records.find((r) => r.eventName === 'CreateKey' && r.resources?.some((x) => x.ARN === arnIn(EU, keyId)))).toMatchObject({ awsRegion: EU, eventType: 'AwsServiceEvent' });
         const listed = (await kms(EU).send(new ListKeysCommand({ Limit: 1000 }))).Keys!;
-      expect(listed).toContainEqual({ KeyId: keyId, KeyArn: arnIn(EU, keyId) });
-      // Single-Region keys say so.
+        expect(listed).toContainEqual({ KeyId: keyId, KeyArn: arnIn(EU, keyId) });
+        // Pages of one: the markers of multi-Region keys lead on to the same listing.
+        const paged: typeof listed = [];
+        let marker: string | undefined;
+        do {
+          const page = await kms(EU).send(new ListKeysCommand({ Limit: 1, Marker: marker }));
+          paged.push(...page.Keys!);
+          marker = page.NextMarker;
+        } while (marker);
+        expect(paged).toEqual(listed);
+        // Single-Region keys say so.
         const single = (await kms(US).send(new CreateKeyCommand({}))).KeyMetadata!;
         expect(single.MultiRegion).toBe(false);
         expect(single.MultiRegionConfiguration).toBeUndefined();
