@@ -182,6 +182,7 @@ export function describeMultiRegionKeys(store: string, storeEnv: () => Promise<R
         const second = (await kms(US).send(new CreateKeyCommand({ MultiRegion: true }))).KeyMetadata!;
         const replicated = await kms(US).send(new ReplicateKeyCommand({ KeyId: second.KeyId, ReplicaRegion: EU, Policy: denying }));
         expect(replicated.ReplicaPolicy).toBe(denying);
+        expect(replicated.ReplicaTags).toEqual([]);
         expect((await kms(EU).send(new GetKeyPolicyCommand({ KeyId: second.KeyId }))).Policy).toBe(denying);
         expect((await errorOf(kms(EU).send(new EncryptCommand({ KeyId: second.KeyId, Plaintext: Buffer.from('x') })))).name).toBe('AccessDeniedException');
         await kms(US).send(new EncryptCommand({ KeyId: second.KeyId, Plaintext: Buffer.from('x') }));

@@ -64,7 +64,7 @@ const replicateKey: OperationHandler = async (input, ctx, svc) => {
   if (region === primary.region) throw validation(`The replica Region ${region} is the Region of the primary key ${arn}.`);
   const target = servicesOfRegion(svc, region);
 
-  const tags = (input.Tags ?? []) as TagRecord[];
+  const tags = ((input.Tags ?? []) as TagRecord[]).map((t) => ({ TagKey: t.TagKey, TagValue: t.TagValue }));
   checkTagKeys(tags.map((t) => t.TagKey));
   checkTagCount(tags.length);
   // AWS: kms:CreateKey (and kms:TagResource for tags) in an IAM policy in the replica's Region.
@@ -89,7 +89,7 @@ const replicateKey: OperationHandler = async (input, ctx, svc) => {
   };
   if (input.Policy !== undefined) await checkKeyPolicy(target, ctx, replica, policy, input.BypassPolicyLockoutSafetyCheck === true);
   try {
-    await target.store.createRegionalKey(replica, tags.map((t) => ({ TagKey: t.TagKey, TagValue: t.TagValue })));
+    await target.store.createRegionalKey(replica, tags);
   } catch (e) {
     // A replica deleted for the API whose row the sweep has not removed yet, or a concurrent twin.
     if (e instanceof StoreConflictError) throw alreadyExists();
@@ -102,7 +102,8 @@ const replicateKey: OperationHandler = async (input, ctx, svc) => {
   return {
     ReplicaKeyMetadata: await renderKeyMetadata(target, replica),
     ReplicaPolicy: policy,
-    ReplicaTags: tags.length > 0 ? tags : undefined,
+    // AWS's example answers an empty list when no tags were given.
+    ReplicaTags: tags,
   };
 };
 
