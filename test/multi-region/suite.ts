@@ -136,6 +136,9 @@ export function describeMultiRegionKeys(store: string, storeEnv: () => Promise<R
         const inEu = await kms(EU).send(new DecryptCommand({ CiphertextBlob: fromUs.CiphertextBlob, EncryptionContext: context }));
         expect(Buffer.from(inEu.Plaintext!).toString()).toBe('made in us');
         expect(inEu.KeyId).toBe(arnIn(EU, keyId));
+        // Naming the replica as the key to decrypt with (AWS: the related multi-Region key works).
+        const named = await kms(EU).send(new DecryptCommand({ CiphertextBlob: fromUs.CiphertextBlob, EncryptionContext: context, KeyId: arnIn(EU, keyId) }));
+        expect(Buffer.from(named.Plaintext!).toString()).toBe('made in us');
         expect((await errorOf(kms(EU).send(new DecryptCommand({ CiphertextBlob: fromUs.CiphertextBlob, EncryptionContext: { purpose: 'other' } })))).name).toBe('InvalidCiphertextException');
 
         const fromEu = await kms(EU).send(new EncryptCommand({ KeyId: arnIn(EU, keyId), Plaintext: Buffer.from('made in eu') }));
