@@ -9,7 +9,7 @@ import { algorithmsOf, legacyKeySpecName } from './key-specs.js';
 import { isPastDeletionDate } from './lifecycle/deletion.js';
 import { requireUsableMaterial } from './lifecycle/expiry.js';
 import { materialMetadata } from './lifecycle/metadata.js';
-import { multiRegionConfiguration } from './operations/multi-region.js';
+import { multiRegionConfiguration } from './multi-region.js';
 
 export interface ResolveOptions {
   /** AWS accepts alias names and alias ARNs for cryptographic operations and DescribeKey only. */

@@ -15,7 +15,7 @@ import { paginate } from '../pagination.js';
 import { checkKeyPolicy } from './policies.js';
 import { defaultKeyPolicy } from '../policy-defaults.js';
 import { checkTagCount, checkTagKeys } from './tags.js';
-import { isMultiRegion, isReplica, regionalKeysOf } from './multi-region.js';
+import { isMultiRegion, isReplica, regionalKeysOf } from '../multi-region.js';
 
 const DAY_MS = 86_400_000;
 const createKey: OperationHandler = async (input, ctx, svc) => {

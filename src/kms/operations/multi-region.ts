@@ -10,12 +10,10 @@ import { keyArn, keyEventScope } from '../arn.js';
 import type { OperationHandler, Services } from '../context.js';
 import { arnOfKey, authorize, renderKeyMetadata, requireEnabled, resolveAuthorizedKey } from '../keys.js';
 import { isPastDeletionDate } from '../lifecycle/deletion.js';
+import { isMultiRegion, isReplica } from '../multi-region.js';
 import { defaultKeyPolicy } from '../policy-defaults.js';
 import { checkKeyPolicy } from './policies.js';
 import { checkTagCount, checkTagKeys } from './tags.js';
-
-export const isMultiRegion = (key: KeyRecord): boolean => key.primaryRegion !== undefined;
-export const isReplica = (key: KeyRecord): boolean => key.primaryRegion !== undefined && key.primaryRegion !== key.region;
 
 /** The Services of another Region this deployment serves. A Region served by a peer deployment
  *  (another site) is where a remote replication would plug in; until then it is refused. */
@@ -29,29 +27,11 @@ function servicesOfRegion(svc: Services, region: string): Services {
   return other;
 }
 
-/** Refuses a replica key where only the primary key will do (ReplicateKey, UpdatePrimaryRegion,
- *  rotation changes). */
-export function requirePrimary(svc: Services, key: KeyRecord): void {
+/** Refuses what is not a multi-Region primary key (ReplicateKey, UpdatePrimaryRegion). */
+function requirePrimary(svc: Services, key: KeyRecord): void {
   const arn = arnOfKey(svc, key);
   if (!isMultiRegion(key)) throw unsupported(`${arn} is not a multi-Region key.`);
   if (isReplica(key)) throw unsupported(`${arn} is a multi-Region replica key. Use the primary key in ${key.primaryRegion}.`);
-}
-
-/** The Regions' keys of a multi-Region key that exist for the API (not past their deletion date). */
-export async function regionalKeysOf(svc: Services, key: KeyRecord): Promise<KeyRecord[]> {
-  return (await svc.store.multiRegionKeys(key.keyId)).filter((k) => !isPastDeletionDate(k, svc.now()));
-}
-
-/** KeyMetadata.MultiRegionConfiguration: the primary and every replica, this key included. */
-export async function multiRegionConfiguration(svc: Services, key: KeyRecord): Promise<Record<string, unknown> | undefined> {
-  if (!isMultiRegion(key)) return undefined;
-  const entry = (region: string) => ({ Arn: keyArn({ ...svc.account, region }, key.keyId), Region: region });
-  const replicas = (await regionalKeysOf(svc, key)).filter((k) => k.region !== key.primaryRegion);
-  return {
-    MultiRegionKeyType: isReplica(key) ? 'REPLICA' : 'PRIMARY',
-    PrimaryKey: entry(key.primaryRegion!),
-    ReplicaKeys: replicas.map((k) => entry(k.region)),
-  };
 }
 
 const replicateKey: OperationHandler = async (input, ctx, svc) => {

@@ -21,7 +21,7 @@ import {
   withKeyClaim,
 } from '../lifecycle/materials.js';
 import { paginate } from '../pagination.js';
-import { isReplica } from './multi-region.js';
+import { isReplica } from '../multi-region.js';
 
 function unsupportedForRotation(svc: Services, key: KeyRecord): KmsError {
   const arn = arnOfKey(svc, key);
