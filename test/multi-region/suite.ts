@@ -297,6 +297,23 @@ export function describeMultiRegionKeys(store: string, storeEnv: () => Promise<R
     });
 
     describe('deletion', () => {
+      it('after UpdatePrimaryRegion the old primary is a replica deleted on its own; the material stays; replicating back shares it again', async () => {
+        const { keyId } = await primaryAndReplica();
+        const blob = (await kms(US).send(new EncryptCommand({ KeyId: keyId, Plaintext: Buffer.from('made in us') }))).CiphertextBlob;
+        await kms(US).send(new UpdatePrimaryRegionCommand({ KeyId: keyId, PrimaryRegion: EU }));
+        expect((await kms(US).send(new ScheduleKeyDeletionCommand({ KeyId: keyId, PendingWindowInDays: 7 }))).KeyState).toBe('PendingDeletion');
+        offsetMs += 7 * DAY_MS + 60_000;
+        await t.service.runDueWork();
+        expect((await errorOf(kms(US).send(new DescribeKeyCommand({ KeyId: keyId })))).name).toBe('NotFoundException');
+        expect((await kms(EU).send(new DescribeKeyCommand({ KeyId: keyId }))).KeyMetadata!.MultiRegionConfiguration).toMatchObject({ MultiRegionKeyType: 'PRIMARY', ReplicaKeys: [] });
+        expect(await inspectBackingKey(t.service.services.hsm, { keyId, version: 1 })).toBeDefined();
+        expect(Buffer.from((await kms(EU).send(new DecryptCommand({ CiphertextBlob: blob }))).Plaintext!).toString()).toBe('made in us');
+
+        await kms(EU).send(new ReplicateKeyCommand({ KeyId: keyId, ReplicaRegion: US }));
+        expect(Buffer.from((await kms(US).send(new DecryptCommand({ CiphertextBlob: blob }))).Plaintext!).toString()).toBe('made in us');
+        expect((await kms(US).send(new DescribeKeyCommand({ KeyId: keyId }))).KeyMetadata!.MultiRegionConfiguration!.MultiRegionKeyType).toBe('REPLICA');
+      });
+
       it('a primary with replicas waits in PendingReplicaDeletion; the last replica deleted starts its own waiting period', async () => {
         const { keyId } = await primaryAndReplica();
         const blob = (await kms(US).send(new EncryptCommand({ KeyId: keyId, Plaintext: Buffer.from('kept') }))).CiphertextBlob;
