@@ -39,6 +39,8 @@ import { ACCOUNT_ID, ROOT, errorOf, startTestService, tempDir, type TestService 
 
 const US = 'us-east-1';
 const EU = 'eu-west-1';
+/** A third served Region: a second replica. */
+const DE = 'eu-central-1';
 const arnIn = (region: string, keyId: string) => `arn:aws:kms:${region}:${ACCOUNT_ID}:key/${keyId}`;
 
 /** The suite on a service whose metadata store `storeEnv` configures ({} for SQLite). */
@@ -56,7 +58,7 @@ export function describeMultiRegionKeys(store: string, storeEnv: () => Promise<R
     };
     let env: Record<string, string>;
     beforeAll(async () => {
-      env = { P11KMS_DATA_DIR: tempDir('p11kms-mrk-'), P11KMS_REGIONS: `${US},${EU}`, ...(await storeEnv()) };
+      env = { P11KMS_DATA_DIR: tempDir('p11kms-mrk-'), P11KMS_REGIONS: `${US},${EU},${DE}`, ...(await storeEnv()) };
       t = await startTestService(env, now);
     });
     afterAll(async () => {
@@ -143,6 +145,18 @@ export function describeMultiRegionKeys(store: string, storeEnv: () => Promise<R
 
         const fromEu = await kms(EU).send(new EncryptCommand({ KeyId: arnIn(EU, keyId), Plaintext: Buffer.from('made in eu') }));
         expect(Buffer.from((await kms(US).send(new DecryptCommand({ CiphertextBlob: fromEu.CiphertextBlob }))).Plaintext!).toString()).toBe('made in eu');
+
+        // A second replica: every Region's key decrypts every other's ciphertexts.
+        await kms(US).send(new ReplicateKeyCommand({ KeyId: keyId, ReplicaRegion: DE }));
+        expect((await kms(DE).send(new DescribeKeyCommand({ KeyId: keyId }))).KeyMetadata!.MultiRegionConfiguration!.ReplicaKeys).toEqual([
+          { Arn: arnIn(DE, keyId), Region: DE },
+          { Arn: arnIn(EU, keyId), Region: EU },
+        ]);
+        expect(Buffer.from((await kms(DE).send(new DecryptCommand({ CiphertextBlob: fromEu.CiphertextBlob }))).Plaintext!).toString()).toBe('made in eu');
+        const fromDe = await kms(DE).send(new EncryptCommand({ KeyId: keyId, Plaintext: Buffer.from('made in de') }));
+        for (const region of [US, EU]) {
+          expect(Buffer.from((await kms(region).send(new DecryptCommand({ CiphertextBlob: fromDe.CiphertextBlob }))).Plaintext!).toString()).toBe('made in de');
+        }
       });
 
       it('asymmetric and HMAC multi-Region keys: a signature or MAC of one Region verifies in the other', async () => {
