@@ -191,7 +191,6 @@ const CASES: Record<string, Case[]> = {
     { error: 'TagException', why: 'AWS (recorded): more than 50 tags', input: () => ({ Tags: Array.from({ length: 51 }, (_, i) => ({ TagKey: `k${i}`, TagValue: 'v' })) }) },
     { error: 'TagException', why: 'AWS: tag keys beginning with aws: are reserved', input: () => ({ Tags: [{ TagKey: 'aws:owner', TagValue: 'x' }] }) },
     { error: 'UnsupportedOperationException', why: 'AWS: Origin AWS_CLOUDHSM / EXTERNAL_KEY_STORE need a custom key store (none here)', input: () => ({ Origin: 'EXTERNAL_KEY_STORE' }) },
-    { error: 'UnsupportedOperationException', why: 'multi-Region keys with imported material are not offered by this service', input: () => ({ MultiRegion: true, Origin: 'EXTERNAL' }) },
     { error: 'CustomKeyStoreNotFoundException', why: 'AWS: a CustomKeyStoreId that names no store', input: () => ({ CustomKeyStoreId: 'cks-1234567890abcdef0' }) },
     { error: 'ValidationException', why: 'AWS: KeySpec and CustomerMasterKeySpec together', input: () => ({ KeySpec: 'SYMMETRIC_DEFAULT', CustomerMasterKeySpec: 'SYMMETRIC_DEFAULT' }) },
   ],

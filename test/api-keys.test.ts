@@ -86,8 +86,6 @@ describe('CreateKey', () => {
     const tooMany = Array.from({ length: 51 }, (_, i) => ({ TagKey: `k${i}`, TagValue: 'v' }));
     // AWS (recorded): TagException, not LimitExceededException.
     expect((await errorOf(t.client.send(new CreateKeyCommand({ Tags: tooMany })))).name).toBe('TagException');
-    // Multi-Region keys with imported material are not offered (test/regions-multi-region-keys.test.ts has the rest).
-    expect((await errorOf(t.client.send(new CreateKeyCommand({ MultiRegion: true, Origin: 'EXTERNAL' })))).name).toBe('UnsupportedOperationException');
   });
 });
 

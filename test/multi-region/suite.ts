@@ -10,12 +10,15 @@ import {
   CreateAliasCommand,
   CreateKeyCommand,
   DecryptCommand,
+  DeleteImportedKeyMaterialCommand,
   DescribeKeyCommand,
   DisableKeyCommand,
   EnableKeyRotationCommand,
   EncryptCommand,
   GenerateMacCommand,
   GetKeyLastUsageCommand,
+  GetParametersForImportCommand,
+  ImportKeyMaterialCommand,
   GetKeyPolicyCommand,
   GetKeyRotationStatusCommand,
   KMSClient,
@@ -30,6 +33,7 @@ import {
   VerifyMacCommand,
   VerifyCommand,
 } from '@aws-sdk/client-kms';
+import { constants, createPublicKey, publicEncrypt, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -239,7 +243,64 @@ export function describeMultiRegionKeys(store: string, storeEnv: () => Promise<R
         expect((await errorOf(kms(US).send(new ReplicateKeyCommand({ KeyId: keyId, ReplicaRegion: US })))).name).toBe('ValidationException');
         expect((await errorOf(kms(US).send(new ReplicateKeyCommand({ KeyId: `mrk-${'0'.repeat(32)}`, ReplicaRegion: EU })))).name).toBe('NotFoundException');
         expect((await errorOf(kms(US).send(new ReplicateKeyCommand({ KeyId: 'arn:aws:kms:bad', ReplicaRegion: EU })))).name).toBe('InvalidArnException');
-        expect((await errorOf(kms(US).send(new CreateKeyCommand({ MultiRegion: true, Origin: 'EXTERNAL' })))).name).toBe('UnsupportedOperationException');
+      });
+    });
+
+    describe('imported key material', () => {
+      /** GetParametersForImport in `region`, then the material wrapped as an AWS customer does. */
+      async function importInto(region: string, keyId: string, material: Buffer, importToken?: Uint8Array) {
+        const params = await kms(region).send(new GetParametersForImportCommand({ KeyId: keyId, WrappingAlgorithm: 'RSAES_OAEP_SHA_1', WrappingKeySpec: 'RSA_2048' }));
+        const publicKey = createPublicKey({ key: Buffer.from(params.PublicKey!), format: 'der', type: 'spki' });
+        const EncryptedKeyMaterial = publicEncrypt({ key: publicKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha1' }, material);
+        return kms(region).send(new ImportKeyMaterialCommand({ KeyId: keyId, ImportToken: importToken ?? params.ImportToken, EncryptedKeyMaterial, ExpirationModel: 'KEY_MATERIAL_DOES_NOT_EXPIRE' }));
+      }
+      const stateIn = async (region: string, keyId: string) => (await kms(region).send(new DescribeKeyCommand({ KeyId: keyId }))).KeyMetadata!.KeyState;
+
+      it('each Region\'s key imports the same material on its own; deleting it from one leaves the others', async () => {
+        const material = randomBytes(32);
+        const primary = (await kms(US).send(new CreateKeyCommand({ MultiRegion: true, Origin: 'EXTERNAL' }))).KeyMetadata!;
+        expect(primary).toMatchObject({ KeyState: 'PendingImport', MultiRegion: true, Origin: 'EXTERNAL' });
+        const keyId = primary.KeyId!;
+        const replicated = await kms(US).send(new ReplicateKeyCommand({ KeyId: keyId, ReplicaRegion: EU }));
+        expect(replicated.ReplicaKeyMetadata).toMatchObject({ KeyState: 'PendingImport', Origin: 'EXTERNAL' });
+
+        await importInto(US, keyId, material);
+        expect(await stateIn(US, keyId)).toBe('Enabled');
+        expect(await stateIn(EU, keyId)).toBe('PendingImport');
+        const { CiphertextBlob } = await kms(US).send(new EncryptCommand({ KeyId: keyId, Plaintext: Buffer.from('imported') }));
+        expect((await errorOf(kms(EU).send(new DecryptCommand({ CiphertextBlob })))).name).toBe('KMSInvalidStateException');
+
+        // An import token of one Region's key is not the other's; other material is refused.
+        const usToken = (await kms(US).send(new GetParametersForImportCommand({ KeyId: keyId, WrappingAlgorithm: 'RSAES_OAEP_SHA_1', WrappingKeySpec: 'RSA_2048' }))).ImportToken;
+        expect((await errorOf(importInto(EU, keyId, material, usToken))).name).toBe('InvalidImportTokenException');
+        expect((await errorOf(importInto(EU, keyId, randomBytes(32)))).name).toBe('IncorrectKeyMaterialException');
+        expect(await stateIn(EU, keyId)).toBe('PendingImport');
+        await importInto(EU, keyId, material);
+        expect(await stateIn(EU, keyId)).toBe('Enabled');
+        expect(Buffer.from((await kms(EU).send(new DecryptCommand({ CiphertextBlob }))).Plaintext!).toString()).toBe('imported');
+
+        await kms(EU).send(new DeleteImportedKeyMaterialCommand({ KeyId: keyId }));
+        expect(await stateIn(EU, keyId)).toBe('PendingImport');
+        expect(Buffer.from((await kms(US).send(new DecryptCommand({ CiphertextBlob }))).Plaintext!).toString()).toBe('imported');
+        expect(await inspectBackingKey(t.service.services.hsm, { keyId, version: 1 })).toBeDefined();
+        // The last key holding it deletes the token object.
+        await kms(US).send(new DeleteImportedKeyMaterialCommand({ KeyId: keyId }));
+        expect(await stateIn(US, keyId)).toBe('PendingImport');
+        await expect(inspectBackingKey(t.service.services.hsm, { keyId, version: 1 })).rejects.toThrow();
+        await importInto(EU, keyId, material);
+        expect(await stateIn(EU, keyId)).toBe('Enabled');
+        expect(Buffer.from((await kms(EU).send(new DecryptCommand({ CiphertextBlob }))).Plaintext!).toString()).toBe('imported');
+
+        // New material for an on-demand rotation is not offered for multi-Region keys.
+        const rotation = await errorOf(
+          (async () => {
+            const params = await kms(EU).send(new GetParametersForImportCommand({ KeyId: keyId, WrappingAlgorithm: 'RSAES_OAEP_SHA_1', WrappingKeySpec: 'RSA_2048' }));
+            const publicKey = createPublicKey({ key: Buffer.from(params.PublicKey!), format: 'der', type: 'spki' });
+            const EncryptedKeyMaterial = publicEncrypt({ key: publicKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha1' }, randomBytes(32));
+            return kms(EU).send(new ImportKeyMaterialCommand({ KeyId: keyId, ImportToken: params.ImportToken, EncryptedKeyMaterial, ExpirationModel: 'KEY_MATERIAL_DOES_NOT_EXPIRE', ImportType: 'NEW_KEY_MATERIAL' }));
+          })(),
+        );
+        expect(rotation.name).toBe('UnsupportedOperationException');
       });
     });
 

@@ -32,8 +32,6 @@ const createKey: OperationHandler = async (input, ctx, svc) => {
     throw new KmsError('CustomKeyStoreNotFoundException', 'Custom key stores are not supported by this service.');
   }
   const multiRegion = input.MultiRegion === true;
-  // AWS imports the same material into each replica separately; not done here yet.
-  if (multiRegion && origin === 'EXTERNAL') throw unsupported('Multi-Region keys with imported key material (Origin EXTERNAL) are not supported by this service.');
   const tags = (input.Tags ?? []) as TagRecord[];
   checkTagKeys(tags.map((t) => t.TagKey));
   checkTagCount(tags.length);

@@ -38,8 +38,9 @@ const replicateKey: OperationHandler = async (input, ctx, svc) => {
   const primary = await resolveAuthorizedKey(svc, ctx, input.KeyId, 'ReplicateKey', { allowAlias: false });
   requirePrimary(svc, primary);
   const arn = arnOfKey(svc, primary);
-  // AWS: a primary pending (replica) deletion cannot be replicated.
-  requireEnabled(svc, primary);
+  // AWS: a primary pending (replica) deletion cannot be replicated; one with imported material
+  // may still wait for it (each key imports the material on its own).
+  if (!(primary.origin === 'EXTERNAL' && primary.keyState === 'PendingImport')) requireEnabled(svc, primary);
   const region: string = input.ReplicaRegion;
   if (region === primary.region) throw validation(`The replica Region ${region} is the Region of the primary key ${arn}.`);
   const target = servicesOfRegion(svc, region);
@@ -62,7 +63,8 @@ const replicateKey: OperationHandler = async (input, ctx, svc) => {
     description: input.Description ?? '',
     // On-prem the replica shares the primary's token objects: nothing to copy, so it is usable at
     // once (AWS shows Creating for a few seconds while it copies the material between Regions).
-    keyState: 'Enabled',
+    // AWS: a replica of a key with imported material has none until it is imported into it too.
+    keyState: primary.origin === 'EXTERNAL' ? 'PendingImport' : 'Enabled',
     policy,
     deletionDate: null,
     pendingWindowInDays: null,
