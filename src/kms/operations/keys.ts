@@ -76,8 +76,8 @@ const createKey: OperationHandler = async (input, ctx, svc) => {
 
 /**
  * A multi-Region key's material row (the bare key ID, no Region's: src/kms/regional-store.ts)
- * and the primary's row in this Region. A crash between the two leaves a material row no Region
- * sees, whose token object the start-up check reports.
+ * and the primary's row in this Region. A failed second insert removes the material row; a crash
+ * between the two leaves a material row (and its token object) that no Region sees.
  */
 async function createMultiRegionKey(svc: Services, key: KeyRecord, version: BackingKeyVersionRecord, tags: TagRecord[]): Promise<void> {
   const material: KeyRecord = { ...key, region: '', description: '', policy: '{}', keyState: 'Enabled' };
