@@ -140,12 +140,14 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
     gcmWear: { meter: new GcmEncryptionMeter(), rotateAfter: config.lifecycle.gcmRotateAfter },
     keyUses: new KeyUseTracker(config.audit.enabled),
   };
-  // Of several Regions, each sees only its own keys (src/kms/regional-store.ts); the lifecycle
-  // works on the whole store, every Region's keys at once.
-  const regionalServices =
-    config.regions.length > 1
-      ? new Map(config.regions.map((region): [string, Services] => [region, { ...services, account: { ...account, region }, store: regionalStore(store, region) }]))
-      : undefined;
+  // Each Region sees only its own keys (src/kms/regional-store.ts; also with one Region, whose
+  // multi-Region keys are rows per Region too); the lifecycle works on the whole store.
+  const regionalServices = new Map(
+    config.regions.map((region): [string, Services] => [
+      region,
+      { ...services, account: { ...account, region }, store: regionalStore(store, region), regionServices: (r) => regionalServices.get(r) },
+    ]),
+  );
   // Seed first, then the first lifecycle pass catches up on whatever came due while stopped.
   let lifecycle: LifecycleScheduler;
   try {

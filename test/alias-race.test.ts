@@ -18,8 +18,9 @@ import { defaultKeyPolicy } from '../src/kms/policy-defaults.js';
 import { openSqliteStore } from '../src/store/sqlite/store.js';
 import type { KeyRecord, MetadataStore } from '../src/store/types.js';
 
+const REGION = 'us-east-1';
 const ACCT = '111122223333';
-const account = { partition: 'aws', region: 'us-east-1', accountId: ACCT };
+const account = { partition: 'aws', region: REGION, accountId: ACCT };
 const attacker: Principal = {
   arn: `arn:aws:iam::${ACCT}:user/attacker`,
   accountId: ACCT,
@@ -52,7 +53,7 @@ beforeEach(async () => {
   for (const [keyId, policy] of [[keyIds.victim, victimPolicy], [keyIds.attacker, defaultKeyPolicy('aws', ACCT)], [keyIds.spare, defaultKeyPolicy('aws', ACCT)]] as const) {
     await store.createKey(key(keyId, policy), { keyId, version: 1, createdAt: new Date(0), keyMaterialId: 'a'.repeat(64) }, []);
   }
-  await store.createAlias({ aliasName: 'alias/shared', targetKeyId: keyIds.spare, createdAt: new Date(0), lastUpdatedAt: new Date(0) });
+  await store.createAlias({ region: REGION, aliasName: 'alias/shared', targetKeyId: keyIds.spare, createdAt: new Date(0), lastUpdatedAt: new Date(0) });
 });
 
 afterEach(async () => {
@@ -94,7 +95,7 @@ function attackerCall(svcStore: MetadataStore, operation: 'UpdateAlias' | 'Delet
   return aliasOperations[operation](input, ctx, svc);
 }
 
-const victimsMove = () => store.updateAlias('alias/shared', keyIds.victim, new Date());
+const victimsMove = () => store.updateAlias(REGION, 'alias/shared', keyIds.victim, new Date());
 
 describe('an alias moved to a victim key between the decision and the write', () => {
   it('UpdateAlias decides again on the new current key and is refused', async () => {
@@ -103,34 +104,34 @@ describe('an alias moved to a victim key between the decision and the write', ()
       type: 'AccessDeniedException',
       message: expect.stringContaining(`key/${keyIds.victim} with an explicit deny in a resource-based policy`),
     });
-    expect((await store.getAlias('alias/shared'))?.targetKeyId).toBe(keyIds.victim);
+    expect((await store.getAlias(REGION, 'alias/shared'))?.targetKeyId).toBe(keyIds.victim);
   });
 
   it('DeleteAlias likewise', async () => {
     const racing = storeWithInterleaving(victimsMove);
     await expect(attackerCall(racing, 'DeleteAlias', { AliasName: 'alias/shared' })).rejects.toMatchObject({ type: 'AccessDeniedException' });
-    expect((await store.getAlias('alias/shared'))?.targetKeyId).toBe(keyIds.victim);
+    expect((await store.getAlias(REGION, 'alias/shared'))?.targetKeyId).toBe(keyIds.victim);
   });
 
   it('without the race, the same calls succeed', async () => {
     await attackerCall(store, 'UpdateAlias', { AliasName: 'alias/shared', TargetKeyId: keyIds.attacker });
-    expect((await store.getAlias('alias/shared'))?.targetKeyId).toBe(keyIds.attacker);
+    expect((await store.getAlias(REGION, 'alias/shared'))?.targetKeyId).toBe(keyIds.attacker);
     await attackerCall(store, 'DeleteAlias', { AliasName: 'alias/shared' });
-    expect(await store.getAlias('alias/shared')).toBeUndefined();
+    expect(await store.getAlias(REGION, 'alias/shared')).toBeUndefined();
   });
 });
 
 describe("the store's conditional alias writes", () => {
   it('change or delete an alias only while it points to the key decided on', async () => {
     const at = new Date(1_700_000_003_000);
-    expect(await store.updateAliasIfTarget('alias/shared', keyIds.victim, keyIds.attacker, at)).toBe(false);
-    expect((await store.getAlias('alias/shared'))?.targetKeyId).toBe(keyIds.spare);
-    expect(await store.updateAliasIfTarget('alias/shared', keyIds.spare, keyIds.attacker, at)).toBe(true);
-    expect(await store.getAlias('alias/shared')).toMatchObject({ targetKeyId: keyIds.attacker, lastUpdatedAt: at });
-    expect(await store.deleteAliasIfTarget('alias/shared', keyIds.spare)).toBe(false);
-    expect((await store.getAlias('alias/shared'))?.targetKeyId).toBe(keyIds.attacker);
-    expect(await store.deleteAliasIfTarget('alias/shared', keyIds.attacker)).toBe(true);
-    expect(await store.getAlias('alias/shared')).toBeUndefined();
-    expect(await store.updateAliasIfTarget('alias/none', keyIds.spare, keyIds.attacker, at)).toBe(false);
+    expect(await store.updateAliasIfTarget(REGION, 'alias/shared', keyIds.victim, keyIds.attacker, at)).toBe(false);
+    expect((await store.getAlias(REGION, 'alias/shared'))?.targetKeyId).toBe(keyIds.spare);
+    expect(await store.updateAliasIfTarget(REGION, 'alias/shared', keyIds.spare, keyIds.attacker, at)).toBe(true);
+    expect(await store.getAlias(REGION, 'alias/shared')).toMatchObject({ targetKeyId: keyIds.attacker, lastUpdatedAt: at });
+    expect(await store.deleteAliasIfTarget(REGION, 'alias/shared', keyIds.spare)).toBe(false);
+    expect((await store.getAlias(REGION, 'alias/shared'))?.targetKeyId).toBe(keyIds.attacker);
+    expect(await store.deleteAliasIfTarget(REGION, 'alias/shared', keyIds.attacker)).toBe(true);
+    expect(await store.getAlias(REGION, 'alias/shared')).toBeUndefined();
+    expect(await store.updateAliasIfTarget(REGION, 'alias/none', keyIds.spare, keyIds.attacker, at)).toBe(false);
   });
 });

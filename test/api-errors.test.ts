@@ -17,7 +17,9 @@ import { DAY_MS, TestClock } from './helpers/clock.js';
 import { ACCOUNT_ID, REGION, errorOf, useTestService } from './helpers/service.js';
 
 const clock = new TestClock();
-const t = useTestService({}, clock.now);
+/** The second Region this deployment serves: multi-Region keys replicate into it. */
+const OTHER_REGION = 'eu-west-1';
+const t = useTestService({ P11KMS_REGIONS: `${REGION},${OTHER_REGION}` }, clock.now);
 
 type Input = Record<string, unknown>;
 /** Sends `<operation>Command` of the SDK: the same serialisation any AWS SDK client does. */
@@ -50,6 +52,13 @@ interface Fixture {
   peerPublicKey: Uint8Array;
   aliasName: string;
   grantToken: string;
+  /** Multi-Region primary keys: with a replica in OTHER_REGION, without one, disabled (with a
+   *  replica), pending deletion, pending replica deletion. */
+  mrk: string;
+  mrkLonely: string;
+  mrkDisabled: string;
+  mrkPending: string;
+  mrkPendingReplica: string;
 }
 
 const MISSING = '00000000-0000-4000-8000-000000000000';
@@ -67,6 +76,13 @@ let f: Fixture;
 
 async function createKey(input: Input = {}): Promise<string> {
   return (await call('CreateKey', input)).KeyMetadata.KeyId;
+}
+
+/** A multi-Region primary key with a replica in OTHER_REGION. */
+async function replicatedKey(): Promise<string> {
+  const keyId = await createKey({ MultiRegion: true });
+  await call('ReplicateKey', { KeyId: keyId, ReplicaRegion: OTHER_REGION });
+  return keyId;
 }
 
 async function disabledKey(input: Input = {}): Promise<string> {
@@ -104,7 +120,18 @@ beforeAll(async () => {
   const aliasName = alias();
   await call('CreateAlias', { AliasName: aliasName, TargetKeyId: sym });
   const peer = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const mrkDisabled = await replicatedKey();
+  await call('DisableKey', { KeyId: mrkDisabled });
+  const mrkPending = await createKey({ MultiRegion: true });
+  await call('ScheduleKeyDeletion', { KeyId: mrkPending, PendingWindowInDays: 7 });
+  const mrkPendingReplica = await replicatedKey();
+  await call('ScheduleKeyDeletion', { KeyId: mrkPendingReplica, PendingWindowInDays: 7 });
   f = {
+    mrk: await replicatedKey(),
+    mrkLonely: await createKey({ MultiRegion: true }),
+    mrkDisabled,
+    mrkPending,
+    mrkPendingReplica,
     sym,
     sym2: await createKey(),
     disabled: await disabledKey(),
@@ -164,7 +191,6 @@ const CASES: Record<string, Case[]> = {
     { error: 'TagException', why: 'AWS (recorded): more than 50 tags', input: () => ({ Tags: Array.from({ length: 51 }, (_, i) => ({ TagKey: `k${i}`, TagValue: 'v' })) }) },
     { error: 'TagException', why: 'AWS: tag keys beginning with aws: are reserved', input: () => ({ Tags: [{ TagKey: 'aws:owner', TagValue: 'x' }] }) },
     { error: 'UnsupportedOperationException', why: 'AWS: Origin AWS_CLOUDHSM / EXTERNAL_KEY_STORE need a custom key store (none here)', input: () => ({ Origin: 'EXTERNAL_KEY_STORE' }) },
-    { error: 'UnsupportedOperationException', why: 'multi-Region keys are not offered by this service', input: () => ({ MultiRegion: true }) },
     { error: 'CustomKeyStoreNotFoundException', why: 'AWS: a CustomKeyStoreId that names no store', input: () => ({ CustomKeyStoreId: 'cks-1234567890abcdef0' }) },
     { error: 'ValidationException', why: 'AWS: KeySpec and CustomerMasterKeySpec together', input: () => ({ KeySpec: 'SYMMETRIC_DEFAULT', CustomerMasterKeySpec: 'SYMMETRIC_DEFAULT' }) },
   ],
@@ -175,6 +201,29 @@ const CASES: Record<string, Case[]> = {
     { error: 'InvalidArnException', why: 'an ARN that is not a key or alias ARN', input: () => ({ KeyId: BAD_ARN }) },
   ],
   ListKeys: [{ error: 'InvalidMarkerException', why: 'a marker this service did not issue', input: () => ({ Marker: 'bogus' }) }],
+  ReplicateKey: [
+    { error: 'AlreadyExistsException', why: 'AWS: the Region already has a replica of the key', input: (f) => ({ KeyId: f.mrk, ReplicaRegion: OTHER_REGION }) },
+    { error: 'DisabledException', why: 'undocumented which error a disabled primary gets; the model lists DisabledException', input: (f) => ({ KeyId: f.mrkDisabled, ReplicaRegion: OTHER_REGION }) },
+    { error: 'InvalidArnException', why: 'an ARN that is not a key ARN', input: () => ({ KeyId: BAD_ARN, ReplicaRegion: OTHER_REGION }) },
+    { error: 'KMSInvalidStateException', why: 'AWS key-state table: PendingDeletion', input: (f) => ({ KeyId: f.mrkPending, ReplicaRegion: OTHER_REGION }) },
+    { error: 'KMSInvalidStateException', why: 'AWS: a primary in PendingReplicaDeletion cannot be replicated', input: (f) => ({ KeyId: f.mrkPendingReplica, ReplicaRegion: 'eu-central-1' }) },
+    { error: 'LimitExceededException', why: 'AWS: key policy quota of 32 KB', input: (f) => ({ KeyId: f.mrkLonely, ReplicaRegion: OTHER_REGION, Policy: JSON.stringify({ Version: '2012-10-17', Statement: [{ Sid: 'x'.repeat(33_000), Effect: 'Allow', Principal: { AWS: `arn:aws:iam::${ACCOUNT_ID}:root` }, Action: 'kms:*', Resource: '*' }] }) }) },
+    { error: 'MalformedPolicyDocumentException', why: 'a policy that is not a policy document', input: (f) => ({ KeyId: f.mrkLonely, ReplicaRegion: OTHER_REGION, Policy: '{"Version":"2012-10-17"}' }) },
+    { error: 'NotFoundException', why: 'no such key', input: () => ({ KeyId: `mrk-${'0'.repeat(32)}`, ReplicaRegion: OTHER_REGION }) },
+    { error: 'TagException', why: 'AWS: tag keys beginning with aws: are reserved', input: (f) => ({ KeyId: f.mrkLonely, ReplicaRegion: OTHER_REGION, Tags: [{ TagKey: 'aws:owner', TagValue: 'x' }] }) },
+    { error: 'UnsupportedOperationException', why: 'AWS: only a multi-Region primary key replicates', input: (f) => ({ KeyId: f.sym, ReplicaRegion: OTHER_REGION }) },
+    { error: 'UnsupportedOperationException', why: 'a Region this deployment does not serve (a peer deployment would serve it)', input: (f) => ({ KeyId: f.mrkLonely, ReplicaRegion: 'ap-south-1' }) },
+    { error: 'ValidationException', why: "undocumented: the primary key's own Region", input: (f) => ({ KeyId: f.mrkLonely, ReplicaRegion: REGION }) },
+    { error: 'ValidationException', why: 'the model: RegionType pattern', input: (f) => ({ KeyId: f.mrkLonely, ReplicaRegion: 'Mars' }) },
+  ],
+  UpdatePrimaryRegion: [
+    { error: 'DisabledException', why: 'AWS: both keys must be Enabled', input: (f) => ({ KeyId: f.mrkDisabled, PrimaryRegion: OTHER_REGION }) },
+    { error: 'InvalidArnException', why: 'an ARN that is not a key ARN', input: () => ({ KeyId: BAD_ARN, PrimaryRegion: OTHER_REGION }) },
+    { error: 'KMSInvalidStateException', why: 'AWS key-state table: PendingReplicaDeletion', input: (f) => ({ KeyId: f.mrkPendingReplica, PrimaryRegion: OTHER_REGION }) },
+    { error: 'NotFoundException', why: 'AWS: the new primary Region must already have a replica', input: (f) => ({ KeyId: f.mrkLonely, PrimaryRegion: OTHER_REGION }) },
+    { error: 'NotFoundException', why: 'no such key', input: () => ({ KeyId: `mrk-${'0'.repeat(32)}`, PrimaryRegion: OTHER_REGION }) },
+    { error: 'UnsupportedOperationException', why: 'AWS: a single-Region key has no primary Region', input: (f) => ({ KeyId: f.sym, PrimaryRegion: OTHER_REGION }) },
+  ],
   UpdateKeyDescription: [
     { error: 'NotFoundException', why: 'no such key', input: () => ({ KeyId: MISSING, Description: 'd' }) },
     { error: 'InvalidArnException', why: 'not a key ARN', input: () => ({ KeyId: BAD_ARN, Description: 'd' }) },

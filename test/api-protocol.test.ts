@@ -2,7 +2,7 @@
  * The wire protocol as AWS answers it: awsJson1_1 errors, status codes, request IDs, SigV4
  * failures, health check, unsupported operations, and deny-by-default for non-root principals.
  */
-import { CreateCustomKeyStoreCommand, CreateKeyCommand, ListKeysCommand, UpdatePrimaryRegionCommand } from '@aws-sdk/client-kms';
+import { CreateCustomKeyStoreCommand, CreateKeyCommand, DeleteCustomKeyStoreCommand, ListKeysCommand } from '@aws-sdk/client-kms';
 import { describe, expect, it } from 'vitest';
 import { writePrincipalsFile } from './helpers/principals.js';
 import { rawCall } from './helpers/raw.js';
@@ -53,9 +53,7 @@ describe('awsJson1_1 protocol', () => {
   it('answers UnsupportedOperationException for model operations it does not serve', async () => {
     const err = await errorOf(t.client.send(new CreateCustomKeyStoreCommand({ CustomKeyStoreName: 'x' })));
     expect(err).toMatchObject({ name: 'UnsupportedOperationException', status: 400 });
-    expect((await errorOf(t.client.send(new UpdatePrimaryRegionCommand({ KeyId: '00000000-0000-4000-8000-000000000000', PrimaryRegion: 'us-west-2' })))).name).toBe(
-      'UnsupportedOperationException',
-    );
+    expect((await errorOf(t.client.send(new DeleteCustomKeyStoreCommand({ CustomKeyStoreId: 'cks-1234567890abcdef0' })))).name).toBe('UnsupportedOperationException');
   });
 
   it('serves GET /healthz without authentication', async () => {

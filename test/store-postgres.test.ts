@@ -19,6 +19,8 @@ import { StoreConflictError, StoreUnavailableError, type KeyRecord, type Metadat
 import { startPostgres, type PostgresServer } from './helpers/postgres.js';
 import { describeStoreContract } from './store/contract.js';
 
+const REGION = 'eu-west-1';
+
 let server: PostgresServer;
 beforeAll(async () => {
   server = await startPostgres();
@@ -111,6 +113,29 @@ describe('PostgreSQL migrations', () => {
     });
   });
 
+  it("migration 4 gives every existing alias its key's Region, then names may repeat across Regions", async () => {
+    const url = await server.createDatabase();
+    const { applyPostgresMigrations } = await import('../src/store/postgres/migrations.js');
+    await withClient(url, async (c) => {
+      await applyPostgresMigrations(c, 'test', POSTGRES_MIGRATIONS.filter((m) => m.version <= 3));
+      await c.query(
+        `INSERT INTO keys (key_id, account_id, region, created_at, description, key_state, key_spec, key_usage, origin, policy, current_version)
+         VALUES ('k-eu', '111122223333', 'eu-west-1', now(), '', 'Enabled', 'SYMMETRIC_DEFAULT', 'ENCRYPT_DECRYPT', 'AWS_KMS', '{}', 1)`,
+      );
+      await c.query("INSERT INTO aliases (alias_name, target_key_id, created_at, last_updated_at) VALUES ('alias/old', 'k-eu', now(), now())");
+      expect(await applyPostgresMigrations(c, 'test', POSTGRES_MIGRATIONS)).toEqual([4]);
+    });
+    const upgraded = await openPostgresStore(url);
+    try {
+      expect(await upgraded.getAlias('eu-west-1', 'alias/old')).toMatchObject({ region: 'eu-west-1', targetKeyId: 'k-eu' });
+      expect(await upgraded.getAlias('us-east-1', 'alias/old')).toBeUndefined();
+      await upgraded.createAlias({ region: 'us-east-1', aliasName: 'alias/old', targetKeyId: 'k-eu', createdAt: new Date(), lastUpdatedAt: new Date() });
+      expect((await upgraded.getAlias('us-east-1', 'alias/old'))?.targetKeyId).toBe('k-eu');
+    } finally {
+      await upgraded.close();
+    }
+  });
+
   it('refuses a schema newer than this code, leaving it as it is', async () => {
     const url = await server.createDatabase();
     await (await openPostgresStore(url)).close();
@@ -186,7 +211,7 @@ describe('several nodes on one database', () => {
       for (let round = 0; round < 10; round++) {
         const name = `alias/race-${round}`;
         const results = await Promise.allSettled(
-          nodes.map((n) => n.createAlias({ aliasName: name, targetKeyId: 'k1', createdAt: new Date(), lastUpdatedAt: new Date() })),
+          nodes.map((n) => n.createAlias({ region: REGION, aliasName: name, targetKeyId: 'k1', createdAt: new Date(), lastUpdatedAt: new Date() })),
         );
         expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
         for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(StoreConflictError);
@@ -268,17 +293,17 @@ describe('several nodes on one database', () => {
     try {
       await a!.createKey(makeKey('k1'), version1('k1'), []);
       expect((await b!.getKey('k1'))?.keyState).toBe('Enabled'); // cached on b
-      expect(await b!.getAlias('alias/x')).toBeUndefined(); // a cached miss
+      expect(await b!.getAlias(REGION, 'alias/x')).toBeUndefined(); // a cached miss
       const grantee = 'arn:aws:iam::111122223333:user/alice';
       expect(await b!.grantsForGrantees('k1', [grantee])).toEqual([]);
 
       await a!.updateKey('k1', { keyState: 'Disabled' });
-      await a!.createAlias({ aliasName: 'alias/x', targetKeyId: 'k1', createdAt: new Date(), lastUpdatedAt: new Date() });
+      await a!.createAlias({ region: REGION, aliasName: 'alias/x', targetKeyId: 'k1', createdAt: new Date(), lastUpdatedAt: new Date() });
       await a!.createGrant({ grantId: 'g'.repeat(64), keyId: 'k1', name: null, granteePrincipal: grantee, retiringPrincipal: null, issuingAccount: 'arn:aws:iam::111122223333:root', operations: ['Decrypt'], constraints: null, createdAt: new Date() });
       const changedAt = performance.now();
       for (;;) {
         const key = await b!.getKey('k1');
-        const alias = await b!.getAlias('alias/x');
+        const alias = await b!.getAlias(REGION, 'alias/x');
         const grants = await b!.grantsForGrantees('k1', [grantee]);
         if (key?.keyState === 'Disabled' && alias !== undefined && grants.length === 1) break;
         expect(performance.now() - changedAt).toBeLessThan(CONSISTENCY_BOUND_MS);
@@ -289,7 +314,7 @@ describe('several nodes on one database', () => {
       await a!.deleteKey('k1');
       await new Promise((r) => setTimeout(r, CONSISTENCY_BOUND_MS));
       expect(await b!.getKey('k1')).toBeUndefined();
-      expect(await b!.getAlias('alias/x')).toBeUndefined();
+      expect(await b!.getAlias(REGION, 'alias/x')).toBeUndefined();
       expect(await b!.grantsForGrantees('k1', [grantee])).toEqual([]);
     } finally {
       await closeAll([a!, b!]);

@@ -42,6 +42,7 @@ describeStoreContract({
 
 // What only the SQLite file has: file modes, PRAGMAs, its migration runner, query plans.
 
+const REGION = 'eu-west-1';
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 
 let tempDir: string;
@@ -93,8 +94,9 @@ async function createKey(keyId: string, tags: TagRecord[] = [], overrides: Parti
   return key;
 }
 
-function makeAlias(aliasName: string, targetKeyId: string): AliasRecord {
+function makeAlias(aliasName: string, targetKeyId: string, region = REGION): AliasRecord {
   return {
+    region,
     aliasName,
     targetKeyId,
     createdAt: new Date(1_700_000_001_000),
@@ -174,6 +176,32 @@ describe('migrations', () => {
     }
   });
 
+  it('migration 8 gives every existing alias its key\'s Region, then names may repeat across Regions', async () => {
+    const old = path.join(path.dirname(dbFile), 'v7.db');
+    const db = new Database(old);
+    try {
+      db.pragma('foreign_keys = ON');
+      applyMigrations(db, MIGRATIONS.filter((m) => m.version <= 7));
+      db.prepare(
+        `INSERT INTO keys (key_id, account_id, region, created_at, description, key_state, key_spec, key_usage, origin, policy, current_version)
+         VALUES ('k-eu', '111122223333', 'eu-west-1', 0, '', 'Enabled', 'SYMMETRIC_DEFAULT', 'ENCRYPT_DECRYPT', 'AWS_KMS', '{}', 1)`,
+      ).run();
+      db.prepare("INSERT INTO aliases (alias_name, target_key_id, created_at, last_updated_at) VALUES ('alias/old', 'k-eu', 1, 2)").run();
+      expect(applyMigrations(db)).toEqual([8]);
+    } finally {
+      db.close();
+    }
+    const upgraded = await openSqliteStore(old);
+    try {
+      expect(await upgraded.getAlias('eu-west-1', 'alias/old')).toEqual({ region: 'eu-west-1', aliasName: 'alias/old', targetKeyId: 'k-eu', createdAt: new Date(1), lastUpdatedAt: new Date(2) });
+      expect(await upgraded.getAlias('us-east-1', 'alias/old')).toBeUndefined();
+      await upgraded.createAlias({ region: 'us-east-1', aliasName: 'alias/old', targetKeyId: 'k-eu', createdAt: new Date(3), lastUpdatedAt: new Date(3) });
+      expect((await upgraded.getKey('k-eu'))?.primaryRegion).toBeUndefined();
+    } finally {
+      await upgraded.close();
+    }
+  });
+
   it('runs each migration in its own transaction: a failing one leaves no trace', () => {
     const broken = {
       version: MIGRATIONS.length + 1,
@@ -232,9 +260,10 @@ describe('hot path', () => {
       return [
         planOf('SELECT * FROM keys WHERE key_id = ?', 'k'),
         planOf('SELECT * FROM keys WHERE key_id > ? ORDER BY key_id LIMIT ?', 'k', 10),
-        planOf('SELECT * FROM aliases WHERE alias_name = ?', 'a'),
-        planOf('SELECT * FROM aliases WHERE alias_name > ? ORDER BY alias_name LIMIT ?', 'a', 10),
-        planOf('SELECT * FROM aliases WHERE target_key_id = ? AND alias_name > ? ORDER BY alias_name LIMIT ?', 'k', 'a', 10),
+        planOf('SELECT * FROM keys WHERE key_id > ? AND key_id < ? ORDER BY key_id', 'mrk-1/', 'mrk-10'),
+        planOf('SELECT * FROM aliases WHERE region = ? AND alias_name = ?', 'r', 'a'),
+        planOf('SELECT * FROM aliases WHERE region = ? AND alias_name > ? ORDER BY alias_name LIMIT ?', 'r', 'a', 10),
+        planOf('SELECT * FROM aliases WHERE target_key_id = ? AND region = ? AND alias_name > ? ORDER BY alias_name LIMIT ?', 'k', 'r', 'a', 10),
         planOf('SELECT COUNT(*) FROM aliases WHERE target_key_id = ?', 'k'),
         planOf('SELECT * FROM tags WHERE key_id = ? ORDER BY tag_key', 'k'),
         planOf('SELECT * FROM key_versions WHERE key_id = ? ORDER BY version', 'k'),

@@ -115,7 +115,7 @@ export class ApiAuditor {
           // Only when nothing else named the key (e.g. a denied or failed call through an alias).
           const aliasName = raw.startsWith('alias/') ? raw : raw.slice(raw.indexOf(':alias/') + 1);
           try {
-            const alias = await svc.store.getAlias(aliasName);
+            const alias = await svc.store.getAlias(account.region, aliasName);
             if (alias) arns.add(keyArn(account, alias.targetKeyId));
           } catch {
             // the record still names the alias in requestParameters

@@ -334,6 +334,8 @@ export interface ServiceEvent {
   errorMessage?: string;
   /** Defaults to the service clock. */
   eventTime?: Date;
+  /** The Region the event happened in (awsRegion): its key's. Defaults to the home Region. */
+  region?: string;
 }
 
 export function serviceEventRecord(account: Account, eventTime: Date, eventId: string, e: ServiceEvent): AuditRecord {
@@ -349,7 +351,7 @@ export function serviceEventRecord(account: Account, eventTime: Date, eventId: s
     eventTime: eventTimeOf(eventTime),
     eventSource: EVENT_SOURCE,
     eventName: e.eventName,
-    awsRegion: account.region,
+    awsRegion: e.region ?? account.region,
     sourceIPAddress: 'AWS Internal',
     userAgent: 'AWS Internal',
   };

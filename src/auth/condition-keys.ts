@@ -8,13 +8,14 @@
  * aws:ResourceTag/. Values keep their case. Members whose names differ only in case with
  * different values make an AmbiguousValue (policy/conditions.ts), never "the last one wins".
  */
+import type { KeyRecord } from '../store/types.js';
 import type { AuthorizationRequest } from './authorize.js';
 import { AmbiguousValue, normalizeIp, type ContextValue, type PolicyContext } from './policy/conditions.js';
 
 /** Lookups that need the store: made only when a policy reads the key. */
 export interface SlowContextLookups {
-  aliasesOf(keyId: string): Promise<string[]>;
-  tagsOf(keyId: string): Promise<Record<string, string>>;
+  aliasesOf(key: KeyRecord): Promise<string[]>;
+  tagsOf(key: KeyRecord): Promise<Record<string, string>>;
 }
 
 const ENCRYPTION_CONTEXT_MEMBER: Record<string, string> = {
@@ -125,7 +126,14 @@ class RequestConditionContext implements PolicyContext {
       case 'kms:keyorigin':
         return kmsKey?.origin ?? str(input.Origin) ?? (createKey ? 'AWS_KMS' : undefined);
       case 'kms:multiregion':
-        return kmsKey || createKey ? String(input.MultiRegion === true) : undefined;
+        return kmsKey ? String(kmsKey.primaryRegion !== undefined) : createKey ? String(input.MultiRegion === true) : undefined;
+      case 'kms:multiregionkeytype':
+        if (kmsKey?.primaryRegion === undefined) return undefined;
+        return kmsKey.region === kmsKey.primaryRegion ? 'PRIMARY' : 'REPLICA';
+      case 'kms:replicaregion':
+        return action === 'kms:ReplicateKey' ? str(input.ReplicaRegion) : undefined;
+      case 'kms:primaryregion':
+        return action === 'kms:UpdatePrimaryRegion' ? str(input.PrimaryRegion) : undefined;
       case 'kms:resourcealiases':
         return this.resourceAliases;
       // Request parameters.
@@ -225,7 +233,7 @@ export async function buildConditionContext(
   lookups: SlowContextLookups,
 ): Promise<PolicyContext> {
   const key = request.key;
-  const aliases = key && reads.resourceAliases ? await lookups.aliasesOf(key.keyId) : undefined;
-  const tags = key && reads.resourceTags ? await lookups.tagsOf(key.keyId) : undefined;
+  const aliases = key && reads.resourceAliases ? await lookups.aliasesOf(key) : undefined;
+  const tags = key && reads.resourceTags ? await lookups.tagsOf(key) : undefined;
   return new RequestConditionContext(request, aliases, tags);
 }

@@ -16,6 +16,7 @@
  * start.
  */
 import { KmsError, accessDenied } from '../kms/errors.js';
+import { storeKeyId } from '../kms/regional-store.js';
 import type { KeyRecord, MetadataStore } from '../store/types.js';
 import { deniedMessage, type AuthorizationRequest, type Authorizer } from './authorize.js';
 import { buildConditionContext, type SlowContextLookups } from './condition-keys.js';
@@ -72,8 +73,10 @@ export class KmsAuthorizer implements Authorizer {
    *  first. Comparing the text is cheap; hashing a fresh multi-KB string for a lookup is not. */
   private readonly keyPolicies = new Map<string, { text: string; compiled: CompiledPolicy }>();
   private readonly slowLookups: SlowContextLookups = {
-    aliasesOf: async (keyId) => (await this.store.listAliases({ targetKeyId: keyId, limit: 1000 })).map((a) => a.aliasName),
-    tagsOf: async (keyId) => Object.fromEntries((await this.store.listTags(keyId)).map((t) => [t.TagKey, t.TagValue])),
+    // The whole store: a multi-Region key's aliases and tags are those of the Region's own row.
+    aliasesOf: async (key) =>
+      (await this.store.listAliases({ region: key.region, targetKeyId: storeKeyId(key), limit: 1000 })).map((a) => a.aliasName),
+    tagsOf: async (key) => Object.fromEntries((await this.store.listTags(storeKeyId(key))).map((t) => [t.TagKey, t.TagValue])),
   };
 
   constructor(deps: KmsAuthorizerDeps) {
@@ -169,7 +172,7 @@ export class KmsAuthorizer implements Authorizer {
   private async grantAllows(request: AuthorizationRequest, principal: Principal, key: KeyRecord, identity: PolicyVerdict): Promise<boolean> {
     const accountRoot = `arn:${principal.arn.split(':')[1]}:iam::${principal.accountId}:root`;
     const grantees = principal.arn === accountRoot ? [accountRoot] : identity.allow ? [principal.arn, accountRoot] : [principal.arn];
-    const grants = await this.store.grantsForGrantees(key.keyId, grantees);
+    const grants = await this.store.grantsForGrantees(storeKeyId(key), grantees);
     return grants.some((g) => grantPermits(g, request.action, request.input));
   }
 
@@ -187,10 +190,12 @@ export class KmsAuthorizer implements Authorizer {
    *  longer compiles (e.g. it names a principal since removed from the principals file) allows
    *  nothing: fail closed. */
   private keyPolicyOf(key: KeyRecord): CompiledPolicy {
-    const cached = this.keyPolicies.get(key.keyId);
+    // By store row: each Region's key of a multi-Region key has its own policy.
+    const row = storeKeyId(key);
+    const cached = this.keyPolicies.get(row);
     if (cached && cached.text === key.policy) {
-      this.keyPolicies.delete(key.keyId);
-      this.keyPolicies.set(key.keyId, cached);
+      this.keyPolicies.delete(row);
+      this.keyPolicies.set(row, cached);
       return cached.compiled;
     }
     let compiled: CompiledPolicy;
@@ -200,8 +205,8 @@ export class KmsAuthorizer implements Authorizer {
       if (!(e instanceof KmsError)) throw e;
       compiled = NO_POLICY;
     }
-    this.keyPolicies.delete(key.keyId);
-    this.keyPolicies.set(key.keyId, { text: key.policy, compiled });
+    this.keyPolicies.delete(row);
+    this.keyPolicies.set(row, { text: key.policy, compiled });
     if (this.keyPolicies.size > KEY_POLICY_CACHE_SIZE) this.keyPolicies.delete(this.keyPolicies.keys().next().value!);
     return compiled;
   }

@@ -10,6 +10,12 @@ export interface Account {
 }
 
 export const keyArn = (a: Account, keyId: string) => `arn:${a.partition}:kms:${a.region}:${a.accountId}:key/${keyId}`;
+/** A key's ARN and Region for the audit events the service records on its own: a multi-Region
+ *  key's shared material changes in its primary's Region, every other event in the key's own. */
+export function keyEventScope(a: Account, key: { keyId: string; region: string; primaryRegion?: string }, shared = false): { region: string; keyArns: string[] } {
+  const region = (shared ? key.primaryRegion : undefined) ?? (key.region || a.region);
+  return { region, keyArns: [keyArn({ ...a, region }, key.keyId.split('/')[0]!)] };
+}
 export const aliasArn = (a: Account, aliasName: string) => `arn:${a.partition}:kms:${a.region}:${a.accountId}:${aliasName}`;
 
 const KEY_ID = /^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$/;

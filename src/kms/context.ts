@@ -26,6 +26,9 @@ export interface Services {
   gcmWear?: { meter: import('./lifecycle/gcm-wear.js').GcmEncryptionMeter; rotateAfter: number };
   /** Last successful cryptographic use per key (key-usage.ts). Absent in unit tests. */
   keyUses?: import('./key-usage.js').KeyUseTracker;
+  /** The Services of each Region this deployment serves (P11KMS_REGIONS), for multi-Region keys;
+   *  undefined for a Region not served here. */
+  regionServices?: (region: string) => Services | undefined;
 }
 
 export interface RequestContext {

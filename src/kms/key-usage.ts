@@ -8,6 +8,7 @@
 import type { KeyUseRecord } from '../store/types.js';
 import type { RequestContext, Services } from './context.js';
 import { PendingWrites } from './pending-writes.js';
+import { storeKeyId } from './regional-store.js';
 
 /** The operations AWS tracks (the model's KeyLastUsageTrackingOperation). */
 export const TRACKED_OPERATIONS: ReadonlySet<string> = new Set([
@@ -39,7 +40,9 @@ export class KeyUseTracker extends PendingWrites<KeyUseRecord> {
     for (const member of ['KeyId', 'SourceKeyId']) {
       const arn = output?.[member];
       if (typeof arn !== 'string') continue;
-      const keyId = arn.slice(arn.lastIndexOf(':key/') + 5);
+      // Each Region's key of a multi-Region key has its own last use: the Region's store row.
+      const region = arn.split(':')[3] ?? '';
+      const keyId = storeKeyId({ keyId: arn.slice(arn.lastIndexOf(':key/') + 5), region });
       this.put(keyId, {
         keyId,
         operation: ctx.operation,
@@ -62,7 +65,7 @@ export async function saveKeyUses(svc: Services): Promise<void> {
 /** The later of the stored use and this process's unsaved one. */
 export async function lastUseOf(svc: Services, keyId: string): Promise<KeyUseRecord | undefined> {
   const stored = await svc.store.getKeyUse(keyId);
-  const unsaved = svc.keyUses?.unsavedUseOf(keyId);
+  const unsaved = svc.keyUses?.unsavedUseOf(storeKeyId({ keyId, region: svc.account.region }));
   if (!stored) return unsaved;
   return unsaved ? later(stored, unsaved) : stored;
 }

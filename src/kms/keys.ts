@@ -9,6 +9,7 @@ import { algorithmsOf, legacyKeySpecName } from './key-specs.js';
 import { isPastDeletionDate } from './lifecycle/deletion.js';
 import { requireUsableMaterial } from './lifecycle/expiry.js';
 import { materialMetadata } from './lifecycle/metadata.js';
+import { multiRegionConfiguration } from './multi-region.js';
 
 export interface ResolveOptions {
   /** AWS accepts alias names and alias ARNs for cryptographic operations and DescribeKey only. */
@@ -21,7 +22,7 @@ export async function resolveKey(svc: Services, raw: string, { allowAlias }: Res
   const id = parseKeyIdentifier(svc.account, raw, allowAlias);
   let keyId: string;
   if (id.kind === 'alias') {
-    const alias = await svc.store.getAlias(id.aliasName);
+    const alias = await svc.store.getAlias(svc.account.region, id.aliasName);
     if (!alias) throw notFound(`Alias '${aliasArn(svc.account, id.aliasName)}' is not found.`);
     keyId = alias.targetKeyId;
   } else {
@@ -95,6 +96,8 @@ export function requireEnabled(svc: Services, key: KeyRecord): void {
       throw invalidState(`${arn} is pending deletion.`);
     case 'PendingImport':
       throw invalidState(`${arn} is pending import.`);
+    case 'PendingReplicaDeletion':
+      throw invalidState(`${arn} is pending replica deletion.`);
     default:
       throw invalidState(`${arn} is ${key.keyState.toLowerCase()}.`);
   }
@@ -104,6 +107,7 @@ export function requireEnabled(svc: Services, key: KeyRecord): void {
  *  pending deletion. */
 export function requireNotPendingDeletion(svc: Services, key: KeyRecord): void {
   if (key.keyState === 'PendingDeletion') throw invalidState(`${arnOfKey(svc, key)} is pending deletion.`);
+  if (key.keyState === 'PendingReplicaDeletion') throw invalidState(`${arnOfKey(svc, key)} is pending replica deletion.`);
 }
 
 export function requireUsage(svc: Services, key: KeyRecord, usage: string, operation: string): void {
@@ -148,13 +152,15 @@ export async function renderKeyMetadata(svc: Services, key: KeyRecord): Promise<
     KeyUsage: key.keyUsage,
     KeyState: material.KeyState,
     DeletionDate: key.keyState === 'PendingDeletion' ? (key.deletionDate ?? undefined) : undefined,
-    PendingDeletionWindowInDays: key.keyState === 'PendingDeletion' ? (key.pendingWindowInDays ?? undefined) : undefined,
+    PendingDeletionWindowInDays:
+      key.keyState === 'PendingDeletion' || key.keyState === 'PendingReplicaDeletion' ? (key.pendingWindowInDays ?? undefined) : undefined,
     Origin: key.origin,
     KeyManager: 'CUSTOMER',
     CustomerMasterKeySpec: legacyKeySpecName(key.keySpec),
     KeySpec: key.keySpec,
     ...algorithmListsOf(key),
-    MultiRegion: false,
+    MultiRegion: key.primaryRegion !== undefined,
+    MultiRegionConfiguration: await multiRegionConfiguration(svc, key),
     // As the key material makes them (imported material can expire).
     CurrentKeyMaterialId: material.CurrentKeyMaterialId,
     ExpirationModel: material.ExpirationModel,

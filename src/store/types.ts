@@ -33,6 +33,9 @@ export interface KeyRecord {
   currentVersion: number;
   deletionDate: Date | null;
   pendingWindowInDays: number | null;
+  /** Multi-Region keys only: the Region of the primary key, the same on every Region's row of
+   *  the key (absent for single-Region keys). */
+  primaryRegion?: string;
 }
 
 export interface BackingKeyVersionRecord {
@@ -43,7 +46,9 @@ export interface BackingKeyVersionRecord {
   keyMaterialId: string;
 }
 
+/** An alias is unique per (Region, name), as in AWS: the same name can exist in every Region. */
 export interface AliasRecord {
+  region: string;
   aliasName: string;
   targetKeyId: string;
   createdAt: Date;
@@ -111,6 +116,13 @@ export interface MetadataStore {
   countKeys(): Promise<number>;
   /** Applies `update` to the key; returns false when the key does not exist. */
   updateKey(keyId: string, update: KeyUpdate): Promise<boolean>;
+  /** A key row without backing versions and its tags (one Region's row of a multi-Region key,
+   *  src/kms/regional-store.ts); StoreConflictError when the row exists. */
+  createRegionalKey(key: KeyRecord, tags: TagRecord[]): Promise<void>;
+  /** The Regions' rows of the multi-Region key `keyId` (rows `<keyId>/<Region>`), by row ID. */
+  multiRegionKeys(keyId: string): Promise<KeyRecord[]>;
+  /** Sets primaryRegion on the material row `keyId` and on every Region's row of it, at once. */
+  setPrimaryRegion(keyId: string, primaryRegion: string): Promise<void>;
   /** Removes a key and everything that hangs off it (versions, aliases, tags). */
   deleteKey(keyId: string): Promise<void>;
 
@@ -118,19 +130,20 @@ export interface MetadataStore {
   /** Every (keyId, version) in the store, for the token/database consistency check. */
   listAllVersions(): Promise<Array<{ keyId: string; version: number }>>;
 
-  /** Throws StoreConflictError when the alias name exists. */
+  /** Throws StoreConflictError when the alias name exists in the alias's Region. */
   createAlias(alias: AliasRecord): Promise<void>;
-  getAlias(aliasName: string): Promise<AliasRecord | undefined>;
+  getAlias(region: string, aliasName: string): Promise<AliasRecord | undefined>;
   /** Returns false when the alias does not exist. */
-  updateAlias(aliasName: string, targetKeyId: string, at: Date): Promise<boolean>;
+  updateAlias(region: string, aliasName: string, targetKeyId: string, at: Date): Promise<boolean>;
   /** Returns false when the alias does not exist. */
-  deleteAlias(aliasName: string): Promise<boolean>;
+  deleteAlias(region: string, aliasName: string): Promise<boolean>;
   /** updateAlias and deleteAlias, done only while the alias still points to `decidedKeyId` (the
    *  key its authorization was decided on); false when it does not, or does not exist. */
-  updateAliasIfTarget(aliasName: string, decidedKeyId: string, targetKeyId: string, at: Date): Promise<boolean>;
-  deleteAliasIfTarget(aliasName: string, decidedKeyId: string): Promise<boolean>;
-  /** Aliases ordered by name, strictly after `afterAliasName`, optionally only those of one key. */
-  listAliases(filter: { targetKeyId?: string; afterAliasName?: string; limit: number }): Promise<AliasRecord[]>;
+  updateAliasIfTarget(region: string, aliasName: string, decidedKeyId: string, targetKeyId: string, at: Date): Promise<boolean>;
+  deleteAliasIfTarget(region: string, aliasName: string, decidedKeyId: string): Promise<boolean>;
+  /** Aliases of one Region ordered by name, strictly after `afterAliasName`, optionally only those
+   *  of one key. */
+  listAliases(filter: { region: string; targetKeyId?: string; afterAliasName?: string; limit: number }): Promise<AliasRecord[]>;
   countAliasesForKey(keyId: string): Promise<number>;
 
   /** Tags ordered by TagKey. */

@@ -15,6 +15,9 @@ import {
   type TagRecord,
 } from '../../src/store/types.js';
 
+/** The Region of makeKey's keys and makeAlias's aliases. */
+export const REGION = 'eu-west-1';
+
 /** One empty database of a backend, and raw access to it. */
 export interface StoreUnderTest {
   store: MetadataStore;
@@ -86,8 +89,9 @@ async function createKey(keyId: string, tags: TagRecord[] = [], overrides: Parti
   return key;
 }
 
-function makeAlias(aliasName: string, targetKeyId: string): AliasRecord {
+function makeAlias(aliasName: string, targetKeyId: string, region = REGION): AliasRecord {
   return {
+    region,
     aliasName,
     targetKeyId,
     createdAt: new Date(1_700_000_001_000),
@@ -310,8 +314,8 @@ describe('aliases', () => {
     await createKey('k1');
     const alias = makeAlias('alias/app', 'k1');
     await store.createAlias(alias);
-    expect(await store.getAlias('alias/app')).toEqual(alias);
-    expect(await store.getAlias('alias/other')).toBeUndefined();
+    expect(await store.getAlias(REGION, 'alias/app')).toEqual(alias);
+    expect(await store.getAlias(REGION, 'alias/other')).toBeUndefined();
   });
 
   it('refuses a duplicate name with StoreConflictError and keeps the original', async () => {
@@ -319,7 +323,24 @@ describe('aliases', () => {
     await createKey('k2');
     await store.createAlias(makeAlias('alias/app', 'k1'));
     await expect(store.createAlias(makeAlias('alias/app', 'k2'))).rejects.toBeInstanceOf(StoreConflictError);
-    expect((await store.getAlias('alias/app'))?.targetKeyId).toBe('k1');
+    expect((await store.getAlias(REGION, 'alias/app'))?.targetKeyId).toBe('k1');
+  });
+
+  it('keys alias names by Region: one name in two Regions names two keys, each Region lists its own', async () => {
+    await createKey('k1');
+    await createKey('k2', [], { region: 'us-east-1' });
+    await store.createAlias(makeAlias('alias/app', 'k1'));
+    await store.createAlias(makeAlias('alias/app', 'k2', 'us-east-1'));
+    expect((await store.getAlias(REGION, 'alias/app'))?.targetKeyId).toBe('k1');
+    expect(await store.getAlias('us-east-1', 'alias/app')).toMatchObject({ region: 'us-east-1', targetKeyId: 'k2' });
+    expect((await store.listAliases({ region: 'us-east-1', limit: 10 })).map((a) => a.targetKeyId)).toEqual(['k2']);
+    // A duplicate in the same Region is still a conflict.
+    await expect(store.createAlias(makeAlias('alias/app', 'k2', 'us-east-1'))).rejects.toBeInstanceOf(StoreConflictError);
+    // Changing or deleting it in one Region leaves the other Region's alias alone.
+    expect(await store.deleteAlias('us-east-1', 'alias/app')).toBe(true);
+    expect((await store.getAlias(REGION, 'alias/app'))?.targetKeyId).toBe('k1');
+    expect(await store.updateAliasIfTarget('us-east-1', 'alias/app', 'k1', 'k2', new Date())).toBe(false);
+    expect((await store.getAlias(REGION, 'alias/app'))?.targetKeyId).toBe('k1');
   });
 
   it('refuses an alias to a missing key with a plain Error, not a conflict', async () => {
@@ -330,7 +351,7 @@ describe('aliases', () => {
     expect(failure).toBeInstanceOf(Error);
     expect(failure).not.toBeInstanceOf(StoreConflictError);
     expect((failure as Error).message).toMatch(/nope/);
-    expect(await store.getAlias('alias/app')).toBeUndefined();
+    expect(await store.getAlias(REGION, 'alias/app')).toBeUndefined();
   });
 
   it('updates the target and last-updated time, keeping the creation time', async () => {
@@ -339,34 +360,34 @@ describe('aliases', () => {
     const alias = makeAlias('alias/app', 'k1');
     await store.createAlias(alias);
     const at = new Date(1_700_000_002_345);
-    expect(await store.updateAlias('alias/app', 'k2', at)).toBe(true);
-    expect(await store.getAlias('alias/app')).toEqual({ ...alias, targetKeyId: 'k2', lastUpdatedAt: at });
-    expect(await store.updateAlias('alias/none', 'k2', at)).toBe(false);
+    expect(await store.updateAlias(REGION, 'alias/app', 'k2', at)).toBe(true);
+    expect(await store.getAlias(REGION, 'alias/app')).toEqual({ ...alias, targetKeyId: 'k2', lastUpdatedAt: at });
+    expect(await store.updateAlias(REGION, 'alias/none', 'k2', at)).toBe(false);
   });
 
   it('refuses to point an alias at a missing key and leaves it unchanged', async () => {
     await createKey('k1');
     await store.createAlias(makeAlias('alias/app', 'k1'));
-    await expect(store.updateAlias('alias/app', 'nope', new Date())).rejects.toThrow(/nope/);
-    expect((await store.getAlias('alias/app'))?.targetKeyId).toBe('k1');
+    await expect(store.updateAlias(REGION, 'alias/app', 'nope', new Date())).rejects.toThrow(/nope/);
+    expect((await store.getAlias(REGION, 'alias/app'))?.targetKeyId).toBe('k1');
   });
 
   it('deletes, reporting whether the alias existed', async () => {
     await createKey('k1');
     await store.createAlias(makeAlias('alias/app', 'k1'));
-    expect(await store.deleteAlias('alias/app')).toBe(true);
-    expect(await store.getAlias('alias/app')).toBeUndefined();
-    expect(await store.deleteAlias('alias/app')).toBe(false);
+    expect(await store.deleteAlias(REGION, 'alias/app')).toBe(true);
+    expect(await store.getAlias(REGION, 'alias/app')).toBeUndefined();
+    expect(await store.deleteAlias(REGION, 'alias/app')).toBe(false);
   });
 
   it('lists and counts, all or per key, paginated by name', async () => {
-    expect(await store.listAliases({ limit: 10 })).toEqual([]);
+    expect(await store.listAliases({ region: REGION, limit: 10 })).toEqual([]);
     await createKey('k1');
     await createKey('k2');
     for (const name of ['alias/d', 'alias/a', 'alias/c']) await store.createAlias(makeAlias(name, 'k1'));
     for (const name of ['alias/b', 'alias/e']) await store.createAlias(makeAlias(name, 'k2'));
-    const names = async (filter: Parameters<MetadataStore['listAliases']>[0]): Promise<string[]> =>
-      (await store.listAliases(filter)).map((alias) => alias.aliasName);
+    const names = async (filter: Omit<Parameters<MetadataStore['listAliases']>[0], 'region'>): Promise<string[]> =>
+      (await store.listAliases({ region: REGION, ...filter })).map((alias) => alias.aliasName);
 
     expect(await names({ limit: 2 })).toEqual(['alias/a', 'alias/b']);
     expect(await names({ limit: 2, afterAliasName: 'alias/b' })).toEqual(['alias/c', 'alias/d']);
@@ -383,6 +404,35 @@ describe('aliases', () => {
     expect(await store.countAliasesForKey('k1')).toBe(3);
     expect(await store.countAliasesForKey('k2')).toBe(2);
     expect(await store.countAliasesForKey('nope')).toBe(0);
+  });
+});
+
+describe('multi-Region key rows', () => {
+  const MRK = 'mrk-0123456789abcdef0123456789abcdef';
+  it('creates Regions\' rows without versions, lists them by key ID, and moves the primary Region on all of them', async () => {
+    await createKey(MRK, [], { region: '', primaryRegion: 'us-east-1' });
+    await createKey('mrk-0123456789abcdef0123456789abcdee', [], { primaryRegion: 'us-east-1' }); // a neighbour ID
+    const primary = makeKey(`${MRK}/us-east-1`, { region: 'us-east-1', primaryRegion: 'us-east-1' });
+    const replica = makeKey(`${MRK}/eu-west-1`, { region: 'eu-west-1', primaryRegion: 'us-east-1', description: 'replica' });
+    await store.createRegionalKey(primary, [{ TagKey: 'site', TagValue: 'a' }]);
+    await store.createRegionalKey(replica, []);
+    await expect(store.createRegionalKey(replica, [])).rejects.toBeInstanceOf(StoreConflictError);
+    expect(await store.getKey(`${MRK}/eu-west-1`)).toEqual(replica);
+    expect(await store.listVersions(`${MRK}/eu-west-1`)).toEqual([]);
+    expect(await store.listTags(`${MRK}/us-east-1`)).toEqual([{ TagKey: 'site', TagValue: 'a' }]);
+    expect((await store.multiRegionKeys(MRK)).map((k) => k.keyId)).toEqual([`${MRK}/eu-west-1`, `${MRK}/us-east-1`]);
+
+    await store.setPrimaryRegion(MRK, 'eu-west-1');
+    expect((await store.multiRegionKeys(MRK)).map((k) => k.primaryRegion)).toEqual(['eu-west-1', 'eu-west-1']);
+    expect((await store.getKey(MRK))?.primaryRegion).toBe('eu-west-1');
+    expect((await store.getKey('mrk-0123456789abcdef0123456789abcdee'))?.primaryRegion).toBe('us-east-1');
+    expect((await store.getKey('k-none'))?.primaryRegion).toBeUndefined();
+  });
+
+  it('leaves primaryRegion absent on single-Region keys', async () => {
+    const key = await createKey('k1');
+    expect(await store.getKey('k1')).toEqual(key);
+    expect(Object.hasOwn((await store.getKey('k1'))!, 'primaryRegion')).toBe(false);
   });
 });
 
@@ -439,12 +489,12 @@ describe('deleteKey', () => {
     expect(await store.getKey('k1')).toBeUndefined();
     expect(await store.listVersions('k1')).toEqual([]);
     expect(await store.listTags('k1')).toEqual([]);
-    expect(await store.getAlias('alias/one')).toBeUndefined();
+    expect(await store.getAlias(REGION, 'alias/one')).toBeUndefined();
     expect(await store.countAliasesForKey('k1')).toBe(0);
 
     expect(await store.getKey('k2')).toBeDefined();
     expect(await store.listTags('k2')).toEqual([{ TagKey: 'a', TagValue: '2' }]);
-    expect((await store.getAlias('alias/two'))?.targetKeyId).toBe('k2');
+    expect((await store.getAlias(REGION, 'alias/two'))?.targetKeyId).toBe('k2');
     expect(await store.listAllVersions()).toEqual([{ keyId: 'k2', version: 1 }]);
 
     expect(await db.countRows('tags', 'k1')).toBe(0);
@@ -470,7 +520,7 @@ describe('hot path', () => {
       return Number(process.hrtime.bigint() - start) / 1000 / calls;
     };
     const getKeyMicros = await microsPerCall((i) => store.getKey(keyIds[(i * 7919) % keyIds.length]!), 20_000);
-    const getAliasMicros = await microsPerCall((i) => store.getAlias(`alias/${keyIds[(i * 7919) % 500]!}`), 20_000);
+    const getAliasMicros = await microsPerCall((i) => store.getAlias(REGION, `alias/${keyIds[(i * 7919) % 500]!}`), 20_000);
     console.log(`getKey ${getKeyMicros.toFixed(2)} µs/call, getAlias ${getAliasMicros.toFixed(2)} µs/call`);
 
     expect((await store.getKey(keyIds[1234]!))?.keyId).toBe(keyIds[1234]);

@@ -10,6 +10,7 @@ import { keyImporterOf } from '../../hsm/key-import.js';
 import type { BackingKeyRef, Hsm } from '../../hsm/types.js';
 import type { MaterialRecord } from '../../store/lifecycle.js';
 import type { KeyRecord, MetadataStore } from '../../store/types.js';
+import { apiKeyId } from '../regional-store.js';
 
 export interface ConsistencyReport {
   /** Token objects of a key version the database does not know (or knows as not imported). */
@@ -53,6 +54,8 @@ export async function checkConsistency(hsm: Hsm, store: MetadataStore): Promise<
 
   const versionProblems: ConsistencyReport['versionProblems'] = [];
   for (const key of keys.values()) {
+    // A Region's row of a multi-Region key holds no versions: its material row does.
+    if (key.keyId !== apiKeyId(key.keyId)) continue;
     const versions = (materialsByKey.get(key.keyId) ?? []).map((m) => m.version);
     const contiguous = versions.every((v, i) => v === i + 1);
     if (!contiguous || !versions.includes(key.currentVersion)) versionProblems.push({ keyId: key.keyId, versions, currentVersion: key.currentVersion });

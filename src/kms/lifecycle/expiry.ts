@@ -7,7 +7,7 @@
 import { invalidState } from '../errors.js';
 import type { MaterialRecord } from '../../store/lifecycle.js';
 import type { KeyRecord } from '../../store/types.js';
-import { keyArn } from '../arn.js';
+import { keyArn, keyEventScope } from '../arn.js';
 import type { Services } from '../context.js';
 import { effectiveKeyState, isExpired, newClaim } from './materials.js';
 
@@ -25,7 +25,7 @@ async function expireMaterial(svc: Services, key: KeyRecord, material: MaterialR
   await svc.audit
     ?.recordServiceEvent({
       eventName: 'DeleteExpiredKeyMaterial',
-      keyArns: [keyArn(svc.account, key.keyId)],
+      ...keyEventScope(svc.account, key, true),
       additionalEventData: { keyMaterialId: material.keyMaterialId },
     })
     .catch(() => undefined);

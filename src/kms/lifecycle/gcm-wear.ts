@@ -10,7 +10,7 @@
  */
 import type { Logger } from '../../log.js';
 import type { GcmEncryptionCount } from '../../store/lifecycle.js';
-import { keyArn } from '../arn.js';
+import { keyEventScope } from '../arn.js';
 import type { Services } from '../context.js';
 import { PendingWrites } from '../pending-writes.js';
 import { newClaim, RotationConflict, rotateUnderClaim, rotationSupport } from './materials.js';
@@ -64,7 +64,7 @@ export async function rotateWornKeys(svc: Services, log: Logger): Promise<string
       await svc.audit
         ?.recordServiceEvent({
           eventName: 'RotateKey',
-          keyArns: [keyArn(svc.account, keyId)],
+          ...keyEventScope(svc.account, key, true),
           additionalEventData: { keyMaterialId: material.keyMaterialId, reason: 'AES-GCM encryption threshold' },
         })
         .catch(() => undefined);

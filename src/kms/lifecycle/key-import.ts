@@ -13,7 +13,8 @@ import { KmsError, invalidCiphertext, invalidState, notFound, unsupported, valid
 import { KeyImportError, type MaterialCustody, type MaterialKind, type WrappingAlgorithm, type WrappingKeySpec, keyImporterOf } from '../../hsm/key-import.js';
 import type { ExpirationModel, ImportParametersRecord, MaterialRecord } from '../../store/lifecycle.js';
 import type { KeyRecord } from '../../store/types.js';
-import { keyArn } from '../arn.js';
+import { keyArn, keyEventScope } from '../arn.js';
+import { storeKeyId } from '../regional-store.js';
 import { KEY_SPECS, type KeyUsage, PRIVATE_KEY_USAGE } from '../key-specs.js';
 import type { Services } from '../context.js';
 import { removeImportedMaterial } from './expiry.js';
@@ -102,8 +103,10 @@ export async function createImportParameters(svc: Services, key: KeyRecord, algo
   const createdAt = svc.now();
   const validTo = new Date(createdAt.getTime() + IMPORT_PARAMETERS_VALIDITY_MS);
   const publicKey = await importer.createWrappingKey(importId, spec as WrappingKeySpec, algorithm as WrappingAlgorithm);
-  await svc.store.lifecycle.addImportParameters({ importId, keyId: key.keyId, wrappingAlgorithm: algorithm, wrappingKeySpec: spec, createdAt, validTo });
-  const body = encodeImportTokenBody({ importId, keyId: key.keyId, validTo });
+  // Bound to the Region's key: a multi-Region key's other Regions import with their own tokens.
+  const keyRow = storeKeyId(key);
+  await svc.store.lifecycle.addImportParameters({ importId, keyId: keyRow, wrappingAlgorithm: algorithm, wrappingKeySpec: spec, createdAt, validTo });
+  const body = encodeImportTokenBody({ importId, keyId: keyRow, validTo });
   const mac = await importer.macImportToken(importId, body);
   return { importToken: Buffer.concat([body, mac]), publicKey, validTo };
 }
@@ -131,14 +134,15 @@ async function requireDirectKeyPairWrap(importer: ReturnType<typeof keyImporterO
 /** The import parameters an ImportToken names, once it is shown to be ours, for this key, and valid. */
 async function openImportToken(svc: Services, key: KeyRecord, token: Buffer): Promise<ImportParametersRecord> {
   const parsed = parseImportToken(token);
-  if (!parsed || parsed.fields.keyId !== key.keyId) throw invalidImportToken();
+  const keyRow = storeKeyId(key);
+  if (!parsed || parsed.fields.keyId !== keyRow) throw invalidImportToken();
   const now = svc.now().getTime();
   const parameters = await svc.store.lifecycle.getImportParameters(parsed.fields.importId);
   if (!parameters) {
     // Swept after expiry, or never ours: only a token whose own date has passed is "expired".
     throw parsed.fields.validTo.getTime() <= now ? expiredImportToken() : invalidImportToken();
   }
-  if (parameters.keyId !== key.keyId || parameters.validTo.getTime() !== parsed.fields.validTo.getTime()) throw invalidImportToken();
+  if (parameters.keyId !== keyRow || parameters.validTo.getTime() !== parsed.fields.validTo.getTime()) throw invalidImportToken();
   if (!(await keyImporterOf(svc.hsm).verifyImportToken(parameters.importId, parsed.body, parsed.mac))) throw invalidImportToken();
   if (parameters.validTo.getTime() <= now) throw expiredImportToken();
   return parameters;
@@ -178,8 +182,11 @@ export async function importKeyMaterial(svc: Services, key: KeyRecord, request: 
       throw validation('You cannot specify a KeyMaterialId when ImportType is NEW_KEY_MATERIAL.');
     }
     const unwrap = unwrapperFor(svc, parameters, request.encryptedKeyMaterial, kind);
+    // A multi-Region key's Region that has no material yet, where another Region's key imported
+    // it: its first import (NEW_KEY_MATERIAL for AWS) must be that same material.
+    const sharedFirst = key.primaryRegion !== undefined && key.keyState === 'PendingImport' && everImported && request.keyMaterialId === undefined;
     const result =
-      importType === 'NEW_KEY_MATERIAL'
+      importType === 'NEW_KEY_MATERIAL' && !sharedFirst
         ? await importNewMaterial(svc, key, materials, unwrap, expiry, request.description)
         : await reimportMaterial(svc, key, materials, unwrap, expiry, request);
     await enableIfComplete(svc, key);
@@ -187,7 +194,7 @@ export async function importKeyMaterial(svc: Services, key: KeyRecord, request: 
       await svc.audit
         ?.recordServiceEvent({
           eventName: 'ImportKeyMaterialCustody',
-          keyArns: [keyArn(svc.account, key.keyId)],
+          ...keyEventScope(svc.account, key),
           additionalEventData: { keyMaterialId: result.keyMaterialId, custody: result.custody },
         })
         .catch(() => undefined);
@@ -228,6 +235,11 @@ async function importNewMaterial(svc: Services, key: KeyRecord, materials: Mater
       importState: 'IMPORTED', checkValue, keyMaterialId, custody: custodyMark(custody), ...expiry, description: description ?? null,
     });
     return { keyMaterialId, custody };
+  }
+  if (key.primaryRegion !== undefined) {
+    // AWS rotates an imported multi-Region key once the new material is in every Region's key
+    // (PENDING_MULTI_REGION_IMPORT_AND_ROTATION); with one shared token object that is not done.
+    throw unsupported(`${keyArn(svc.account, key.keyId)} is a multi-Region key: importing new key material for an on-demand rotation of it is not supported by this service.`);
   }
   if (materials.some((m) => m.version > key.currentVersion)) {
     throw invalidState(`${keyArn(svc.account, key.keyId)} already has key material pending rotation. Rotate the key or delete that material first.`);
@@ -308,8 +320,19 @@ export async function deleteImportedKeyMaterial(svc: Services, key: KeyRecord, k
     keyMaterialId === undefined ? materials.find((m) => m.version === key.currentVersion) : materials.find((m) => m.keyMaterialId === keyMaterialId);
   if (!target) throw notFound(`Key material ${keyMaterialId} is not associated with ${keyArn(svc.account, key.keyId)}.`);
   // Deleting material that is not in the token (never imported, expired, deleted) changes nothing.
-  if (target.importState === 'IMPORTED') await removeImportedMaterial(svc, key, target);
+  if (target.importState === 'IMPORTED') {
+    if (await heldElsewhere(svc, key)) await svc.store.updateKey(key.keyId, { keyState: 'PendingImport' });
+    else await removeImportedMaterial(svc, key, target);
+  }
   return target.checkValue === null ? undefined : target.keyMaterialId;
+}
+
+/** Whether another Region's key of this multi-Region key still has the shared material (AWS:
+ *  deleting it from one key leaves the others' alone; the token object goes with the last). */
+async function heldElsewhere(svc: Services, key: KeyRecord): Promise<boolean> {
+  if (key.primaryRegion === undefined) return false;
+  const others = (await svc.store.multiRegionKeys(key.keyId)).filter((k) => k.region !== key.region);
+  return others.some((k) => k.keyState === 'Enabled' || k.keyState === 'Disabled');
 }
 
 // ---- helpers --------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { KmsError } from '../errors.js';
 import type { Claim, ClaimKind, MaterialRecord, RotationType } from '../../store/lifecycle.js';
 import type { KeyRecord, KeyState } from '../../store/types.js';
-import { keyArn } from '../arn.js';
+import { keyEventScope } from '../arn.js';
 import type { Services } from '../context.js';
+import { apiKeyId } from '../regional-store.js';
 
 export const DAY_MS = 86_400_000;
 export const DEFAULT_ROTATION_PERIOD_DAYS = 365;
@@ -126,20 +127,32 @@ export async function rotateUnderClaim(
  */
 export async function rotateAutomatically(svc: Services, key: KeyRecord, claim: Claim): Promise<MaterialRecord | undefined> {
   const schedule = await svc.store.lifecycle.rotationSchedule(key.keyId, claim.now);
-  if (!isRotationDue(key, schedule?.periodInDays ?? null, schedule?.nextRotationDate ?? null, claim.now)) return undefined;
+  const state = await rotationGoverningState(svc, key);
+  if (!isRotationDue(key, state, schedule?.periodInDays ?? null, schedule?.nextRotationDate ?? null, claim.now)) return undefined;
   const next = new Date(claim.now.getTime() + schedule!.periodInDays! * DAY_MS);
   const material = await rotateUnderClaim(svc, key, claim, 'AUTOMATIC', next);
   await svc.audit
-    ?.recordServiceEvent({ eventName: 'RotateKey', keyArns: [keyArn(svc.account, key.keyId)], additionalEventData: { keyMaterialId: material.keyMaterialId } })
+    ?.recordServiceEvent({ eventName: 'RotateKey', ...keyEventScope(svc.account, key, true), additionalEventData: { keyMaterialId: material.keyMaterialId } })
     .catch(() => undefined);
   return material;
 }
 
+/**
+ * The key state that decides whether the key rotates: its own, or for a multi-Region key (a
+ * Region's key, or the material row the scheduler finds due) that of its primary, whose rotation
+ * every replica shares.
+ */
+async function rotationGoverningState(svc: Services, key: KeyRecord): Promise<KeyState> {
+  if (key.primaryRegion === undefined) return key.keyState;
+  const primary = (await svc.store.multiRegionKeys(apiKeyId(key.keyId))).find((k) => k.region === key.primaryRegion);
+  return primary?.keyState ?? 'PendingDeletion';
+}
+
 /** Disabled keys and keys pending deletion are not rotated; they become due again when enabled. */
-function isRotationDue(key: KeyRecord, periodInDays: number | null, nextRotationDate: Date | null, now: Date): boolean {
+function isRotationDue(key: KeyRecord, state: KeyState, periodInDays: number | null, nextRotationDate: Date | null, now: Date): boolean {
   return (
     rotationSupport(key) === 'automatic-and-on-demand' &&
-    key.keyState === 'Enabled' &&
+    state === 'Enabled' &&
     periodInDays !== null &&
     nextRotationDate !== null &&
     nextRotationDate.getTime() <= now.getTime()
@@ -154,7 +167,7 @@ function isRotationDue(key: KeyRecord, periodInDays: number | null, nextRotation
 export async function rotateIfDue(svc: Services, key: KeyRecord): Promise<KeyRecord> {
   const now = svc.now();
   const schedule = await svc.store.lifecycle.rotationSchedule(key.keyId, now);
-  if (!isRotationDue(key, schedule?.periodInDays ?? null, schedule?.nextRotationDate ?? null, now) || schedule?.claim) return key;
+  if (!isRotationDue(key, await rotationGoverningState(svc, key), schedule?.periodInDays ?? null, schedule?.nextRotationDate ?? null, now) || schedule?.claim) return key;
   const claim = newClaim(svc);
   if (!(await svc.store.lifecycle.claimKey(key.keyId, 'rotation', claim))) return key;
   try {

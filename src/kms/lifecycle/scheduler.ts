@@ -10,7 +10,7 @@
 import type { ServiceEvent } from '../../audit/record.js';
 import { keyImporterOf } from '../../hsm/key-import.js';
 import type { Logger } from '../../log.js';
-import { keyArn } from '../arn.js';
+import { keyEventScope } from '../arn.js';
 import type { Services } from '../context.js';
 import { sweepDeletedKey } from './deletion.js';
 import { expireDueMaterials } from './expiry.js';
@@ -76,13 +76,14 @@ async function sweepDueDeletions(svc: Services, log: Logger, summary: DueWorkSum
     let stuck = 0;
     for (const keyId of due) {
       try {
+        // Read before it goes: the audit event is in the key's Region.
+        const scope = keyEventScope(svc.account, (await svc.store.getKey(keyId)) ?? { keyId, region: svc.account.region });
         if (!(await sweepDeletedKey(svc, keyId, claim))) {
           stuck++;
         } else {
           summary.deleted.push(keyId);
           log.info({ keyId }, 'key deleted at the end of its waiting period; token objects destroyed');
-          const arn = keyArn(svc.account, keyId);
-          await recordServiceEvent(svc, log, { eventName: 'DeleteKey', keyArns: [arn], responseElements: { keyId: arn } });
+          await recordServiceEvent(svc, log, { eventName: 'DeleteKey', ...scope, responseElements: { keyId: scope.keyArns[0]! } });
         }
       } catch (err) {
         stuck++;

@@ -43,7 +43,7 @@ const createAlias: OperationHandler = async (input, ctx, svc) => {
   await checkAliasQuota(svc, key);
   const now = svc.now();
   try {
-    await svc.store.createAlias({ aliasName, targetKeyId: key.keyId, createdAt: now, lastUpdatedAt: now });
+    await svc.store.createAlias({ region: svc.account.region, aliasName, targetKeyId: key.keyId, createdAt: now, lastUpdatedAt: now });
   } catch (e) {
     if (e instanceof StoreConflictError) {
       throw new KmsError('AlreadyExistsException', `An alias with the name ${aliasArn(svc.account, aliasName)} already exists`);
@@ -67,7 +67,7 @@ async function changeAliasAsDecided<T>(
   change: (decidedKeyId: string, decided: T) => Promise<boolean>,
 ): Promise<void> {
   for (let attempt = 0; attempt < ALIAS_CHANGE_ATTEMPTS; attempt++) {
-    const alias = await svc.store.getAlias(aliasName);
+    const alias = await svc.store.getAlias(svc.account.region, aliasName);
     if (!alias) throw notFound(`Alias '${aliasArn(svc.account, aliasName)}' is not found.`);
     if (await change(alias.targetKeyId, await decide(alias))) return;
   }
@@ -96,7 +96,7 @@ const updateAlias: OperationHandler = async (input, ctx, svc) => {
     if (target.keyId !== alias.targetKeyId) await checkAliasQuota(svc, target);
     return target;
   };
-  await changeAliasAsDecided(svc, aliasName, decide, (decidedKeyId, target) => svc.store.updateAliasIfTarget(aliasName, decidedKeyId, target.keyId, svc.now()));
+  await changeAliasAsDecided(svc, aliasName, decide, (decidedKeyId, target) => svc.store.updateAliasIfTarget(svc.account.region, aliasName, decidedKeyId, target.keyId, svc.now()));
   return undefined;
 };
 
@@ -105,7 +105,7 @@ const deleteAlias: OperationHandler = async (input, ctx, svc) => {
   checkAliasPrefix(aliasName);
   await authorize(svc, ctx, 'DeleteAlias', aliasArn(svc.account, aliasName));
   const decide = (alias: AliasRecord) => resolveAuthorizedKey(svc, ctx, alias.targetKeyId, 'DeleteAlias', { allowAlias: false });
-  await changeAliasAsDecided(svc, aliasName, decide, (decidedKeyId) => svc.store.deleteAliasIfTarget(aliasName, decidedKeyId));
+  await changeAliasAsDecided(svc, aliasName, decide, (decidedKeyId) => svc.store.deleteAliasIfTarget(svc.account.region, aliasName, decidedKeyId));
   return undefined;
 };
 
@@ -118,7 +118,7 @@ const listAliases: OperationHandler = async (input, ctx, svc) => {
     input,
     50,
     100,
-    (afterAliasName, limit) => svc.store.listAliases({ targetKeyId, afterAliasName, limit }),
+    (afterAliasName, limit) => svc.store.listAliases({ region: svc.account.region, targetKeyId, afterAliasName, limit }),
     (a) => a.aliasName,
   );
   return {

@@ -15,6 +15,7 @@ import { keyOperations } from './keys.js';
 import { keyUsageOperations } from './key-usage.js';
 import { TRACKED_OPERATIONS } from '../key-usage.js';
 import { macOperations } from './mac.js';
+import { multiRegionOperations } from './multi-region.js';
 import { importOperations } from './import.js';
 import { policyOperations } from './policies.js';
 import { rotationOperations } from './rotation.js';
@@ -36,6 +37,7 @@ const handlers: Record<string, OperationHandler> = {
   ...importOperations,
   ...customKeyStoreOperations,
   ...keyUsageOperations,
+  ...multiRegionOperations,
 };
 
 /** A successful cryptographic operation counts as a use of its key(s) (GetKeyLastUsage). */

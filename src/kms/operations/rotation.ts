@@ -21,6 +21,7 @@ import {
   withKeyClaim,
 } from '../lifecycle/materials.js';
 import { paginate } from '../pagination.js';
+import { isReplica } from '../multi-region.js';
 
 function unsupportedForRotation(svc: Services, key: KeyRecord): KmsError {
   const arn = arnOfKey(svc, key);
@@ -35,11 +36,20 @@ function requireRotatableState(svc: Services, key: KeyRecord): void {
   if (key.keyState === 'Disabled') throw disabled(`${arn} is disabled.`);
   if (key.keyState === 'PendingDeletion') throw invalidState(`${arn} is pending deletion.`);
   if (key.keyState === 'PendingImport') throw invalidState(`${arn} is pending import.`);
+  if (key.keyState === 'PendingReplicaDeletion') throw invalidState(`${arn} is pending replica deletion.`);
   if (key.keyState !== 'Enabled') throw invalidState(`${arn} is ${key.keyState.toLowerCase()}.`);
+}
+
+/** AWS: a multi-Region key's rotation is a shared property, managed on the primary key only. */
+function requireNotReplica(svc: Services, key: KeyRecord): void {
+  if (isReplica(key)) {
+    throw unsupported(`${arnOfKey(svc, key)} is a multi-Region replica key. Manage its rotation on the primary key in ${key.primaryRegion}.`);
+  }
 }
 
 const enableKeyRotation: OperationHandler = async (input, ctx, svc) => {
   const key = await resolveAuthorizedKey(svc, ctx, input.KeyId, 'EnableKeyRotation', { allowAlias: false });
+  requireNotReplica(svc, key);
   if (rotationSupport(key) !== 'automatic-and-on-demand') throw unsupportedForRotation(svc, key);
   requireRotatableState(svc, key);
   const period: number = input.RotationPeriodInDays ?? DEFAULT_ROTATION_PERIOD_DAYS;
@@ -56,6 +66,7 @@ const enableKeyRotation: OperationHandler = async (input, ctx, svc) => {
 
 const disableKeyRotation: OperationHandler = async (input, ctx, svc) => {
   const key = await resolveAuthorizedKey(svc, ctx, input.KeyId, 'DisableKeyRotation', { allowAlias: false });
+  requireNotReplica(svc, key);
   if (rotationSupport(key) !== 'automatic-and-on-demand') throw unsupportedForRotation(svc, key);
   requireRotatableState(svc, key);
   await svc.store.lifecycle.setRotationSchedule(key.keyId, null, null);
@@ -84,6 +95,7 @@ const getKeyRotationStatus: OperationHandler = async (input, ctx, svc) => {
 
 const rotateKeyOnDemand: OperationHandler = async (input, ctx, svc) => {
   const key = await resolveAuthorizedKey(svc, ctx, input.KeyId, 'RotateKeyOnDemand', { allowAlias: false });
+  requireNotReplica(svc, key);
   if (rotationSupport(key) === 'none') throw unsupportedForRotation(svc, key);
   requireRotatableState(svc, key);
   await requireUsableMaterial(svc, key);

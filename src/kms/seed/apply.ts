@@ -120,11 +120,11 @@ async function planKey(ctx: PlanContext, seed: SeedKey, plan: SeedPlan): Promise
   if (extra.length > 0) propose('UntagResource', `tags ${extra.join(', ')} of key ${keyId}`, (svc) => svc.store.removeTags(keyId, extra));
 
   for (const { name, repoint } of seed.aliases) {
-    const alias = await ctx.store.getAlias(name);
+    const alias = await ctx.store.getAlias(ctx.account.region, name);
     if (!alias) {
-      add('CreateAlias', `${name} -> key ${keyId}`, (svc) => svc.store.createAlias({ aliasName: name, targetKeyId: keyId, createdAt: svc.now(), lastUpdatedAt: svc.now() }), name);
+      add('CreateAlias', `${name} -> key ${keyId}`, (svc) => svc.store.createAlias({ region: svc.account.region, aliasName: name, targetKeyId: keyId, createdAt: svc.now(), lastUpdatedAt: svc.now() }), name);
     } else if (alias.targetKeyId !== keyId) {
-      if (repoint) add('UpdateAlias', `${name} from key ${alias.targetKeyId} to key ${keyId}`, (svc) => svc.store.updateAlias(name, keyId, svc.now()).then(() => undefined), name);
+      if (repoint) add('UpdateAlias', `${name} from key ${alias.targetKeyId} to key ${keyId}`, (svc) => svc.store.updateAlias(svc.account.region, name, keyId, svc.now()).then(() => undefined), name);
       else plan.skipped.push({ keyId, detail: `${name}: it names key ${alias.targetKeyId} (set "repoint": true on the alias to move it to ${keyId})` });
     }
   }

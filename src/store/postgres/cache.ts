@@ -17,6 +17,7 @@ const MAX_ENTRIES = 10_000;
 export class MetadataCache implements Invalidation {
   generation = 0;
   readonly keys = new BoundedMap<string, KeyRecord | undefined>();
+  /** By aliasCacheKey(region, name): an alias name is unique per Region. */
   readonly aliases = new BoundedMap<string, AliasRecord | undefined>();
   /** keyId → grantee list (joined) → grants. */
   readonly grants = new BoundedMap<string, Map<string, GrantRecord[]>>();
@@ -50,6 +51,11 @@ export class MetadataCache implements Invalidation {
     this.aliases.clear();
     this.grants.clear();
   }
+}
+
+/** The cache and change-log key of an alias (a Region name holds no '/', so the first one splits). */
+export function aliasCacheKey(region: string, aliasName: string): string {
+  return `${region}/${aliasName}`;
 }
 
 /** A Map that drops its oldest entry when full. */

@@ -167,10 +167,23 @@ CREATE TABLE token_binding (
 );
 `;
 
+// SQLite migration 8: alias names unique per Region (an existing alias takes its key's Region);
+// the primary Region of a multi-Region key on each of its rows.
+const REGIONS_SCHEMA = `
+ALTER TABLE aliases ADD COLUMN region TEXT COLLATE "C";
+UPDATE aliases a SET region = k.region FROM keys k WHERE k.key_id = a.target_key_id;
+ALTER TABLE aliases ALTER COLUMN region SET NOT NULL;
+ALTER TABLE aliases DROP CONSTRAINT aliases_pkey;
+ALTER TABLE aliases ADD PRIMARY KEY (region, alias_name);
+
+ALTER TABLE keys ADD COLUMN primary_region TEXT;
+`;
+
 export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   { version: 1, description: 'keys, versions, aliases, tags, grants, key material lifecycle, key uses', sql: INITIAL_SCHEMA },
   { version: 2, description: 'change log for the caches of several nodes', sql: CHANGE_LOG_SCHEMA },
   { version: 3, description: 'audit chain registry and token binding', sql: ANCHORS_SCHEMA },
+  { version: 4, description: 'aliases unique per Region; the primary Region of multi-Region keys', sql: REGIONS_SCHEMA },
 ];
 
 /** Highest applied version; 0 for a database that has never been migrated. */

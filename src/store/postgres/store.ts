@@ -17,7 +17,7 @@ import {
   type MetadataStore,
   type TagRecord,
 } from '../types.js';
-import { MetadataCache } from './cache.js';
+import { MetadataCache, aliasCacheKey } from './cache.js';
 import { ChangeFeed } from './changes.js';
 import { Database, type DatabaseOptions, type Queryable, type Transaction } from './database.js';
 import { PostgresAuditChainRegistry } from './audit-chains.js';
@@ -58,7 +58,7 @@ export function describeDatabase(url: string): string {
 }
 
 const KEY_COLUMNS = `key_id, account_id, region, created_at, description, key_state, key_spec, key_usage, origin, policy,
-  current_version, deletion_date, pending_window_days`;
+  current_version, deletion_date, pending_window_days, primary_region`;
 interface KeyRow {
   key_id: string;
   account_id: string;
@@ -73,9 +73,11 @@ interface KeyRow {
   current_version: number;
   deletion_date: Date | null;
   pending_window_days: number | null;
+  primary_region: string | null;
 }
-const ALIAS_COLUMNS = 'alias_name, target_key_id, created_at, last_updated_at';
+const ALIAS_COLUMNS = 'region, alias_name, target_key_id, created_at, last_updated_at';
 interface AliasRow {
+  region: string;
   alias_name: string;
   target_key_id: string;
   created_at: Date;
@@ -135,21 +137,33 @@ class PostgresMetadataStore implements MetadataStore {
     return value;
   }
 
-  async createKey(key: KeyRecord, version: BackingKeyVersionRecord, tags: TagRecord[]): Promise<void> {
+  createKey(key: KeyRecord, version: BackingKeyVersionRecord, tags: TagRecord[]): Promise<void> {
+    return this.insertKey(key, version, tags);
+  }
+
+  createRegionalKey(key: KeyRecord, tags: TagRecord[]): Promise<void> {
+    return this.insertKey(key, undefined, tags);
+  }
+
+  /** The key row, its first backing version (none for a Region's row of a multi-Region key) and
+   *  its tags, in one transaction. */
+  private async insertKey(key: KeyRecord, version: BackingKeyVersionRecord | undefined, tags: TagRecord[]): Promise<void> {
     const row = keyToRow(key);
     await this.write(async (tx) => {
       try {
-        await tx.query(`INSERT INTO keys (${KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`, row);
+        await tx.query(`INSERT INTO keys (${KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, row);
       } catch (err) {
         if (codeOf(err) === UNIQUE_VIOLATION) throw new StoreConflictError(`key ${key.keyId} already exists`);
         throw err;
       }
-      await tx.query('INSERT INTO key_versions (key_id, version, created_at, key_material_id) VALUES ($1, $2, $3, $4)', [
-        version.keyId,
-        version.version,
-        checkedDate(version.createdAt),
-        version.keyMaterialId,
-      ]);
+      if (version) {
+        await tx.query('INSERT INTO key_versions (key_id, version, created_at, key_material_id) VALUES ($1, $2, $3, $4)', [
+          version.keyId,
+          version.version,
+          checkedDate(version.createdAt),
+          version.keyMaterialId,
+        ]);
+      }
       // Plain INSERT: duplicate TagKeys in one request are a caller bug and must not pass silently.
       if (tags.length > 0) {
         await tx.query('INSERT INTO tags (key_id, tag_key, tag_value) SELECT $1, * FROM unnest($2::text[], $3::text[])', [
@@ -166,6 +180,25 @@ class PostgresMetadataStore implements MetadataStore {
     return this.cached(this.cache.keys, keyId, async () => {
       const { rows } = await this.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys WHERE key_id = $1`, [keyId]);
       return rows[0] && Object.freeze(rowToKey(rows[0]));
+    });
+  }
+
+  async multiRegionKeys(keyId: string): Promise<KeyRecord[]> {
+    // Rows "<keyId>/<Region>": every ID between "<keyId>/" and "<keyId>0" ('0' follows '/').
+    const { rows } = await this.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys WHERE key_id > $1 AND key_id < $2 ORDER BY key_id`, [
+      `${keyId}/`,
+      `${keyId}0`,
+    ]);
+    return rows.map(rowToKey);
+  }
+
+  async setPrimaryRegion(keyId: string, primaryRegion: string): Promise<void> {
+    await this.write(async (tx) => {
+      const { rows } = await tx.query<{ key_id: string }>(
+        'UPDATE keys SET primary_region = $1 WHERE key_id = $2 OR (key_id > $3 AND key_id < $4) RETURNING key_id',
+        [primaryRegion, keyId, `${keyId}/`, `${keyId}0`],
+      );
+      for (const row of rows) tx.changed('key', row.key_id);
     });
   }
 
@@ -232,7 +265,8 @@ class PostgresMetadataStore implements MetadataStore {
   async createAlias(alias: AliasRecord): Promise<void> {
     await this.write(async (tx) => {
       try {
-        await tx.query(`INSERT INTO aliases (${ALIAS_COLUMNS}) VALUES ($1, $2, $3, $4)`, [
+        await tx.query(`INSERT INTO aliases (${ALIAS_COLUMNS}) VALUES ($1, $2, $3, $4, $5)`, [
+          alias.region,
           alias.aliasName,
           alias.targetKeyId,
           checkedDate(alias.createdAt),
@@ -242,26 +276,27 @@ class PostgresMetadataStore implements MetadataStore {
         if (codeOf(err) === UNIQUE_VIOLATION) throw new StoreConflictError(`alias ${alias.aliasName} already exists`);
         throw translateMissingKey(err, alias.targetKeyId);
       }
-      tx.changed('alias', alias.aliasName);
+      tx.changed('alias', aliasCacheKey(alias.region, alias.aliasName));
     });
   }
 
-  getAlias(aliasName: string): Promise<AliasRecord | undefined> {
-    return this.cached(this.cache.aliases, aliasName, async () => {
-      const { rows } = await this.query<AliasRow>(`SELECT ${ALIAS_COLUMNS} FROM aliases WHERE alias_name = $1`, [aliasName]);
+  getAlias(region: string, aliasName: string): Promise<AliasRecord | undefined> {
+    return this.cached(this.cache.aliases, aliasCacheKey(region, aliasName), async () => {
+      const { rows } = await this.query<AliasRow>(`SELECT ${ALIAS_COLUMNS} FROM aliases WHERE region = $1 AND alias_name = $2`, [region, aliasName]);
       return rows[0] && Object.freeze(rowToAlias(rows[0]));
     });
   }
 
-  async updateAlias(aliasName: string, targetKeyId: string, at: Date): Promise<boolean> {
+  async updateAlias(region: string, aliasName: string, targetKeyId: string, at: Date): Promise<boolean> {
     return this.write(async (tx) => {
       try {
-        const { rowCount } = await tx.query('UPDATE aliases SET target_key_id = $1, last_updated_at = $2 WHERE alias_name = $3', [
+        const { rowCount } = await tx.query('UPDATE aliases SET target_key_id = $1, last_updated_at = $2 WHERE region = $3 AND alias_name = $4', [
           targetKeyId,
           checkedDate(at),
+          region,
           aliasName,
         ]);
-        tx.changed('alias', aliasName);
+        tx.changed('alias', aliasCacheKey(region, aliasName));
         return (rowCount ?? 0) > 0;
       } catch (err) {
         throw translateMissingKey(err, targetKeyId);
@@ -271,14 +306,14 @@ class PostgresMetadataStore implements MetadataStore {
 
   /** The alias moves only while it still points to the key its authorization was decided on: the
    *  condition is part of the one UPDATE, so a concurrent move on another node makes it a no-op. */
-  async updateAliasIfTarget(aliasName: string, decidedKeyId: string, targetKeyId: string, at: Date): Promise<boolean> {
+  async updateAliasIfTarget(region: string, aliasName: string, decidedKeyId: string, targetKeyId: string, at: Date): Promise<boolean> {
     return this.write(async (tx) => {
       try {
         const { rowCount } = await tx.query(
-          'UPDATE aliases SET target_key_id = $1, last_updated_at = $2 WHERE alias_name = $3 AND target_key_id = $4',
-          [targetKeyId, checkedDate(at), aliasName, decidedKeyId],
+          'UPDATE aliases SET target_key_id = $1, last_updated_at = $2 WHERE region = $3 AND alias_name = $4 AND target_key_id = $5',
+          [targetKeyId, checkedDate(at), region, aliasName, decidedKeyId],
         );
-        tx.changed('alias', aliasName);
+        tx.changed('alias', aliasCacheKey(region, aliasName));
         return (rowCount ?? 0) > 0;
       } catch (err) {
         throw translateMissingKey(err, targetKeyId);
@@ -286,28 +321,33 @@ class PostgresMetadataStore implements MetadataStore {
     });
   }
 
-  async deleteAliasIfTarget(aliasName: string, decidedKeyId: string): Promise<boolean> {
+  async deleteAliasIfTarget(region: string, aliasName: string, decidedKeyId: string): Promise<boolean> {
     return this.write(async (tx) => {
-      const { rowCount } = await tx.query('DELETE FROM aliases WHERE alias_name = $1 AND target_key_id = $2', [aliasName, decidedKeyId]);
-      tx.changed('alias', aliasName);
+      const { rowCount } = await tx.query('DELETE FROM aliases WHERE region = $1 AND alias_name = $2 AND target_key_id = $3', [
+        region,
+        aliasName,
+        decidedKeyId,
+      ]);
+      tx.changed('alias', aliasCacheKey(region, aliasName));
       return (rowCount ?? 0) > 0;
     });
   }
 
-  async deleteAlias(aliasName: string): Promise<boolean> {
+  async deleteAlias(region: string, aliasName: string): Promise<boolean> {
     return this.write(async (tx) => {
-      const { rowCount } = await tx.query('DELETE FROM aliases WHERE alias_name = $1', [aliasName]);
-      tx.changed('alias', aliasName);
+      const { rowCount } = await tx.query('DELETE FROM aliases WHERE region = $1 AND alias_name = $2', [region, aliasName]);
+      tx.changed('alias', aliasCacheKey(region, aliasName));
       return (rowCount ?? 0) > 0;
     });
   }
 
-  async listAliases(filter: { targetKeyId?: string; afterAliasName?: string; limit: number }): Promise<AliasRecord[]> {
+  async listAliases(filter: { region: string; targetKeyId?: string; afterAliasName?: string; limit: number }): Promise<AliasRecord[]> {
     assertValidLimit(filter.limit);
     const { rows } = await this.query<AliasRow>(
-      `SELECT ${ALIAS_COLUMNS} FROM aliases WHERE ($1::text IS NULL OR target_key_id = $1) AND ($2::text IS NULL OR alias_name > $2)
-       ORDER BY alias_name LIMIT $3`,
-      [filter.targetKeyId ?? null, filter.afterAliasName ?? null, filter.limit],
+      `SELECT ${ALIAS_COLUMNS} FROM aliases
+       WHERE region = $1 AND ($2::text IS NULL OR target_key_id = $2) AND ($3::text IS NULL OR alias_name > $3)
+       ORDER BY alias_name LIMIT $4`,
+      [filter.region, filter.targetKeyId ?? null, filter.afterAliasName ?? null, filter.limit],
     );
     return rows.map(rowToAlias);
   }
@@ -492,6 +532,7 @@ function keyToRow(key: KeyRecord): unknown[] {
     key.currentVersion,
     key.deletionDate === null ? null : checkedDate(key.deletionDate),
     key.pendingWindowInDays,
+    key.primaryRegion ?? null,
   ];
 }
 
@@ -510,9 +551,10 @@ function rowToKey(r: KeyRow): KeyRecord {
     currentVersion: r.current_version,
     deletionDate: r.deletion_date,
     pendingWindowInDays: r.pending_window_days,
+    ...(r.primary_region === null ? {} : { primaryRegion: r.primary_region }),
   };
 }
 
 function rowToAlias(r: AliasRow): AliasRecord {
-  return { aliasName: r.alias_name, targetKeyId: r.target_key_id, createdAt: r.created_at, lastUpdatedAt: r.last_updated_at };
+  return { region: r.region, aliasName: r.alias_name, targetKeyId: r.target_key_id, createdAt: r.created_at, lastUpdatedAt: r.last_updated_at };
 }

@@ -126,6 +126,29 @@ CREATE TABLE token_binding (
 ) STRICT;
 `;
 
+// Issue 16: alias names are unique per Region, as in AWS (the table is rebuilt: its primary key
+// changes; an existing alias takes its key's Region), and a multi-Region key's rows name the
+// Region of its primary.
+const REGIONS_SCHEMA = `
+PRAGMA defer_foreign_keys = ON;
+CREATE TABLE aliases_by_region (
+  region          TEXT    NOT NULL,
+  alias_name      TEXT    NOT NULL,
+  target_key_id   TEXT    NOT NULL REFERENCES keys (key_id) ON DELETE CASCADE,
+  created_at      INTEGER NOT NULL,
+  last_updated_at INTEGER NOT NULL,
+  PRIMARY KEY (region, alias_name)
+) STRICT, WITHOUT ROWID;
+INSERT INTO aliases_by_region (region, alias_name, target_key_id, created_at, last_updated_at)
+  SELECT k.region, a.alias_name, a.target_key_id, a.created_at, a.last_updated_at
+  FROM aliases a JOIN keys k ON k.key_id = a.target_key_id;
+DROP TABLE aliases;
+ALTER TABLE aliases_by_region RENAME TO aliases;
+CREATE INDEX aliases_by_target ON aliases (target_key_id, alias_name);
+
+ALTER TABLE keys ADD COLUMN primary_region TEXT;
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, description: 'keys, backing-key versions, aliases, tags', sql: INITIAL_SCHEMA },
   { version: 2, description: 'grants', sql: GRANTS_SCHEMA },
@@ -138,6 +161,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 5, description: 'last cryptographic use of each key (GetKeyLastUsage)', sql: KEY_USAGE_SCHEMA },
   { version: 6, description: 'audit chain registry (newest digest of every audit chain)', sql: AUDIT_CHAINS_SCHEMA },
   { version: 7, description: 'token binding: the PKCS#11 token the keys live in', sql: TOKEN_BINDING_SCHEMA },
+  { version: 8, description: 'aliases unique per Region; the primary Region of multi-Region keys', sql: REGIONS_SCHEMA },
 ];
 
 /** Highest applied version; 0 for a database that has never been migrated. */

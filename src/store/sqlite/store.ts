@@ -93,6 +93,7 @@ function configureConnection(db: Database.Database): void {
 const KEY_COLUMN_NAMES = [
   'key_id', 'account_id', 'region', 'created_at', 'description', 'key_state', 'key_spec',
   'key_usage', 'origin', 'policy', 'current_version', 'deletion_date', 'pending_window_days',
+  'primary_region',
 ] as const;
 type KeyRow = [
   keyId: string,
@@ -108,10 +109,11 @@ type KeyRow = [
   currentVersion: number,
   deletionDate: number | null,
   pendingWindowInDays: number | null,
+  primaryRegion: string | null,
 ];
 
-const ALIAS_COLUMN_NAMES = ['alias_name', 'target_key_id', 'created_at', 'last_updated_at'] as const;
-type AliasRow = [aliasName: string, targetKeyId: string, createdAt: number, lastUpdatedAt: number];
+const ALIAS_COLUMN_NAMES = ['region', 'alias_name', 'target_key_id', 'created_at', 'last_updated_at'] as const;
+type AliasRow = [region: string, aliasName: string, targetKeyId: string, createdAt: number, lastUpdatedAt: number];
 
 interface VersionRow {
   key_id: string;
@@ -177,6 +179,8 @@ class SqliteMetadataStore implements MetadataStore {
   private readonly grants: SqliteGrantTable;
 
   private readonly createKeyTx;
+  private readonly selectRegionalRowsStmt;
+  private readonly setPrimaryRegionStmt;
   private readonly putTagsTx;
   private readonly removeTagsTx;
 
@@ -230,22 +234,26 @@ class SqliteMetadataStore implements MetadataStore {
     );
     const selectAliases = <Params extends unknown[]>(condition: string) =>
       db.prepare<Params, AliasRow>(`SELECT ${ALIAS_COLUMNS} FROM aliases ${condition}`).raw();
-    this.selectAliasStmt = selectAliases<[string]>('WHERE alias_name = ?');
-    this.updateAliasStmt = db.prepare<[string, number, string]>(
-      'UPDATE aliases SET target_key_id = ?, last_updated_at = ? WHERE alias_name = ?',
+    this.selectAliasStmt = selectAliases<[string, string]>('WHERE region = ? AND alias_name = ?');
+    this.updateAliasStmt = db.prepare<[string, number, string, string]>(
+      'UPDATE aliases SET target_key_id = ?, last_updated_at = ? WHERE region = ? AND alias_name = ?',
     );
-    this.deleteAliasStmt = db.prepare<[string]>('DELETE FROM aliases WHERE alias_name = ?');
-    this.updateAliasIfTargetStmt = db.prepare<[string, number, string, string]>(
-      'UPDATE aliases SET target_key_id = ?, last_updated_at = ? WHERE alias_name = ? AND target_key_id = ?',
+    this.deleteAliasStmt = db.prepare<[string, string]>('DELETE FROM aliases WHERE region = ? AND alias_name = ?');
+    this.updateAliasIfTargetStmt = db.prepare<[string, number, string, string, string]>(
+      'UPDATE aliases SET target_key_id = ?, last_updated_at = ? WHERE region = ? AND alias_name = ? AND target_key_id = ?',
     );
-    this.deleteAliasIfTargetStmt = db.prepare<[string, string]>('DELETE FROM aliases WHERE alias_name = ? AND target_key_id = ?');
-    this.selectAliasesFirstPageStmt = selectAliases<[number]>('ORDER BY alias_name LIMIT ?');
-    this.selectAliasesAfterStmt = selectAliases<[string, number]>('WHERE alias_name > ? ORDER BY alias_name LIMIT ?');
-    this.selectKeyAliasesFirstPageStmt = selectAliases<[string, number]>(
-      'WHERE target_key_id = ? ORDER BY alias_name LIMIT ?',
+    this.deleteAliasIfTargetStmt = db.prepare<[string, string, string]>(
+      'DELETE FROM aliases WHERE region = ? AND alias_name = ? AND target_key_id = ?',
     );
-    this.selectKeyAliasesAfterStmt = selectAliases<[string, string, number]>(
-      'WHERE target_key_id = ? AND alias_name > ? ORDER BY alias_name LIMIT ?',
+    this.selectAliasesFirstPageStmt = selectAliases<[string, number]>('WHERE region = ? ORDER BY alias_name LIMIT ?');
+    this.selectAliasesAfterStmt = selectAliases<[string, string, number]>(
+      'WHERE region = ? AND alias_name > ? ORDER BY alias_name LIMIT ?',
+    );
+    this.selectKeyAliasesFirstPageStmt = selectAliases<[string, string, number]>(
+      'WHERE target_key_id = ? AND region = ? ORDER BY alias_name LIMIT ?',
+    );
+    this.selectKeyAliasesAfterStmt = selectAliases<[string, string, string, number]>(
+      'WHERE target_key_id = ? AND region = ? AND alias_name > ? ORDER BY alias_name LIMIT ?',
     );
     this.countAliasesForKeyStmt = db
       .prepare<[string], number>('SELECT COUNT(*) FROM aliases WHERE target_key_id = ?')
@@ -264,7 +272,8 @@ class SqliteMetadataStore implements MetadataStore {
     this.selectOneStmt = db.prepare<[], number>('SELECT 1').pluck();
     this.grants = new SqliteGrantTable(db);
 
-    this.createKeyTx = db.transaction((key: KeyRecord, version: BackingKeyVersionRecord, tags: TagRecord[]) => {
+    // The key row, its first backing version (none for a Region's row of a multi-Region key), its tags.
+    this.createKeyTx = db.transaction((key: KeyRecord, version: BackingKeyVersionRecord | undefined, tags: TagRecord[]) => {
       try {
         this.insertKeyStmt.run(...keyToRow(key));
       } catch (err) {
@@ -273,10 +282,14 @@ class SqliteMetadataStore implements MetadataStore {
         }
         throw err;
       }
-      this.insertVersionStmt.run(versionToRow(version));
+      if (version) this.insertVersionStmt.run(versionToRow(version));
       // Plain INSERT: duplicate TagKeys in one request are a caller bug and must not pass silently.
       for (const tag of tags) this.insertTagStmt.run(key.keyId, tag.TagKey, tag.TagValue);
     });
+    this.selectRegionalRowsStmt = selectKeys<[string, string]>('WHERE key_id > ? AND key_id < ? ORDER BY key_id');
+    this.setPrimaryRegionStmt = db.prepare<[string, string, string, string]>(
+      'UPDATE keys SET primary_region = ? WHERE key_id = ? OR (key_id > ? AND key_id < ?)',
+    );
     this.putTagsTx = db.transaction((keyId: string, tags: TagRecord[]) => {
       for (const tag of tags) this.upsertTagStmt.run(keyId, tag.TagKey, tag.TagValue);
     });
@@ -317,6 +330,19 @@ class SqliteMetadataStore implements MetadataStore {
         this.cachedDataVersion = version;
       }
     }
+  }
+
+  async createRegionalKey(key: KeyRecord, tags: TagRecord[]): Promise<void> {
+    this.createKeyTx.immediate(key, undefined, tags);
+  }
+
+  async multiRegionKeys(keyId: string): Promise<KeyRecord[]> {
+    // Rows "<keyId>/<Region>": every ID between "<keyId>/" and "<keyId>0" ('0' follows '/').
+    return this.selectRegionalRowsStmt.all(`${keyId}/`, `${keyId}0`).map(rowToKey);
+  }
+
+  async setPrimaryRegion(keyId: string, primaryRegion: string): Promise<void> {
+    this.setPrimaryRegionStmt.run(primaryRegion, keyId, `${keyId}/`, `${keyId}0`);
   }
 
   async listKeys(afterKeyId: string | undefined, limit: number): Promise<KeyRecord[]> {
@@ -381,49 +407,49 @@ class SqliteMetadataStore implements MetadataStore {
     }
   }
 
-  async getAlias(aliasName: string): Promise<AliasRecord | undefined> {
-    const row = this.selectAliasStmt.get(aliasName);
+  async getAlias(region: string, aliasName: string): Promise<AliasRecord | undefined> {
+    const row = this.selectAliasStmt.get(region, aliasName);
     return row && rowToAlias(row);
   }
 
-  async updateAlias(aliasName: string, targetKeyId: string, at: Date): Promise<boolean> {
+  async updateAlias(region: string, aliasName: string, targetKeyId: string, at: Date): Promise<boolean> {
     try {
-      return this.updateAliasStmt.run(targetKeyId, toMillis(at), aliasName).changes > 0;
+      return this.updateAliasStmt.run(targetKeyId, toMillis(at), region, aliasName).changes > 0;
     } catch (err) {
       throw translateMissingKey(err, targetKeyId);
     }
   }
 
-  async deleteAlias(aliasName: string): Promise<boolean> {
-    return this.deleteAliasStmt.run(aliasName).changes > 0;
+  async deleteAlias(region: string, aliasName: string): Promise<boolean> {
+    return this.deleteAliasStmt.run(region, aliasName).changes > 0;
   }
 
-  async updateAliasIfTarget(aliasName: string, decidedKeyId: string, targetKeyId: string, at: Date): Promise<boolean> {
+  async updateAliasIfTarget(region: string, aliasName: string, decidedKeyId: string, targetKeyId: string, at: Date): Promise<boolean> {
     try {
-      return this.updateAliasIfTargetStmt.run(targetKeyId, toMillis(at), aliasName, decidedKeyId).changes > 0;
+      return this.updateAliasIfTargetStmt.run(targetKeyId, toMillis(at), region, aliasName, decidedKeyId).changes > 0;
     } catch (err) {
       throw translateMissingKey(err, targetKeyId);
     }
   }
 
-  async deleteAliasIfTarget(aliasName: string, decidedKeyId: string): Promise<boolean> {
-    return this.deleteAliasIfTargetStmt.run(aliasName, decidedKeyId).changes > 0;
+  async deleteAliasIfTarget(region: string, aliasName: string, decidedKeyId: string): Promise<boolean> {
+    return this.deleteAliasIfTargetStmt.run(region, aliasName, decidedKeyId).changes > 0;
   }
 
-  async listAliases(filter: { targetKeyId?: string; afterAliasName?: string; limit: number }): Promise<AliasRecord[]> {
-    const { targetKeyId, afterAliasName, limit } = filter;
+  async listAliases(filter: { region: string; targetKeyId?: string; afterAliasName?: string; limit: number }): Promise<AliasRecord[]> {
+    const { region, targetKeyId, afterAliasName, limit } = filter;
     assertValidLimit(limit);
     let rows: AliasRow[];
     if (targetKeyId === undefined) {
       rows =
         afterAliasName === undefined
-          ? this.selectAliasesFirstPageStmt.all(limit)
-          : this.selectAliasesAfterStmt.all(afterAliasName, limit);
+          ? this.selectAliasesFirstPageStmt.all(region, limit)
+          : this.selectAliasesAfterStmt.all(region, afterAliasName, limit);
     } else {
       rows =
         afterAliasName === undefined
-          ? this.selectKeyAliasesFirstPageStmt.all(targetKeyId, limit)
-          : this.selectKeyAliasesAfterStmt.all(targetKeyId, afterAliasName, limit);
+          ? this.selectKeyAliasesFirstPageStmt.all(targetKeyId, region, limit)
+          : this.selectKeyAliasesAfterStmt.all(targetKeyId, region, afterAliasName, limit);
     }
     return rows.map(rowToAlias);
   }
@@ -561,6 +587,7 @@ function keyToRow(key: KeyRecord): KeyRow {
     key.currentVersion,
     key.deletionDate === null ? null : toMillis(key.deletionDate),
     key.pendingWindowInDays,
+    key.primaryRegion ?? null,
   ];
 }
 
@@ -578,6 +605,7 @@ function rowToKey([
   currentVersion,
   deletionDate,
   pendingWindowInDays,
+  primaryRegion,
 ]: KeyRow): KeyRecord {
   return {
     keyId,
@@ -593,6 +621,7 @@ function rowToKey([
     currentVersion,
     deletionDate: deletionDate === null ? null : new Date(deletionDate),
     pendingWindowInDays,
+    ...(primaryRegion === null ? {} : { primaryRegion }),
   };
 }
 
@@ -615,9 +644,9 @@ function rowToVersion(row: VersionRow): BackingKeyVersionRecord {
 }
 
 function aliasToRow(alias: AliasRecord): AliasRow {
-  return [alias.aliasName, alias.targetKeyId, toMillis(alias.createdAt), toMillis(alias.lastUpdatedAt)];
+  return [alias.region, alias.aliasName, alias.targetKeyId, toMillis(alias.createdAt), toMillis(alias.lastUpdatedAt)];
 }
 
-function rowToAlias([aliasName, targetKeyId, createdAt, lastUpdatedAt]: AliasRow): AliasRecord {
-  return { aliasName, targetKeyId, createdAt: new Date(createdAt), lastUpdatedAt: new Date(lastUpdatedAt) };
+function rowToAlias([region, aliasName, targetKeyId, createdAt, lastUpdatedAt]: AliasRow): AliasRecord {
+  return { region, aliasName, targetKeyId, createdAt: new Date(createdAt), lastUpdatedAt: new Date(lastUpdatedAt) };
 }
