@@ -96,6 +96,7 @@ class RequestConditionContext implements PolicyContext {
     switch (key) {
       case 'aws:principalarn':
         return principal.arn;
+      // Through an integrated service: the account of the principal it calls for.
       case 'aws:principalaccount':
       case 'kms:calleraccount':
         return principal.accountId;
@@ -113,8 +114,11 @@ class RequestConditionContext implements PolicyContext {
         return String(Math.floor(now.getTime() / 1000));
       case 'aws:securetransport':
         return String(this.request.secureTransport);
+      // Requests an integrated service makes on behalf of the principal (auth/principals.ts).
       case 'aws:viaawsservice':
-        return 'false';
+        return String(caller.via !== undefined);
+      case 'kms:viaservice':
+        return caller.via?.viaService;
       // Key properties (CreateKey: the ones requested, with CreateKey's defaults).
       case 'kms:keyspec':
       case 'kms:customermasterkeyspec':

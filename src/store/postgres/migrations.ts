@@ -171,6 +171,12 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   { version: 1, description: 'keys, versions, aliases, tags, grants, key material lifecycle, key uses', sql: INITIAL_SCHEMA },
   { version: 2, description: 'change log for the caches of several nodes', sql: CHANGE_LOG_SCHEMA },
   { version: 3, description: 'audit chain registry and token binding', sql: ANCHORS_SCHEMA },
+  // Numbered 5 once the multi-Region migration (4) is merged before it: versions have no gaps.
+  {
+    version: 4,
+    description: 'key manager: AWS for AWS managed keys, CUSTOMER for every other key',
+    sql: "ALTER TABLE keys ADD COLUMN key_manager TEXT NOT NULL DEFAULT 'CUSTOMER' CHECK (key_manager IN ('AWS', 'CUSTOMER'))",
+  },
 ];
 
 /** Highest applied version; 0 for a database that has never been migrated. */

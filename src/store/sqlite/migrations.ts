@@ -138,6 +138,12 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 5, description: 'last cryptographic use of each key (GetKeyLastUsage)', sql: KEY_USAGE_SCHEMA },
   { version: 6, description: 'audit chain registry (newest digest of every audit chain)', sql: AUDIT_CHAINS_SCHEMA },
   { version: 7, description: 'token binding: the PKCS#11 token the keys live in', sql: TOKEN_BINDING_SCHEMA },
+  // Numbered 9 once the multi-Region migration (8) is merged before it: versions have no gaps.
+  {
+    version: 8,
+    description: 'key manager: AWS for AWS managed keys, CUSTOMER for every other key',
+    sql: "ALTER TABLE keys ADD COLUMN key_manager TEXT NOT NULL DEFAULT 'CUSTOMER' CHECK (key_manager IN ('AWS', 'CUSTOMER'));",
+  },
 ];
 
 /** Highest applied version; 0 for a database that has never been migrated. */

@@ -93,6 +93,7 @@ function configureConnection(db: Database.Database): void {
 const KEY_COLUMN_NAMES = [
   'key_id', 'account_id', 'region', 'created_at', 'description', 'key_state', 'key_spec',
   'key_usage', 'origin', 'policy', 'current_version', 'deletion_date', 'pending_window_days',
+  'key_manager',
 ] as const;
 type KeyRow = [
   keyId: string,
@@ -108,6 +109,7 @@ type KeyRow = [
   currentVersion: number,
   deletionDate: number | null,
   pendingWindowInDays: number | null,
+  keyManager: string,
 ];
 
 const ALIAS_COLUMN_NAMES = ['alias_name', 'target_key_id', 'created_at', 'last_updated_at'] as const;
@@ -177,6 +179,7 @@ class SqliteMetadataStore implements MetadataStore {
   private readonly grants: SqliteGrantTable;
 
   private readonly createKeyTx;
+  private readonly createKeyWithAliasTx;
   private readonly putTagsTx;
   private readonly removeTagsTx;
 
@@ -277,6 +280,17 @@ class SqliteMetadataStore implements MetadataStore {
       // Plain INSERT: duplicate TagKeys in one request are a caller bug and must not pass silently.
       for (const tag of tags) this.insertTagStmt.run(key.keyId, tag.TagKey, tag.TagValue);
     });
+    const setRotationStmt = db.prepare<[number, number, string]>('UPDATE keys SET rotation_period_days = ?, next_rotation_date = ? WHERE key_id = ?');
+    this.createKeyWithAliasTx = db.transaction(
+      (key: KeyRecord, version: BackingKeyVersionRecord, alias: AliasRecord, rotation: { periodInDays: number; nextRotationDate: Date }): boolean => {
+        // The alias first: when it exists, nothing else has been written and nothing needs undoing.
+        if (this.selectAliasStmt.get(alias.aliasName)) return false;
+        this.createKeyTx(key, version, []);
+        setRotationStmt.run(rotation.periodInDays, toMillis(rotation.nextRotationDate), key.keyId);
+        this.insertAliasStmt.run(...aliasToRow(alias));
+        return true;
+      },
+    );
     this.putTagsTx = db.transaction((keyId: string, tags: TagRecord[]) => {
       for (const tag of tags) this.upsertTagStmt.run(keyId, tag.TagKey, tag.TagValue);
     });
@@ -289,6 +303,17 @@ class SqliteMetadataStore implements MetadataStore {
     // IMMEDIATE takes the write lock at BEGIN (waiting up to the busy timeout for other processes),
     // so a transaction never has to upgrade a read snapshot another writer has made stale.
     this.createKeyTx.immediate(key, version, tags);
+  }
+
+  async createKeyWithAlias(
+    key: KeyRecord,
+    version: BackingKeyVersionRecord,
+    alias: AliasRecord,
+    rotation: { periodInDays: number; nextRotationDate: Date },
+  ): Promise<boolean> {
+    // IMMEDIATE: the write lock is held from the alias check to the commit, so two processes
+    // cannot both find the alias missing.
+    return this.createKeyWithAliasTx.immediate(key, version, alias, rotation);
   }
 
   async getKey(keyId: string): Promise<KeyRecord | undefined> {
@@ -561,6 +586,7 @@ function keyToRow(key: KeyRecord): KeyRow {
     key.currentVersion,
     key.deletionDate === null ? null : toMillis(key.deletionDate),
     key.pendingWindowInDays,
+    key.keyManager ?? 'CUSTOMER',
   ];
 }
 
@@ -578,6 +604,7 @@ function rowToKey([
   currentVersion,
   deletionDate,
   pendingWindowInDays,
+  keyManager,
 ]: KeyRow): KeyRecord {
   return {
     keyId,
@@ -593,6 +620,8 @@ function rowToKey([
     currentVersion,
     deletionDate: deletionDate === null ? null : new Date(deletionDate),
     pendingWindowInDays,
+    // Customer managed keys read back exactly as they were written (no keyManager member).
+    ...(keyManager === 'AWS' ? { keyManager: 'AWS' as const } : {}),
   };
 }
 
