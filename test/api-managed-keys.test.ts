@@ -29,6 +29,8 @@ import {
   UpdateKeyDescriptionCommand,
   type AliasListEntry,
 } from '@aws-sdk/client-kms';
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { OTHER_ACCOUNT_ID, credentials, identityPolicy, testUser, writePrincipalsFile, type TestPrincipal } from './helpers/principals.js';
 import { ACCOUNT_ID, REGION, errorOf, useTestService } from './helpers/service.js';
@@ -282,6 +284,21 @@ describe('kms:ViaService and kms:CallerAccount in a customer key policy', () => 
     const key = (await t.client.send(new CreateKeyCommand({ Policy: policy }))).KeyMetadata!;
     // alice's account is not the one the policy names, even though the service is of the key's account.
     expect((await errorOf(via(objectStore, alice).send(new EncryptCommand({ KeyId: key.KeyId, Plaintext: bytes('x') })))).name).toBe('AccessDeniedException');
+  });
+});
+
+describe('the audit trail', () => {
+  it('names the principal called for and the service it came through, and the creation of a managed key', async () => {
+    const dir = path.join(t.dataDir, 'audit');
+    const records = fs
+      .readdirSync(dir)
+      .filter((f) => f.endsWith('.jsonl'))
+      .flatMap((f) => fs.readFileSync(path.join(dir, f), 'utf8').split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l) as Record<string, any>));
+    const viaS3 = records.find((r) => r.eventName === 'GenerateDataKey' && r.userIdentity?.arn === alice.arn && r.userIdentity?.invokedBy === 's3.amazonaws.com');
+    expect(viaS3?.userIdentity).toMatchObject({ type: 'IAMUser', accountId: ACCOUNT_ID, accessKeyId: objectStore.accessKeyId });
+    const created = records.filter((r) => r.eventName === 'CreateKey' && r.eventType === 'AwsServiceEvent');
+    expect(created).toHaveLength(3); // s3, ebs (once, however many requests raced), ssm
+    expect(new Set(created.map((r) => r.resources?.[0]?.ARN)).size).toBe(created.length);
   });
 });
 
