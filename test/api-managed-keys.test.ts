@@ -7,6 +7,7 @@
  */
 import {
   CreateAliasCommand,
+  CreateGrantCommand,
   CreateKeyCommand,
   DecryptCommand,
   DeleteAliasCommand,
@@ -271,6 +272,20 @@ describe('kms:ViaService and kms:CallerAccount in a customer key policy', () => 
     const viaEc2 = await errorOf(via(blockStore, alice).send(new EncryptCommand({ KeyId: key.KeyId, Plaintext: bytes('x') })));
     expect(viaEc2).toMatchObject({ name: 'AccessDeniedException' });
     expect(viaEc2.message).toContain('explicit deny in a resource-based policy');
+  });
+
+  it('kms:GrantIsForAWSResource holds for grants the service makes on the principal\'s behalf', async () => {
+    const policy = JSON.stringify({
+      Version: '2012-10-17',
+      Statement: [
+        { Effect: 'Allow', Principal: { AWS: ROOT_ARN }, Action: 'kms:*', Resource: '*' },
+        { Effect: 'Allow', Principal: { AWS: alice.arn }, Action: 'kms:CreateGrant', Resource: '*', Condition: { Bool: { 'kms:GrantIsForAWSResource': 'true' } } },
+      ],
+    });
+    const key = (await t.client.send(new CreateKeyCommand({ Policy: policy }))).KeyMetadata!;
+    const grant = { KeyId: key.KeyId, GranteePrincipal: blockStore.arn, Operations: ['Decrypt' as const] };
+    expect((await via(blockStore, alice).send(new CreateGrantCommand(grant))).GrantId).toMatch(/^[0-9a-f]{64}$/);
+    expect((await errorOf(direct(alice).send(new CreateGrantCommand(grant)))).name).toBe('AccessDeniedException');
   });
 
   it('kms:CallerAccount is the account of the principal the service calls for', async () => {

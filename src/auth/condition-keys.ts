@@ -180,8 +180,9 @@ class RequestConditionContext implements PolicyContext {
         const constraints = (input.Constraints ?? {}) as Record<string, unknown>;
         return Object.keys(constraints).filter((k) => constraints[k] !== undefined);
       }
+      // True when an integrated service manages the grant on the principal's behalf.
       case 'kms:grantisforawsresource':
-        return GRANT_ADMIN_ACTIONS.has(action) ? 'false' : undefined;
+        return GRANT_ADMIN_ACTIONS.has(action) ? String(caller.via !== undefined) : undefined;
       // Tags in the request (CreateKey, TagResource, UntagResource).
       case 'aws:tagkeys': {
         const tags = input.Tags as Array<{ TagKey: string }> | undefined;
