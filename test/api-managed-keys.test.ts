@@ -34,16 +34,18 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { OTHER_ACCOUNT_ID, credentials, identityPolicy, testUser, writePrincipalsFile, type TestPrincipal } from './helpers/principals.js';
-import { ACCOUNT_ID, REGION, errorOf, useTestService } from './helpers/service.js';
+import { ACCOUNT_ID, REGION, errorOf, tempDir, testConfig, useTestService } from './helpers/service.js';
+import { loadPrincipals } from '../src/auth/principals.js';
 
 const ROOT_ARN = `arn:aws:iam::${ACCOUNT_ID}:root`;
 const alice = testUser('alice');
 const mallory = testUser('mallory', [identityPolicy({ Effect: 'Deny', Action: 'kms:*', Resource: '*' })]);
-const partner = testUser('partner', [], OTHER_ACCOUNT_ID);
+const partner = testUser('partner', [identityPolicy({ Effect: 'Allow', Action: ['kms:Encrypt', 'kms:DescribeKey'], Resource: '*' })], OTHER_ACCOUNT_ID);
 const objectStore = { ...testUser('objectstore'), arn: `arn:aws:iam::${ACCOUNT_ID}:role/object-store`, integratedService: 's3' };
 const blockStore = { ...testUser('blockstore'), arn: `arn:aws:iam::${ACCOUNT_ID}:role/block-store`, integratedService: 'ec2' };
+const functions = { ...testUser('functions'), arn: `arn:aws:iam::${ACCOUNT_ID}:role/functions`, integratedService: 'lambda', onBehalfOfAccounts: [OTHER_ACCOUNT_ID] };
 
-const t = useTestService(() => ({ P11KMS_PRINCIPALS_FILE: writePrincipalsFile([alice, mallory, partner, objectStore, blockStore]) }));
+const t = useTestService(() => ({ P11KMS_PRINCIPALS_FILE: writePrincipalsFile([alice, mallory, partner, objectStore, blockStore, functions]) }));
 const bytes = (s: string) => new TextEncoder().encode(s);
 
 /** A client signing as `signer` that adds `headers` to every request, signed (build step) or
@@ -299,6 +301,12 @@ describe('kms:ViaService and kms:CallerAccount in a customer key policy', () => 
     const key = (await t.client.send(new CreateKeyCommand({ Policy: policy }))).KeyMetadata!;
     // alice's account is not the one the policy names, even though the service is of the key's account.
     expect((await errorOf(via(objectStore, alice).send(new EncryptCommand({ KeyId: key.KeyId, Plaintext: bytes('x') })))).name).toBe('AccessDeniedException');
+    // A service that may call for the other account's principals: that account is the caller's.
+    expect((await via(functions, partner).send(new EncryptCommand({ KeyId: key.Arn, Plaintext: bytes('x') }))).KeyId).toBe(key.Arn);
+    // ...but never makes or uses this account's AWS managed key for it.
+    const managed = await errorOf(via(functions, partner).send(new EncryptCommand({ KeyId: `arn:aws:kms:${REGION}:${ACCOUNT_ID}:alias/aws/lambda`, Plaintext: bytes('x') })));
+    expect(managed.name).toBe('NotFoundException');
+    expect((await allAliases()).find((a) => a.AliasName === 'alias/aws/lambda')!.TargetKeyId).toBeUndefined();
   });
 });
 
@@ -318,6 +326,17 @@ describe('the audit trail', () => {
 });
 
 describe('who may claim to call through a service', () => {
+  it('the principals file names a known service, not for an account root, and onBehalfOfAccounts only with one', () => {
+    const load = (entry: Record<string, unknown>) => () =>
+      loadPrincipals(testConfig(tempDir('p11kms-managed-principals-'), { P11KMS_PRINCIPALS_FILE: writePrincipalsFile([{ ...alice, ...entry }]) }), () => undefined);
+    expect(load({ integratedService: 'ebs' })).toThrow(/integratedService/);
+    expect(load({ arn: ROOT_ARN, integratedService: 's3' })).toThrow(/an account root cannot be an integrated service/);
+    expect(load({ onBehalfOfAccounts: [OTHER_ACCOUNT_ID] })).toThrow(/onBehalfOfAccounts needs integratedService/);
+    expect(load({ integratedService: 's3', onBehalfOfAccounts: ['12'] })).toThrow(/12-digit account ID/);
+    const registry = load({ integratedService: 'rds', onBehalfOfAccounts: [OTHER_ACCOUNT_ID] })();
+    expect(registry.all().find((p) => p.arn === alice.arn)).toMatchObject({ integratedService: 'rds', onBehalfOfAccounts: [OTHER_ACCOUNT_ID] });
+  });
+
   it('a principal that is not an integrated service cannot, and a service only for known principals of its account', async () => {
     const key = (await t.client.send(new CreateKeyCommand({}))).KeyMetadata!;
     const notService = await errorOf(clientWithHeaders(alice, { 'X-P11kms-On-Behalf-Of': ROOT_ARN }).send(new DescribeKeyCommand({ KeyId: key.KeyId })));
