@@ -43,9 +43,10 @@ const mallory = testUser('mallory', [identityPolicy({ Effect: 'Deny', Action: 'k
 const partner = testUser('partner', [identityPolicy({ Effect: 'Allow', Action: ['kms:Encrypt', 'kms:DescribeKey'], Resource: '*' })], OTHER_ACCOUNT_ID);
 const objectStore = { ...testUser('objectstore'), arn: `arn:aws:iam::${ACCOUNT_ID}:role/object-store`, integratedService: 's3' };
 const blockStore = { ...testUser('blockstore'), arn: `arn:aws:iam::${ACCOUNT_ID}:role/block-store`, integratedService: 'ec2' };
+const tables = { ...testUser('tables'), arn: `arn:aws:iam::${ACCOUNT_ID}:role/tables`, integratedService: 'dynamodb' };
 const functions = { ...testUser('functions'), arn: `arn:aws:iam::${ACCOUNT_ID}:role/functions`, integratedService: 'lambda', onBehalfOfAccounts: [OTHER_ACCOUNT_ID] };
 
-const t = useTestService(() => ({ P11KMS_PRINCIPALS_FILE: writePrincipalsFile([alice, mallory, partner, objectStore, blockStore, functions]) }));
+const t = useTestService(() => ({ P11KMS_PRINCIPALS_FILE: writePrincipalsFile([alice, mallory, partner, objectStore, blockStore, functions, tables]) }));
 const bytes = (s: string) => new TextEncoder().encode(s);
 
 /** A client signing as `signer` that adds `headers` to every request, signed (build step) or
@@ -83,7 +84,9 @@ describe('predefined aliases', () => {
     await t.client.send(new CreateAliasCommand({ AliasName: 'alias/app', TargetKeyId: key.KeyId }));
     await t.client.send(new CreateAliasCommand({ AliasName: 'alias/zeta', TargetKeyId: key.KeyId }));
     const aliases = await allAliases();
-    expect(aliases.map((a) => a.AliasName)).toEqual(['alias/app', 'alias/aws/ebs', 'alias/aws/lambda', 'alias/aws/rds', 'alias/aws/s3', 'alias/aws/ssm', 'alias/zeta']);
+    expect(aliases.map((a) => a.AliasName)).toEqual([
+      'alias/app', 'alias/aws/dynamodb', 'alias/aws/ebs', 'alias/aws/lambda', 'alias/aws/rds', 'alias/aws/s3', 'alias/aws/secretsmanager', 'alias/aws/ssm', 'alias/zeta',
+    ]);
     const s3 = aliases.find((a) => a.AliasName === 'alias/aws/s3')!;
     expect(s3).toEqual({ AliasName: 'alias/aws/s3', AliasArn: `arn:aws:kms:${REGION}:${ACCOUNT_ID}:alias/aws/s3` });
     expect(aliases.find((a) => a.AliasName === 'alias/app')!.TargetKeyId).toBe(key.KeyId);
@@ -129,7 +132,38 @@ describe('an AWS managed key, created by its service on first use', () => {
 
   it("carries AWS's policy for the service, rotates every year and is listed", async () => {
     const { Policy } = await t.client.send(new GetKeyPolicyCommand({ KeyId: managed.KeyId, PolicyName: 'default' }));
-    expect(Policy).toContain('"Version" : "2012-10-17"');
+    // The text as GetKeyPolicy returns AWS's own policies (its layout, its member order).
+    expect(Policy).toBe(
+      [
+        '{',
+        '  "Version" : "2012-10-17",',
+        '  "Id" : "auto-s3-2",',
+        '  "Statement" : [ {',
+        '    "Sid" : "Allow access through S3 for all principals in the account that are authorized to use S3",',
+        '    "Effect" : "Allow",',
+        '    "Principal" : {',
+        '      "AWS" : "*"',
+        '    },',
+        '    "Action" : [ "kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey" ],',
+        '    "Resource" : "*",',
+        '    "Condition" : {',
+        '      "StringEquals" : {',
+        `        "kms:CallerAccount" : "${ACCOUNT_ID}",`,
+        `        "kms:ViaService" : "s3.${REGION}.amazonaws.com"`,
+        '      }',
+        '    }',
+        '  }, {',
+        '    "Sid" : "Allow direct access to key metadata to the account",',
+        '    "Effect" : "Allow",',
+        '    "Principal" : {',
+        `      "AWS" : "${ROOT_ARN}"`,
+        '    },',
+        '    "Action" : [ "kms:Describe*", "kms:Get*", "kms:List*" ],',
+        '    "Resource" : "*"',
+        '  } ]',
+        '}',
+      ].join('\n'),
+    );
     expect(JSON.parse(Policy!)).toEqual({
       Version: '2012-10-17',
       Id: 'auto-s3-2',
@@ -237,6 +271,18 @@ describe('an AWS managed key, created by its service on first use', () => {
     expect(policy.Statement[1].Action).toContain('kms:RevokeGrant');
   });
 
+  it("DynamoDB's key: usable through dynamodb in any Region (StringLike), readable by DynamoDB's service principal", async () => {
+    const sealed = await via(tables, alice).send(new EncryptCommand({ KeyId: 'alias/aws/dynamodb', Plaintext: bytes('item') }));
+    const metadata = (await t.client.send(new DescribeKeyCommand({ KeyId: 'alias/aws/dynamodb' }))).KeyMetadata!;
+    expect(sealed.KeyId).toBe(metadata.Arn);
+    expect(metadata).toMatchObject({ KeyManager: 'AWS', Description: 'Default key that protects my DynamoDB data when no other key is defined' });
+    const policy = JSON.parse((await t.client.send(new GetKeyPolicyCommand({ KeyId: metadata.KeyId, PolicyName: 'default' }))).Policy!);
+    expect(policy.Id).toBe('auto-dynamodb-3');
+    expect(policy.Statement[0].Condition).toEqual({ StringEquals: { 'kms:CallerAccount': ACCOUNT_ID }, StringLike: { 'kms:ViaService': 'dynamodb.*.amazonaws.com' } });
+    expect(policy.Statement[2]).toMatchObject({ Principal: { Service: 'dynamodb.amazonaws.com' }, Action: ['kms:Describe*', 'kms:Get*', 'kms:List*'] });
+    expect((await errorOf(direct(alice).send(new DecryptCommand({ CiphertextBlob: sealed.CiphertextBlob })))).name).toBe('AccessDeniedException');
+  });
+
   it('a DescribeKey of a predefined alias by the account creates its key, as in AWS', async () => {
     const metadata = (await t.client.send(new DescribeKeyCommand({ KeyId: 'alias/aws/ssm' }))).KeyMetadata!;
     expect(metadata).toMatchObject({ KeyManager: 'AWS', Description: 'Default key that protects my SSM parameters when no other key is defined' });
@@ -320,7 +366,7 @@ describe('the audit trail', () => {
     const viaS3 = records.find((r) => r.eventName === 'GenerateDataKey' && r.userIdentity?.arn === alice.arn && r.userIdentity?.invokedBy === 's3.amazonaws.com');
     expect(viaS3?.userIdentity).toMatchObject({ type: 'IAMUser', accountId: ACCOUNT_ID, accessKeyId: objectStore.accessKeyId });
     const created = records.filter((r) => r.eventName === 'CreateKey' && r.eventType === 'AwsServiceEvent');
-    expect(created).toHaveLength(3); // s3, ebs (once, however many requests raced), ssm
+    expect(created).toHaveLength(4); // s3, ebs (once, however many requests raced), dynamodb, ssm
     expect(new Set(created.map((r) => r.resources?.[0]?.ARN)).size).toBe(created.length);
   });
 });

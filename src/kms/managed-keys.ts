@@ -7,7 +7,7 @@
  * kms:CallerAccount), so every other operation is refused by the policy, as in AWS.
  *
  * An integrated service is a principal of the principals file marked `integratedService`
- * (auth/principals.ts); it calls on behalf of another principal (auth/on-behalf-of.ts).
+ * (auth/principals.ts), which calls on behalf of other principals (X-P11kms-On-Behalf-Of).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { AliasRecord, KeyRecord } from '../store/types.js';
@@ -22,35 +22,113 @@ interface ManagedKeyService {
   alias: string;
   /** What the key protects, in AWS's description of the key. */
   protects: string;
-  /** The service's name in the Sids of its policy. */
-  displayName: string;
   /** The key policy's Id. */
   policyId: string;
-  /** What the account's principals may do through the service. */
-  viaServiceActions: string[];
-  /** The account may revoke the grants the service made (services that make grants). */
-  revokeGrant: boolean;
-  /** Order of the two conditions as AWS writes them for this service. */
-  callerAccountFirst: boolean;
+  /** The policy's statements, as AWS writes them for this service. */
+  statements(p: PolicyParts): PolicyObject[];
+}
+
+/** What a managed key's policy is made of in one account and Region. */
+interface PolicyParts {
+  accountId: string;
+  /** The account root's ARN. */
+  root: string;
+  /** kms:ViaService of the service in the key's Region. */
+  viaService: string;
+  /** The service's name, for StringLike over any Region. */
+  service: string;
 }
 
 const USE = ['kms:Encrypt', 'kms:Decrypt', 'kms:ReEncrypt*', 'kms:GenerateDataKey*'];
+const METADATA = ['kms:Describe*', 'kms:Get*', 'kms:List*'];
+
+/** The statement that lets the account's principals use the key through the service. */
+function throughService(displayName: string, actions: string | string[], condition: PolicyObject): PolicyObject {
+  return {
+    Sid: `Allow access through ${displayName} for all principals in the account that are authorized to use ${displayName}`,
+    Effect: 'Allow',
+    Principal: { AWS: '*' },
+    Action: actions,
+    Resource: '*',
+    Condition: condition,
+  };
+}
+
+/** The statement that lets the account read the key (and revoke the grants the service made). */
+const metadataForAccount = (root: string, revokeGrant: boolean): PolicyObject => ({
+  Sid: 'Allow direct access to key metadata to the account',
+  Effect: 'Allow',
+  Principal: { AWS: root },
+  Action: revokeGrant ? [...METADATA, 'kms:RevokeGrant'] : METADATA,
+  Resource: '*',
+});
 
 /**
  * The integrated services, by the service name of kms:ViaService (`<name>.<region>.amazonaws.com`;
- * EBS calls KMS as ec2). Their policies are the ones AWS attaches to these managed keys.
+ * EBS calls KMS as ec2). Their policies are the ones AWS attaches to these managed keys (the
+ * order of members too, as GetKeyPolicy returns them).
  */
 const SERVICES = {
-  s3: { alias: 'alias/aws/s3', protects: 'S3 objects', displayName: 'S3', policyId: 'auto-s3-2', viaServiceActions: [...USE, 'kms:DescribeKey'], revokeGrant: false, callerAccountFirst: true },
-  ec2: { alias: 'alias/aws/ebs', protects: 'EBS volumes', displayName: 'EBS', policyId: 'auto-ebs-2', viaServiceActions: [...USE, 'kms:CreateGrant', 'kms:DescribeKey'], revokeGrant: true, callerAccountFirst: false },
-  rds: {
-    alias: 'alias/aws/rds', protects: 'RDS database volumes', displayName: 'RDS', policyId: 'auto-rds-2',
-    viaServiceActions: [...USE, 'kms:CreateGrant', 'kms:ListGrants', 'kms:DescribeKey'], revokeGrant: true, callerAccountFirst: false,
+  s3: {
+    alias: 'alias/aws/s3', protects: 'S3 objects', policyId: 'auto-s3-2',
+    statements: (p) => [
+      throughService('S3', [...USE, 'kms:DescribeKey'], { StringEquals: { 'kms:CallerAccount': p.accountId, 'kms:ViaService': p.viaService } }),
+      metadataForAccount(p.root, false),
+    ],
   },
-  ssm: { alias: 'alias/aws/ssm', protects: 'SSM parameters', displayName: 'SSM', policyId: 'auto-ssm-1', viaServiceActions: [...USE, 'kms:DescribeKey'], revokeGrant: false, callerAccountFirst: false },
+  ec2: {
+    alias: 'alias/aws/ebs', protects: 'EBS volumes', policyId: 'auto-ebs-2',
+    statements: (p) => [
+      throughService('EBS', [...USE, 'kms:CreateGrant', 'kms:DescribeKey'], { StringEquals: { 'kms:ViaService': p.viaService, 'kms:CallerAccount': p.accountId } }),
+      metadataForAccount(p.root, true),
+    ],
+  },
+  rds: {
+    alias: 'alias/aws/rds', protects: 'RDS database volumes', policyId: 'auto-rds-2',
+    statements: (p) => [
+      throughService('RDS', [...USE, 'kms:CreateGrant', 'kms:ListGrants', 'kms:DescribeKey'], { StringEquals: { 'kms:ViaService': p.viaService, 'kms:CallerAccount': p.accountId } }),
+      metadataForAccount(p.root, true),
+    ],
+  },
+  ssm: {
+    alias: 'alias/aws/ssm', protects: 'SSM parameters', policyId: 'auto-ssm-1',
+    statements: (p) => [
+      throughService('SSM', [...USE, 'kms:DescribeKey'], { StringEquals: { 'kms:ViaService': p.viaService, 'kms:CallerAccount': p.accountId } }),
+      metadataForAccount(p.root, false),
+    ],
+  },
   lambda: {
-    alias: 'alias/aws/lambda', protects: 'Lambda functions', displayName: 'AWS Lambda', policyId: 'auto-awslambda',
-    viaServiceActions: [...USE, 'kms:CreateGrant', 'kms:DescribeKey'], revokeGrant: true, callerAccountFirst: true,
+    alias: 'alias/aws/lambda', protects: 'Lambda functions', policyId: 'auto-awslambda',
+    statements: (p) => [
+      throughService('AWS Lambda', [...USE, 'kms:CreateGrant', 'kms:DescribeKey'], { StringEquals: { 'kms:CallerAccount': p.accountId, 'kms:ViaService': p.viaService } }),
+      metadataForAccount(p.root, true),
+    ],
+  },
+  // Secrets Manager generates data keys through any Region's endpoint (replicated secrets).
+  secretsmanager: {
+    alias: 'alias/aws/secretsmanager', protects: 'Secrets Manager data', policyId: 'auto-secretsmanager-2',
+    statements: (p) => [
+      throughService('AWS Secrets Manager', ['kms:Encrypt', 'kms:Decrypt', 'kms:ReEncrypt*', 'kms:CreateGrant', 'kms:DescribeKey'], {
+        StringEquals: { 'kms:CallerAccount': p.accountId, 'kms:ViaService': p.viaService },
+      }),
+      throughService('AWS Secrets Manager', 'kms:GenerateDataKey*', {
+        StringEquals: { 'kms:CallerAccount': p.accountId },
+        StringLike: { 'kms:ViaService': `${p.service}.*.amazonaws.com` },
+      }),
+      metadataForAccount(p.root, true),
+    ],
+  },
+  // DynamoDB (global tables) uses the key through any Region's endpoint, and reads it itself.
+  dynamodb: {
+    alias: 'alias/aws/dynamodb', protects: 'DynamoDB data', policyId: 'auto-dynamodb-3',
+    statements: (p) => [
+      throughService('Amazon DynamoDB', [...USE, 'kms:CreateGrant', 'kms:DescribeKey'], {
+        StringEquals: { 'kms:CallerAccount': p.accountId },
+        StringLike: { 'kms:ViaService': `${p.service}.*.amazonaws.com` },
+      }),
+      metadataForAccount(p.root, true),
+      { Sid: 'Allow DynamoDB to directly describe the key', Effect: 'Allow', Principal: { Service: 'dynamodb.amazonaws.com' }, Action: METADATA, Resource: '*' },
+    ],
   },
 } satisfies Record<string, ManagedKeyService>;
 
@@ -76,32 +154,8 @@ export function managedKeyDescription(service: ManagedKeyService): string {
 /** AWS's key policy of the service's managed key in this account and Region, as GetKeyPolicy returns it. */
 export function managedKeyPolicy(serviceName: IntegratedServiceName, partition: string, accountId: string, region: string): string {
   const service: ManagedKeyService = SERVICES[serviceName];
-  const conditions: Array<[string, string]> = [
-    ['kms:ViaService', viaServiceName(serviceName, region)],
-    ['kms:CallerAccount', accountId],
-  ];
-  if (service.callerAccountFirst) conditions.reverse();
-  return renderPolicy({
-    Version: '2012-10-17',
-    Id: service.policyId,
-    Statement: [
-      {
-        Sid: `Allow access through ${service.displayName} for all principals in the account that are authorized to use ${service.displayName}`,
-        Effect: 'Allow',
-        Principal: { AWS: '*' },
-        Action: service.viaServiceActions,
-        Resource: '*',
-        Condition: { StringEquals: Object.fromEntries(conditions) },
-      },
-      {
-        Sid: 'Allow direct access to key metadata to the account',
-        Effect: 'Allow',
-        Principal: { AWS: `arn:${partition}:iam::${accountId}:root` },
-        Action: ['kms:Describe*', 'kms:Get*', 'kms:List*', ...(service.revokeGrant ? ['kms:RevokeGrant'] : [])],
-        Resource: '*',
-      },
-    ],
-  });
+  const parts = { accountId, root: `arn:${partition}:iam::${accountId}:root`, viaService: viaServiceName(serviceName, region), service: serviceName };
+  return renderPolicy({ Version: '2012-10-17', Id: service.policyId, Statement: service.statements(parts) });
 }
 
 type PolicyValue = string | string[] | PolicyObject | PolicyObject[];
