@@ -244,10 +244,20 @@ async function createManagedKey(svc: Services, serviceName: IntegratedServiceNam
   }
   if (created) {
     await svc.audit?.recordServiceEvent({ eventName: 'CreateKey', keyArns: [keyArn(svc.account, key.keyId)], responseElements: { keyId: keyArn(svc.account, key.keyId) } });
-  } else if (!(await svc.store.getAlias(service.alias))) {
+  } else if (!(await aliasAppears(svc, service.alias))) {
     // The alias exists but not in this Region's view: only aliases unique per Region resolve this.
     throw internal(`The AWS managed key ${service.alias} could not be created in ${region}.`);
   }
+}
+
+/** Whether the alias another request just created is visible here: another node's commit reaches
+ *  this node's cached reads (PostgreSQL) moments after it made this one's insert fail. */
+async function aliasAppears(svc: Services, aliasName: string): Promise<boolean> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    if (await svc.store.getAlias(aliasName)) return true;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  return false;
 }
 
 /** A ListAliases entry: a stored alias, or a predefined one whose key does not exist yet. */
