@@ -17,6 +17,7 @@ import {
   DisableKeyCommand,
   EnableKeyRotationCommand,
   EncryptCommand,
+  GenerateDataKeyCommand,
   KMSClient,
   ListKeyRotationsCommand,
   RevokeGrantCommand,
@@ -36,6 +37,8 @@ import { REGION, ROOT, errorOf, tempDir } from './helpers/service.js';
 
 const LABEL = 'nodes';
 const alice = testUser('alice');
+/** An on-prem object store acting as S3 (README "AWS managed keys and integrated services"). */
+const objectStore = { ...testUser('objectstore'), arn: 'arn:aws:iam::111122223333:role/object-store', integratedService: 's3' };
 
 interface Node {
   name: string;
@@ -109,7 +112,7 @@ beforeAll(async () => {
     SOFTHSM2_CONF: token.confPath,
     P11KMS_ROOT_ACCESS_KEY_ID: ROOT.accessKeyId,
     P11KMS_ROOT_SECRET_ACCESS_KEY: ROOT.secretAccessKey,
-    P11KMS_PRINCIPALS_FILE: writePrincipalsFile([alice]),
+    P11KMS_PRINCIPALS_FILE: writePrincipalsFile([alice, objectStore]),
     P11KMS_LIFECYCLE_INTERVAL_MS: '100',
     P11KMS_LOG_LEVEL: 'info',
   };
@@ -190,6 +193,29 @@ describe('three nodes on one PostgreSQL and one SoftHSM2 token', () => {
       const results = await Promise.allSettled(nodes.map((n) => n.client.send(new CreateAliasCommand({ AliasName: `alias/race-${round}`, TargetKeyId: keyId }))));
       expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
       for (const r of results) if (r.status === 'rejected') expect((r.reason as Error).name).toBe('AlreadyExistsException');
+    }
+  });
+
+  it('the first use of alias/aws/s3 on all three nodes at once creates one AWS managed key', async () => {
+    const viaS3 = nodes.map((n) => {
+      const c = new KMSClient({ endpoint: n.url, region: REGION, credentials: credentials(objectStore), maxAttempts: 1 });
+      c.middlewareStack.add(
+        (next) => async (args) => {
+          (args.request as { headers: Record<string, string> }).headers['X-P11kms-On-Behalf-Of'] = alice.arn;
+          return next(args);
+        },
+        { step: 'build' },
+      );
+      extraClients.push(c);
+      return c;
+    });
+    const generated = await Promise.all(viaS3.map((c) => c.send(new GenerateDataKeyCommand({ KeyId: 'alias/aws/s3', KeySpec: 'AES_256' }))));
+    expect(new Set(generated.map((g) => g.KeyId)).size).toBe(1);
+    expect(await sql("SELECT key_id FROM keys WHERE key_manager = 'AWS'")).toHaveLength(1);
+    // Each node opens what another made with the one key.
+    for (const [i, g] of generated.entries()) {
+      const opened = await viaS3[(i + 1) % viaS3.length]!.send(new DecryptCommand({ CiphertextBlob: g.CiphertextBlob }));
+      expect(Buffer.from(opened.Plaintext!)).toEqual(Buffer.from(g.Plaintext!));
     }
   });
 

@@ -105,6 +105,8 @@ export function identityOf(caller: Caller): UserIdentity {
     const name = resource.slice(resource.lastIndexOf('/') + 1);
     identity = { type: 'IAMUser', principalId: uniquePrincipalId(p.arn, p.accountId, false), arn: p.arn, accountId: p.accountId, accessKeyId, userName: name };
   }
+  // Through an integrated service (one access key is one service): CloudTrail names the service.
+  if (caller.via) identity = { ...identity, invokedBy: `${caller.via.service}.amazonaws.com` };
   byKey.set(accessKeyId, identity);
   return identity;
 }

@@ -97,6 +97,7 @@ class RequestConditionContext implements PolicyContext {
     switch (key) {
       case 'aws:principalarn':
         return principal.arn;
+      // Through an integrated service: the account of the principal it calls for.
       case 'aws:principalaccount':
       case 'kms:calleraccount':
         return principal.accountId;
@@ -114,8 +115,11 @@ class RequestConditionContext implements PolicyContext {
         return String(Math.floor(now.getTime() / 1000));
       case 'aws:securetransport':
         return String(this.request.secureTransport);
+      // Requests an integrated service makes on behalf of the principal (auth/principals.ts).
       case 'aws:viaawsservice':
-        return 'false';
+        return String(caller.via !== undefined);
+      case 'kms:viaservice':
+        return caller.via?.viaService;
       // Key properties (CreateKey: the ones requested, with CreateKey's defaults).
       case 'kms:keyspec':
       case 'kms:customermasterkeyspec':
@@ -184,8 +188,9 @@ class RequestConditionContext implements PolicyContext {
         const constraints = (input.Constraints ?? {}) as Record<string, unknown>;
         return Object.keys(constraints).filter((k) => constraints[k] !== undefined);
       }
+      // True when an integrated service manages the grant on the principal's behalf.
       case 'kms:grantisforawsresource':
-        return GRANT_ADMIN_ACTIONS.has(action) ? 'false' : undefined;
+        return GRANT_ADMIN_ACTIONS.has(action) ? String(caller.via !== undefined) : undefined;
       // Tags in the request (CreateKey, TagResource, UntagResource).
       case 'aws:tagkeys': {
         const tags = input.Tags as Array<{ TagKey: string }> | undefined;

@@ -8,6 +8,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { accessKeyIdSchema, secretAccessKeySchema, type Config } from '../config.js';
+import { accessDenied } from '../kms/errors.js';
+import { INTEGRATED_SERVICE_NAMES, viaServiceName, type IntegratedServiceName } from '../kms/managed-keys.js';
+
+/** The header in which an integrated service names the principal it calls for (signed, like
+ *  every header SigV4 clients add before signing). */
+export const ON_BEHALF_OF_HEADER = 'x-p11kms-on-behalf-of';
 
 export interface Principal {
   arn: string;
@@ -19,6 +25,10 @@ export interface Principal {
   /** The client certificate this principal must present (mutual TLS), so that its access key
    *  alone is not enough: the subject, the SPKI's SHA-256, or both. */
   certificate?: CertificateBinding;
+  /** Set for an on-prem system acting as this AWS service (its kms:ViaService name, e.g. s3): it
+   *  may call on behalf of the principals of its own account and of `onBehalfOfAccounts`. */
+  integratedService?: IntegratedServiceName;
+  onBehalfOfAccounts?: string[];
 }
 
 export interface CertificateBinding {
@@ -29,8 +39,12 @@ export interface CertificateBinding {
 }
 
 export interface Caller {
+  /** Whose request it is: the signer, or the principal an integrated service calls for. */
   principal: Principal;
+  /** The access key that signed the request. */
   accessKeyId: string;
+  /** The integrated service the request comes through, when it does (kms:ViaService). */
+  via?: { service: IntegratedServiceName; servicePrincipalArn: string; viaService: string };
 }
 
 const accessKeySchema = z.object({
@@ -52,6 +66,13 @@ const principalsFileSchema = z.object({
           .strictObject({ subject: z.string().min(1).optional(), spkiSha256: z.string().min(1).optional() })
           .refine((c) => c.subject !== undefined || c.spkiSha256 !== undefined, 'certificate needs subject or spkiSha256')
           .optional(),
+        integratedService: z.enum(INTEGRATED_SERVICE_NAMES).optional(),
+        onBehalfOfAccounts: z.array(z.string().regex(/^\d{12}$/, 'must be a 12-digit account ID')).optional(),
+      })
+      .refine((p) => p.integratedService === undefined || !p.arn.endsWith(':root'), { message: 'an account root cannot be an integrated service', path: ['integratedService'] })
+      .refine((p) => p.onBehalfOfAccounts === undefined || p.integratedService !== undefined, {
+        message: 'onBehalfOfAccounts needs integratedService',
+        path: ['onBehalfOfAccounts'],
       })
       .refine((p) => (p.accessKeyId === undefined) === (p.secretAccessKey === undefined), 'accessKeyId and secretAccessKey go together')
       .refine((p) => p.accessKeyId !== undefined || (p.accessKeys?.length ?? 0) > 0, 'a principal needs at least one access key')
@@ -65,6 +86,7 @@ const principalsFileSchema = z.object({
 
 export class PrincipalRegistry {
   private readonly byAccessKey = new Map<string, { secret: string; principal: Principal }>();
+  private readonly byArn = new Map<string, Principal>();
   /** The root credentials file this process generated, if it did. */
   generatedCredentialsFile: string | undefined;
 
@@ -77,6 +99,7 @@ export class PrincipalRegistry {
   add(principal: Principal, accessKeyId: string, secretAccessKey: string): void {
     if (this.byAccessKey.has(accessKeyId)) throw new Error(`access key ${accessKeyId} is configured twice`);
     this.byAccessKey.set(accessKeyId, { secret: secretAccessKey, principal });
+    this.byArn.set(principal.arn, principal);
   }
 
   secretFor = (accessKeyId: string): string | undefined => this.byAccessKey.get(accessKeyId)?.secret;
@@ -90,6 +113,31 @@ export class PrincipalRegistry {
     const entry = this.byAccessKey.get(accessKeyId);
     if (!entry) throw new Error('unknown access key');
     return { principal: entry.principal, accessKeyId };
+  }
+
+  /**
+   * The request of `signer` as the integrated service calling on behalf of `principalArn` (the
+   * value of X-P11kms-On-Behalf-Of) in `region`. Only a principal marked integratedService may
+   * name another, and only a principal of the principals file (or an account root) of its own
+   * account or of its onBehalfOfAccounts that is not itself an integrated service: anything else
+   * is AccessDeniedException, so no caller can make a request look as if it came through a service.
+   */
+  onBehalfOf(signer: Caller, principalArn: string, region: string): Caller {
+    const service = signer.principal;
+    const header = 'X-P11kms-On-Behalf-Of';
+    if (service.integratedService === undefined) {
+      throw accessDenied(`User: ${service.arn} is not an integrated service principal and cannot call on behalf of another principal (${header}).`);
+    }
+    const principal = this.byArn.get(principalArn);
+    const accounts = [service.accountId, ...(service.onBehalfOfAccounts ?? [])];
+    if (!principal || principal.integratedService !== undefined || !accounts.includes(principal.accountId)) {
+      throw accessDenied(`User: ${service.arn} may not call on behalf of ${principalArn.slice(0, 256)} (${header}).`);
+    }
+    return {
+      principal,
+      accessKeyId: signer.accessKeyId,
+      via: { service: service.integratedService, servicePrincipalArn: service.arn, viaService: viaServiceName(service.integratedService, region) },
+    };
   }
 }
 
@@ -122,7 +170,16 @@ export function loadPrincipals(config: Config, log: (msg: string) => void): Prin
   if (parsed) {
     for (const p of parsed.principals) {
       const accountId = p.arn.split(':')[4]!;
-      const principal: Principal = { arn: p.arn, accountId, isRoot: p.arn.endsWith(':root'), policies: p.policies, tags: p.tags, certificate: certificateBinding(p.certificate) };
+      const principal: Principal = {
+        arn: p.arn,
+        accountId,
+        isRoot: p.arn.endsWith(':root'),
+        policies: p.policies,
+        tags: p.tags,
+        certificate: certificateBinding(p.certificate),
+        integratedService: p.integratedService,
+        onBehalfOfAccounts: p.onBehalfOfAccounts,
+      };
       const keys = [...(p.accessKeys ?? []), ...(p.accessKeyId ? [{ accessKeyId: p.accessKeyId, secretAccessKey: p.secretAccessKey! }] : [])];
       for (const k of keys) registry.add(principal, k.accessKeyId, k.secretAccessKey);
     }

@@ -18,6 +18,7 @@ import {
 } from '@smithy/signature-v4';
 import { KmsError } from '../kms/errors.js';
 import { sha256Hex } from '../sha256.js';
+import { ON_BEHALF_OF_HEADER } from './principals.js';
 
 export interface Credential {
   accessKeyId: string;
@@ -130,6 +131,10 @@ export class SigV4Verifier {
     // AWS SDK and the CLI sign it.
     if (req.headers['x-amz-target'] !== undefined && !auth.signedHeaders.includes('x-amz-target')) {
       throw incomplete("'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization.");
+    }
+    // An integrated service's claim to call for another principal is part of what it signs.
+    if (req.headers[ON_BEHALF_OF_HEADER] !== undefined && !auth.signedHeaders.includes(ON_BEHALF_OF_HEADER)) {
+      throw incomplete("'X-P11kms-On-Behalf-Of' must be a 'SignedHeader' in the AWS Authorization.");
     }
     // We issue no session tokens, so any token is one we cannot recognise.
     if (req.headers['x-amz-security-token'] !== undefined) throw unrecognized();

@@ -11,7 +11,7 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { Duplex } from 'node:stream';
 import express from 'express';
 import type { ApiAuditor } from '../audit/api-call.js';
-import { type Caller, type PrincipalRegistry, presentsBoundCertificate } from '../auth/principals.js';
+import { ON_BEHALF_OF_HEADER, type Caller, type PrincipalRegistry, presentsBoundCertificate } from '../auth/principals.js';
 import type { SigV4Verifier } from '../auth/sigv4.js';
 import { HsmError } from '../hsm/types.js';
 import type { RequestContext, Services } from '../kms/context.js';
@@ -243,6 +243,11 @@ async function handleApiRequest(deps: ApiDeps, req: IncomingMessage, res: Server
     principalArn = caller.principal.arn;
     if (!presentsBoundCertificate(caller.principal, peerIdentityOf(req.socket))) {
       throw accessDenied(`${principalArn} must call with the client certificate bound to it.`);
+    }
+    const onBehalfOf = req.headers[ON_BEHALF_OF_HEADER];
+    if (onBehalfOf !== undefined) {
+      caller = deps.principals.onBehalfOf(caller, String(onBehalfOf), services.account.region);
+      principalArn = caller.principal.arn;
     }
     auditInput = parseJsonBody(body);
     const input = parseInput(operation, auditInput);

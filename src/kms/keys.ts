@@ -7,6 +7,7 @@ import { aliasArn, keyArn, parseKeyIdentifier } from './arn.js';
 import type { RequestContext, Services } from './context.js';
 import { algorithmsOf, legacyKeySpecName } from './key-specs.js';
 import { isPastDeletionDate } from './lifecycle/deletion.js';
+import { createManagedKeyOnFirstUse } from './managed-keys.js';
 import { requireUsableMaterial } from './lifecycle/expiry.js';
 import { materialMetadata } from './lifecycle/metadata.js';
 import { multiRegionConfiguration } from './multi-region.js';
@@ -79,6 +80,7 @@ export async function resolveAuthorizedKey(
     const own = { ...svc.account, accountId: callerAccount };
     throw notFound(id.kind === 'alias' ? `Alias '${aliasArn(own, id.aliasName)}' is not found.` : `Key '${keyArn(own, id.keyId)}' does not exist`);
   }
+  if (options.allowAlias) await createManagedKeyOnFirstUse(svc, ctx, raw);
   const key = await resolveKey(svc, raw, options);
   await authorize(svc, ctx, action, key);
   return key;
@@ -155,7 +157,7 @@ export async function renderKeyMetadata(svc: Services, key: KeyRecord): Promise<
     PendingDeletionWindowInDays:
       key.keyState === 'PendingDeletion' || key.keyState === 'PendingReplicaDeletion' ? (key.pendingWindowInDays ?? undefined) : undefined,
     Origin: key.origin,
-    KeyManager: 'CUSTOMER',
+    KeyManager: key.keyManager ?? 'CUSTOMER',
     CustomerMasterKeySpec: legacyKeySpecName(key.keySpec),
     KeySpec: key.keySpec,
     ...algorithmListsOf(key),

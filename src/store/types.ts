@@ -36,6 +36,8 @@ export interface KeyRecord {
   /** Multi-Region keys only: the Region of the primary key, the same on every Region's row of
    *  the key (absent for single-Region keys). */
   primaryRegion?: string;
+  /** AWS for an AWS managed key (alias/aws/<service>, kms/managed-keys.ts); absent means CUSTOMER. */
+  keyManager?: 'AWS' | 'CUSTOMER';
 }
 
 export interface BackingKeyVersionRecord {
@@ -130,6 +132,15 @@ export interface MetadataStore {
   /** Every (keyId, version) in the store, for the token/database consistency check. */
   listAllVersions(): Promise<Array<{ keyId: string; version: number }>>;
 
+  /** Inserts the key, its first backing version, its automatic rotation schedule and an alias to it
+   *  in one transaction, durable on return; false, with nothing written, when the alias exists
+   *  (AWS managed keys: concurrent first uses leave one key). */
+  createKeyWithAlias(
+    key: KeyRecord,
+    version: BackingKeyVersionRecord,
+    alias: AliasRecord,
+    rotation: { periodInDays: number; nextRotationDate: Date },
+  ): Promise<boolean>;
   /** Throws StoreConflictError when the alias name exists in the alias's Region. */
   createAlias(alias: AliasRecord): Promise<void>;
   getAlias(region: string, aliasName: string): Promise<AliasRecord | undefined>;

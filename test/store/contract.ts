@@ -436,6 +436,53 @@ describe('multi-Region key rows', () => {
   });
 });
 
+describe('createKeyWithAlias (AWS managed keys)', () => {
+  const rotation = { periodInDays: 365, nextRotationDate: new Date(1_731_536_000_123) };
+
+  it('writes key, first version, rotation schedule and alias at once, and keyManager round-trips', async () => {
+    const key = makeKey('m1', { keyManager: 'AWS' });
+    expect(await store.createKeyWithAlias(key, makeVersion('m1'), makeAlias('alias/aws/s3', 'm1'), rotation)).toBe(true);
+    expect(await store.getKey('m1')).toEqual(key);
+    expect((await store.listVersions('m1')).map((v) => v.version)).toEqual([1]);
+    expect(await store.getAlias(REGION, 'alias/aws/s3')).toEqual(makeAlias('alias/aws/s3', 'm1'));
+    const schedule = await store.lifecycle.rotationSchedule('m1', new Date(1_700_000_002_000));
+    expect(schedule).toMatchObject({ periodInDays: 365, nextRotationDate: rotation.nextRotationDate });
+    // Customer managed keys read back without the member, as they were written.
+    await createKey('c1');
+    expect(await store.getKey('c1')).not.toHaveProperty('keyManager');
+    const reopened = await db.openAnother();
+    try {
+      expect((await reopened.getKey('m1'))?.keyManager).toBe('AWS');
+    } finally {
+      await reopened.close();
+    }
+  });
+
+  it('returns false and writes nothing when the alias exists', async () => {
+    await store.createKeyWithAlias(makeKey('m1', { keyManager: 'AWS' }), makeVersion('m1'), makeAlias('alias/aws/s3', 'm1'), rotation);
+    expect(await store.createKeyWithAlias(makeKey('m2', { keyManager: 'AWS' }), makeVersion('m2'), makeAlias('alias/aws/s3', 'm2'), rotation)).toBe(false);
+    expect(await store.getKey('m2')).toBeUndefined();
+    expect(await db.countRows('key_versions', 'm2')).toBe(0);
+    expect((await store.getAlias(REGION, 'alias/aws/s3'))?.targetKeyId).toBe('m1');
+    expect(await store.countKeys()).toBe(1);
+  });
+
+  it('concurrent creations from two stores on one database leave exactly one key behind the alias', async () => {
+    const other = await db.openAnother();
+    try {
+      const attempts = Array.from({ length: 6 }, (_, i) =>
+        (i % 2 === 0 ? store : other).createKeyWithAlias(makeKey(`m${i}`, { keyManager: 'AWS' }), makeVersion(`m${i}`), makeAlias('alias/aws/ebs', `m${i}`), rotation),
+      );
+      const won = await Promise.all(attempts);
+      expect(won.filter(Boolean)).toHaveLength(1);
+      expect(await store.countKeys()).toBe(1);
+      expect((await store.getAlias(REGION, 'alias/aws/ebs'))?.targetKeyId).toBe(`m${won.indexOf(true)}`);
+    } finally {
+      await other.close();
+    }
+  });
+});
+
 describe('tags', () => {
   it('lists tags ordered by key', async () => {
     await createKey('k1', [

@@ -7,6 +7,7 @@ import { aliasArn } from '../arn.js';
 import type { OperationHandler, Services } from '../context.js';
 import { authorize, requireNotPendingDeletion, resolveAuthorizedKey, resolveKey } from '../keys.js';
 import { paginate } from '../pagination.js';
+import { aliasesWithPredefined } from '../managed-keys.js';
 
 export const MAX_ALIASES_PER_KEY = 50;
 
@@ -118,7 +119,10 @@ const listAliases: OperationHandler = async (input, ctx, svc) => {
     input,
     50,
     100,
-    (afterAliasName, limit) => svc.store.listAliases({ region: svc.account.region, targetKeyId, afterAliasName, limit }),
+    (afterAliasName, limit) =>
+      targetKeyId === undefined
+        ? aliasesWithPredefined(svc, afterAliasName, limit)
+        : svc.store.listAliases({ region: svc.account.region, targetKeyId, afterAliasName, limit }),
     (a) => a.aliasName,
   );
   return {

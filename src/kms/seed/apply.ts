@@ -106,6 +106,9 @@ async function planKey(ctx: PlanContext, seed: SeedKey, plan: SeedPlan): Promise
     add('CreateKey', `key ${keyId} (${seed.keySpec}, ${seed.origin})`, async (svc) => {
       await createSeedKey(svc, seed, policy);
     });
+  } else if (key.keyManager === 'AWS') {
+    // As through the API: nothing about an AWS managed key can be changed.
+    throw new SeedError(`seed key ${keyId}: the existing key is an AWS managed key, which a seed cannot manage`);
   } else if (key.keySpec !== seed.keySpec || key.origin !== seed.origin) {
     throw new SeedError(`seed key ${keyId}: the existing key is ${key.keySpec}/${key.origin}, the seed says ${seed.keySpec}/${seed.origin}`);
   } else {

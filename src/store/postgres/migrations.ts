@@ -184,6 +184,11 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
   { version: 2, description: 'change log for the caches of several nodes', sql: CHANGE_LOG_SCHEMA },
   { version: 3, description: 'audit chain registry and token binding', sql: ANCHORS_SCHEMA },
   { version: 4, description: 'aliases unique per Region; the primary Region of multi-Region keys', sql: REGIONS_SCHEMA },
+  {
+    version: 5,
+    description: 'key manager: AWS for AWS managed keys, CUSTOMER for every other key',
+    sql: "ALTER TABLE keys ADD COLUMN key_manager TEXT NOT NULL DEFAULT 'CUSTOMER' CHECK (key_manager IN ('AWS', 'CUSTOMER'))",
+  },
 ];
 
 /** Highest applied version; 0 for a database that has never been migrated. */

@@ -58,7 +58,7 @@ export function describeDatabase(url: string): string {
 }
 
 const KEY_COLUMNS = `key_id, account_id, region, created_at, description, key_state, key_spec, key_usage, origin, policy,
-  current_version, deletion_date, pending_window_days, primary_region`;
+  current_version, deletion_date, pending_window_days, primary_region, key_manager`;
 interface KeyRow {
   key_id: string;
   account_id: string;
@@ -74,6 +74,7 @@ interface KeyRow {
   deletion_date: Date | null;
   pending_window_days: number | null;
   primary_region: string | null;
+  key_manager: string;
 }
 const ALIAS_COLUMNS = 'region, alias_name, target_key_id, created_at, last_updated_at';
 interface AliasRow {
@@ -148,22 +149,8 @@ class PostgresMetadataStore implements MetadataStore {
   /** The key row, its first backing version (none for a Region's row of a multi-Region key) and
    *  its tags, in one transaction. */
   private async insertKey(key: KeyRecord, version: BackingKeyVersionRecord | undefined, tags: TagRecord[]): Promise<void> {
-    const row = keyToRow(key);
     await this.write(async (tx) => {
-      try {
-        await tx.query(`INSERT INTO keys (${KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, row);
-      } catch (err) {
-        if (codeOf(err) === UNIQUE_VIOLATION) throw new StoreConflictError(`key ${key.keyId} already exists`);
-        throw err;
-      }
-      if (version) {
-        await tx.query('INSERT INTO key_versions (key_id, version, created_at, key_material_id) VALUES ($1, $2, $3, $4)', [
-          version.keyId,
-          version.version,
-          checkedDate(version.createdAt),
-          version.keyMaterialId,
-        ]);
-      }
+      await insertKeyAndVersion(tx, key, version);
       // Plain INSERT: duplicate TagKeys in one request are a caller bug and must not pass silently.
       if (tags.length > 0) {
         await tx.query('INSERT INTO tags (key_id, tag_key, tag_value) SELECT $1, * FROM unnest($2::text[], $3::text[])', [
@@ -174,6 +161,39 @@ class PostgresMetadataStore implements MetadataStore {
       }
       tx.changed('key', key.keyId);
     });
+  }
+
+  async createKeyWithAlias(
+    key: KeyRecord,
+    version: BackingKeyVersionRecord,
+    alias: AliasRecord,
+    rotation: { periodInDays: number; nextRotationDate: Date },
+  ): Promise<boolean> {
+    try {
+      await this.write(async (tx) => {
+        await insertKeyAndVersion(tx, key, version);
+        await tx.query('UPDATE keys SET rotation_period_days = $1, next_rotation_date = $2 WHERE key_id = $3', [
+          rotation.periodInDays,
+          checkedDate(rotation.nextRotationDate),
+          key.keyId,
+        ]);
+        // A concurrent first use that committed the alias makes this insert a unique violation
+        // (or wait for that transaction, then fail): the whole transaction rolls back.
+        await tx.query(`INSERT INTO aliases (${ALIAS_COLUMNS}) VALUES ($1, $2, $3, $4, $5)`, [
+          alias.region,
+          alias.aliasName,
+          alias.targetKeyId,
+          checkedDate(alias.createdAt),
+          checkedDate(alias.lastUpdatedAt),
+        ]);
+        tx.changed('key', key.keyId);
+        tx.changed('alias', aliasCacheKey(alias.region, alias.aliasName));
+      });
+      return true;
+    } catch (err) {
+      if (codeOf(err) === UNIQUE_VIOLATION && !(err instanceof StoreConflictError)) return false;
+      throw err;
+    }
   }
 
   getKey(keyId: string): Promise<KeyRecord | undefined> {
@@ -533,6 +553,7 @@ function keyToRow(key: KeyRecord): unknown[] {
     key.deletionDate === null ? null : checkedDate(key.deletionDate),
     key.pendingWindowInDays,
     key.primaryRegion ?? null,
+    key.keyManager ?? 'CUSTOMER',
   ];
 }
 
@@ -552,7 +573,27 @@ function rowToKey(r: KeyRow): KeyRecord {
     deletionDate: r.deletion_date,
     pendingWindowInDays: r.pending_window_days,
     ...(r.primary_region === null ? {} : { primaryRegion: r.primary_region }),
+    // Customer managed keys read back exactly as they were written (no keyManager member).
+    ...(r.key_manager === 'AWS' ? { keyManager: 'AWS' as const } : {}),
   };
+}
+
+/** The key row and its first backing version (none for a Region's row of a multi-Region key):
+ *  CreateKey, ReplicateKey and AWS managed keys. */
+async function insertKeyAndVersion(tx: Transaction, key: KeyRecord, version: BackingKeyVersionRecord | undefined): Promise<void> {
+  try {
+    await tx.query(`INSERT INTO keys (${KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`, keyToRow(key));
+  } catch (err) {
+    if (codeOf(err) === UNIQUE_VIOLATION) throw new StoreConflictError(`key ${key.keyId} already exists`);
+    throw err;
+  }
+  if (!version) return;
+  await tx.query('INSERT INTO key_versions (key_id, version, created_at, key_material_id) VALUES ($1, $2, $3, $4)', [
+    version.keyId,
+    version.version,
+    checkedDate(version.createdAt),
+    version.keyMaterialId,
+  ]);
 }
 
 function rowToAlias(r: AliasRow): AliasRecord {

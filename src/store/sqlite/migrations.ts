@@ -162,6 +162,11 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 6, description: 'audit chain registry (newest digest of every audit chain)', sql: AUDIT_CHAINS_SCHEMA },
   { version: 7, description: 'token binding: the PKCS#11 token the keys live in', sql: TOKEN_BINDING_SCHEMA },
   { version: 8, description: 'aliases unique per Region; the primary Region of multi-Region keys', sql: REGIONS_SCHEMA },
+  {
+    version: 9,
+    description: 'key manager: AWS for AWS managed keys, CUSTOMER for every other key',
+    sql: "ALTER TABLE keys ADD COLUMN key_manager TEXT NOT NULL DEFAULT 'CUSTOMER' CHECK (key_manager IN ('AWS', 'CUSTOMER'));",
+  },
 ];
 
 /** Highest applied version; 0 for a database that has never been migrated. */

@@ -94,6 +94,7 @@ const KEY_COLUMN_NAMES = [
   'key_id', 'account_id', 'region', 'created_at', 'description', 'key_state', 'key_spec',
   'key_usage', 'origin', 'policy', 'current_version', 'deletion_date', 'pending_window_days',
   'primary_region',
+  'key_manager',
 ] as const;
 type KeyRow = [
   keyId: string,
@@ -110,6 +111,7 @@ type KeyRow = [
   deletionDate: number | null,
   pendingWindowInDays: number | null,
   primaryRegion: string | null,
+  keyManager: string,
 ];
 
 const ALIAS_COLUMN_NAMES = ['region', 'alias_name', 'target_key_id', 'created_at', 'last_updated_at'] as const;
@@ -181,6 +183,7 @@ class SqliteMetadataStore implements MetadataStore {
   private readonly createKeyTx;
   private readonly selectRegionalRowsStmt;
   private readonly setPrimaryRegionStmt;
+  private readonly createKeyWithAliasTx;
   private readonly putTagsTx;
   private readonly removeTagsTx;
 
@@ -290,6 +293,17 @@ class SqliteMetadataStore implements MetadataStore {
     this.setPrimaryRegionStmt = db.prepare<[string, string, string, string]>(
       'UPDATE keys SET primary_region = ? WHERE key_id = ? OR (key_id > ? AND key_id < ?)',
     );
+    const setRotationStmt = db.prepare<[number, number, string]>('UPDATE keys SET rotation_period_days = ?, next_rotation_date = ? WHERE key_id = ?');
+    this.createKeyWithAliasTx = db.transaction(
+      (key: KeyRecord, version: BackingKeyVersionRecord, alias: AliasRecord, rotation: { periodInDays: number; nextRotationDate: Date }): boolean => {
+        // The alias first: when it exists, nothing else has been written and nothing needs undoing.
+        if (this.selectAliasStmt.get(alias.region, alias.aliasName)) return false;
+        this.createKeyTx(key, version, []);
+        setRotationStmt.run(rotation.periodInDays, toMillis(rotation.nextRotationDate), key.keyId);
+        this.insertAliasStmt.run(...aliasToRow(alias));
+        return true;
+      },
+    );
     this.putTagsTx = db.transaction((keyId: string, tags: TagRecord[]) => {
       for (const tag of tags) this.upsertTagStmt.run(keyId, tag.TagKey, tag.TagValue);
     });
@@ -302,6 +316,17 @@ class SqliteMetadataStore implements MetadataStore {
     // IMMEDIATE takes the write lock at BEGIN (waiting up to the busy timeout for other processes),
     // so a transaction never has to upgrade a read snapshot another writer has made stale.
     this.createKeyTx.immediate(key, version, tags);
+  }
+
+  async createKeyWithAlias(
+    key: KeyRecord,
+    version: BackingKeyVersionRecord,
+    alias: AliasRecord,
+    rotation: { periodInDays: number; nextRotationDate: Date },
+  ): Promise<boolean> {
+    // IMMEDIATE: the write lock is held from the alias check to the commit, so two processes
+    // cannot both find the alias missing.
+    return this.createKeyWithAliasTx.immediate(key, version, alias, rotation);
   }
 
   async getKey(keyId: string): Promise<KeyRecord | undefined> {
@@ -588,6 +613,7 @@ function keyToRow(key: KeyRecord): KeyRow {
     key.deletionDate === null ? null : toMillis(key.deletionDate),
     key.pendingWindowInDays,
     key.primaryRegion ?? null,
+    key.keyManager ?? 'CUSTOMER',
   ];
 }
 
@@ -606,6 +632,7 @@ function rowToKey([
   deletionDate,
   pendingWindowInDays,
   primaryRegion,
+  keyManager,
 ]: KeyRow): KeyRecord {
   return {
     keyId,
@@ -622,6 +649,8 @@ function rowToKey([
     deletionDate: deletionDate === null ? null : new Date(deletionDate),
     pendingWindowInDays,
     ...(primaryRegion === null ? {} : { primaryRegion }),
+    // Customer managed keys read back exactly as they were written (no keyManager member).
+    ...(keyManager === 'AWS' ? { keyManager: 'AWS' as const } : {}),
   };
 }
 
