@@ -101,21 +101,27 @@ export function destroyQuietly(t: TokenAccess, session: Handle, handle: Handle):
 /** Whether the token does RSA-OAEP with SHA-256 itself, tried with a throwaway session key
  *  pair (KeyImporter.hasOaepSha256 runs this once). */
 export async function probeOaepSha256(t: TokenAccess): Promise<boolean> {
-  return t.withSession(async (session) => {
-    const { publicKey, privateKey } = await t.p.C_GenerateKeyPairAsync(
-      session,
-      { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN },
-      [
-        { type: pkcs11js.CKA_TOKEN, value: false },
-        { type: pkcs11js.CKA_MODULUS_BITS, value: 1024 },
-        { type: pkcs11js.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) },
-        { type: pkcs11js.CKA_ENCRYPT, value: true },
-      ],
-      [
-        { type: pkcs11js.CKA_TOKEN, value: false },
-        { type: pkcs11js.CKA_DECRYPT, value: true },
-      ],
+  return t.slowSession(async (session, call) => {
+    const pair = await call(
+      {
+        op: 'generate-key-pair',
+        session,
+        mechanism: { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN },
+        publicTemplate: [
+          { type: pkcs11js.CKA_TOKEN, value: false },
+          { type: pkcs11js.CKA_MODULUS_BITS, value: 1024 },
+          { type: pkcs11js.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) },
+          { type: pkcs11js.CKA_ENCRYPT, value: true },
+        ],
+        privateTemplate: [
+          { type: pkcs11js.CKA_TOKEN, value: false },
+          { type: pkcs11js.CKA_DECRYPT, value: true },
+        ],
+      },
+      'C_GenerateKeyPair',
     );
+    const [publicKey, privateKey] = pair.handles!.map((h) => Buffer.from(h)) as [Buffer, Buffer];
+    // Once per process, with a throwaway public key: the encryption stays on this thread.
     try {
       t.p.C_EncryptInit(session, oaepMechanism('sha256'), publicKey);
       t.p.C_Encrypt(session, Buffer.alloc(32), Buffer.alloc(128));

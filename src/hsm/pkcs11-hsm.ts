@@ -19,6 +19,16 @@
  *    CKR_ENCRYPTED_DATA_INVALID (the profile's dialect, errors.ts).
  *  - Faults: token-guard.ts takes the token down on a lost session, login or device and brings
  *    it back (recover below); async mode runs request-path calls on call-workers.ts.
+ *  - Threads: key generation and private-key operations run in the slow lane (slow-lane.ts) in
+ *    both modes, never on libuv's pool or the event loop. In async mode every other call of the
+ *    request path runs on the call workers. What still runs on the event loop in async mode, and
+ *    why: start-up and shutdown (C_Initialize, slot and token info, priming the handle cache);
+ *    C_Finalize/C_Initialize in recovery (only after a worker's probe answered, with no call in
+ *    flight; the main thread owns the library's initialisation); generateRandom once its reserve
+ *    ran dry (synchronous by contract, see there); key deletion (lifecycle.ts sweeps, off the
+ *    request path); key import and the audit signing key (key-import*.ts, audit-signing-key.ts:
+ *    their key generations are in the slow lane, their remaining short calls are not yet on
+ *    workers); operator diagnostics (inspect, its own session).
  *  - CKA_MODIFIABLE/CKA_COPYABLE=false on generated keys: accepted by SoftHSM2; a token that rejects
  *    them gets keys without them (logged once).
  */
@@ -29,7 +39,7 @@ import type * as P11 from 'pkcs11js';
 import type { TokenConfig } from '../config.js';
 import { TokenKeyPairs } from './asymmetric.js';
 import { asBuffer } from './bytes.js';
-import { CallWorkers, type WorkerAnswer, type WorkerCall } from './call-workers.js';
+import { CallWorkers, type WorkerAnswer, type WorkerCall, answerOrThrow } from './call-workers.js';
 import { isStaleHandle, isTokenLost, setErrorDialect, toHsmError } from './errors.js';
 import { type AuditSigningKey, openAuditSigningKey } from './audit-signing-key.js';
 import { type BackingKeyInspection, inspectOnSession } from './diagnostics.js';
@@ -39,6 +49,7 @@ import { labelFor, objectIdFor, refKey } from './object-naming.js';
 import { PROFILES, type VendorProfile, detectProfile, environmentProblems, sessionLimit } from './profiles.js';
 import { findTokenSlot, trimPadded, withProvisionLock } from './provision.js';
 import { SessionPool } from './session-pool.js';
+import { DEFAULT_SLOW_LANE, type SlowCall, SlowLane } from './slow-lane.js';
 import type { HsmLog, TokenAccess } from './token-access.js';
 import { TokenGuard } from './token-guard.js';
 import { CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS, type Connection, initialize, openLoggedInSession, shutDownModule } from './token-module.js';
@@ -84,6 +95,8 @@ export class Pkcs11Hsm implements Hsm {
   private readonly guard: TokenGuard;
   /** Request-path calls off the event loop (async mode only). */
   private readonly workers: CallWorkers | undefined;
+  /** Key generation and private-key operations, both modes (slow-lane.ts). */
+  private readonly slowLane: SlowLane;
   private readonly callTimeoutMs: number;
   private randomReserve = { bytes: Buffer.alloc(0), used: 0 };
   private randomRefill: Promise<void> | undefined;
@@ -160,6 +173,7 @@ export class Pkcs11Hsm implements Hsm {
       (err) => this.noteFailure(err),
     );
     this.workers = this.syncCalls ? undefined : new CallWorkers(this.modulePath, sessions + 1);
+    this.slowLane = new SlowLane(this.modulePath, token.slowLane ?? DEFAULT_SLOW_LANE, this.label);
     this.keyHandles = new HandleCache(this.p, this.pool, this.label, log, {
       assertUp: (fn) => this.guard.assertUp(fn),
       confirmLoggedIn: () => this.confirmLoggedIn(),
@@ -178,6 +192,8 @@ export class Pkcs11Hsm implements Hsm {
       syncCalls: this.syncCalls,
       withKey: (ref, op) => this.keyHandles.withKey(ref, op),
       withKeySync: (ref, op) => this.keyHandles.withKeySync(ref, op),
+      slowWithKey: (ref, work) => this.slowLane.run((call) => this.keyHandles.withKey(ref, (session, key) => work(session, key, call))),
+      onWorker: this.workers ? async (call, what) => this.answerOf(await this.onWorker(call, what), what) : undefined,
       rememberHandle: (ref, handle) => this.handles.set(refKey(ref), handle),
     });
   }
@@ -244,7 +260,7 @@ export class Pkcs11Hsm implements Hsm {
     this.auditKeyCurrent = undefined;
     if (this.workers) await this.probeOffThread();
     const wedged = cause.ckr === 'CKR_GENERAL_ERROR' || cause.ckr === 'CKR_CRYPTOKI_NOT_INITIALIZED' || attempt >= 3;
-    await this.workers?.idle();
+    await Promise.all([this.workers?.idle(), this.slowLane.idle()]);
     if (wedged && this.pool.busy === 0) {
       try {
         this.p.C_Finalize();
@@ -255,6 +271,10 @@ export class Pkcs11Hsm implements Hsm {
       const slot = findTokenSlot(this.p, this.label);
       if (slot === undefined) throw new HsmError('unavailable', 'CKR_TOKEN_NOT_PRESENT', 'C_GetTokenInfo', `no token labelled '${this.label}' after re-initialising the library`);
       this.slot = slot;
+    } else if (this.workers) {
+      // Async mode: the token answered the probe a moment ago, but may hang again; every call of
+      // a plain reconnect runs on a worker with the per-call deadline.
+      this.answerOf(await this.onWorker({ op: 'close-all-sessions', slot: this.slot }, 'C_CloseAllSessions'), 'C_CloseAllSessions');
     } else {
       try {
         this.p.C_CloseAllSessions(this.slot);
@@ -262,12 +282,31 @@ export class Pkcs11Hsm implements Hsm {
         throw toHsmError(err, 'C_CloseAllSessions', `reconnecting to token '${this.label}'`);
       }
     }
+    if (this.workers) {
+      const opened = this.answerOf(await this.onWorker({ op: 'open-session', slot: this.slot, pin: this.pin }, 'C_OpenSession'), 'C_OpenSession');
+      this.control = Buffer.from(opened.session!);
+      // open-session made its round trip (C_GetSessionInfo, login when lost); one more, as below.
+      this.answerOf(await this.onWorker({ op: 'ping', session: this.control }, 'C_GenerateRandom'), 'C_GenerateRandom');
+      return;
+    }
     this.control = this.openSession();
     try {
       this.p.C_GenerateRandom(this.control, Buffer.allocUnsafe(1));
     } catch (err) {
       throw toHsmError(err, 'C_GenerateRandom', `reconnecting to token '${this.label}'`);
     }
+  }
+
+  /**
+   * Runs `work` in the slow lane (slow-lane.ts): admitted first, then a pooled session (and the
+   * object-write lock first when `write`), so that waiting slow calls never hold sessions.
+   */
+  private slowSession<T>(work: (session: Handle, call: SlowCall) => Promise<T>, write = false): Promise<T> {
+    return this.slowLane.run((call) => {
+      this.guard.assertUp('slow lane');
+      const inSession = () => this.pool.withSession((session) => work(session, call));
+      return write ? this.tokenWrite(inSession) : inSession();
+    });
   }
 
   /** Whether the library answers at all, asked from a worker: a hung token must not hang the
@@ -289,9 +328,7 @@ export class Pkcs11Hsm implements Hsm {
 
   /** The answer of a worker call, or its error as HsmError (timeouts as kind 'timeout'). */
   private answerOf(answer: WorkerAnswer, what: string): WorkerAnswer {
-    if (answer.error === undefined) return answer;
-    if (answer.error.fn === 'worker') throw new HsmError('timeout', 'CKR_FUNCTION_FAILED', what, `token '${this.label}': ${answer.error.message}`);
-    throw toHsmError(new Error(answer.error.message), answer.error.fn);
+    return answerOrThrow(answer, what, this.label);
   }
 
   // ---- handle cache ---------------------------------------------------------------------------
@@ -395,14 +432,10 @@ export class Pkcs11Hsm implements Hsm {
       // Nobody, not even we, may relabel, re-purpose or copy the key later.
       template.push({ type: pkcs11js.CKA_MODIFIABLE, value: false }, { type: pkcs11js.CKA_COPYABLE, value: false });
     }
-    // Always async: key generation can take long on a network HSM and must not block the loop.
-    return this.tokenWrite(() =>
-      this.pool.withSession((session) =>
-        this.p.C_GenerateKeyAsync(session, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, template).catch((err: unknown) => {
-          throw toHsmError(err, 'C_GenerateKey');
-        }),
-      ),
-    );
+    return this.slowSession(async (session, call) => {
+      const answer = await call({ op: 'generate-key', session, mechanism: { mechanism: pkcs11js.CKM_AES_KEY_GEN }, template }, 'C_GenerateKey');
+      return Buffer.from(answer.handles![0]!);
+    }, true);
   }
 
   encryptAesGcm(ref: BackingKeyRef, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Buffer> {
@@ -671,6 +704,10 @@ export class Pkcs11Hsm implements Hsm {
     return { open: this.pool.size, busy: this.pool.busy, waiting: this.pool.waiting, max: this.pool.maxSessions };
   }
 
+  slowLaneStats(): { threads: number; running: number; queued: number } {
+    return this.slowLane.stats();
+  }
+
   // ---- asymmetric, HMAC and key-agreement keys: see asymmetric.ts ------------------------------
 
   missingMechanisms(type: TokenKeyType, usage: PrivateKeyUsage): string[] {
@@ -753,6 +790,7 @@ export class Pkcs11Hsm implements Hsm {
     await this.guard.close();
     await this.pool.close();
     await this.workers?.close();
+    await this.slowLane.close();
     this.handles.clear();
     try {
       this.p.C_Logout(this.control);
@@ -774,6 +812,7 @@ export class Pkcs11Hsm implements Hsm {
       label: this.label,
       log: this.log,
       withSession: (op) => this.pool.withSession(op),
+      slowSession: (work, write) => this.slowSession(work, write),
       tokenWrite: (write) => this.tokenWrite(write),
       forget: (ref) => this.handles.delete(refKey(ref)),
       hardenedTemplate: () => this.hardenedTemplate,
