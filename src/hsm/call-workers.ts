@@ -93,10 +93,14 @@ function workerMain(): void {
   const { performance } = require('node:perf_hooks');
   let timed: Array<[string, number, string?]> = [];
   const target = p as Record<string, any>;
-  for (let o = Object.getPrototypeOf(p); o !== null && o !== Object.prototype; o = Object.getPrototypeOf(o)) {
-    for (const name of Object.getOwnPropertyNames(o)) {
-      if (!name.startsWith('C_') || name.endsWith('Async') || name.endsWith('Callback') || typeof o[name] !== 'function' || Object.hasOwn(target, name)) continue;
-      const original = o[name];
+  const names = new Set<string>();
+  for (let o = p; o !== null && o !== Object.prototype; o = Object.getPrototypeOf(o)) {
+    for (const name of Object.getOwnPropertyNames(o)) if (name.startsWith('C_') && !name.endsWith('Async') && !name.endsWith('Callback')) names.add(name);
+  }
+  {
+    for (const name of names) {
+      const original = target[name];
+      if (typeof original !== 'function') continue;
       target[name] = (...args: unknown[]) => {
         const started = performance.now();
         try {
