@@ -26,9 +26,10 @@
  *    C_Finalize/C_Initialize in recovery (only after a worker's probe answered, with no call in
  *    flight; the main thread owns the library's initialisation); generateRandom once its reserve
  *    ran dry (synchronous by contract, see there); key deletion (lifecycle.ts sweeps, off the
- *    request path); key import and the audit signing key (key-import*.ts, audit-signing-key.ts:
- *    their key generations are in the slow lane, their remaining short calls are not yet on
- *    workers); operator diagnostics (inspect, its own session).
+ *    request path); key import's unwrapping and the audit chain's head objects (key-import*.ts,
+ *    audit-signing-key.ts: their key generations and the audit digest signature are in the slow
+ *    lane, their remaining short calls are not yet on workers); operator diagnostics (inspect,
+ *    its own session).
  *  - CKA_MODIFIABLE/CKA_COPYABLE=false on generated keys: accepted by SoftHSM2; a token that rejects
  *    them gets keys without them (logged once).
  */
@@ -650,7 +651,7 @@ export class Pkcs11Hsm implements Hsm {
   private auditKeyCurrent: Promise<AuditSigningKey | undefined> | undefined;
 
   private lookUpAuditKey(create: boolean): Promise<AuditSigningKey | undefined> {
-    this.auditKeyCurrent ??= openAuditSigningKey(this.p, this.mechanisms, (fn) => this.pool.withSession(fn), create, {
+    this.auditKeyCurrent ??= openAuditSigningKey(this.p, this.mechanisms, (fn) => this.pool.withSession(fn), (work, write) => this.slowSession(work, write), create, {
       write: (write) => this.tokenWrite(write),
       scan: (scan) => this.tokenScan(scan),
     }).catch((err: unknown) => {
