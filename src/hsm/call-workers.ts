@@ -48,6 +48,7 @@ export type WorkerCall =
   | { op: 'decrypt'; session: Buffer; key: Buffer; mechanism: P11.Mechanism; data: Buffer; outBytes: number }
   /** C_DeriveKey into a readable session object: its CKA_VALUE is read, then it is destroyed. */
   | { op: 'derive-value'; session: Buffer; key: Buffer; mechanism: P11.Mechanism; template: P11.Template }
+  | { op: 'unwrap'; session: Buffer; mechanism: P11.Mechanism; key: Buffer; wrapped: Buffer; template: P11.Template }
   | { op: 'find'; session: Buffer; template: P11.Template; max: number }
   | { op: 'attributes'; session: Buffer; handle: Buffer; types: number[] }
   | { op: 'destroy'; session: Buffer; handles: Buffer[] };
@@ -246,6 +247,9 @@ function workerMain(): void {
             // a session object dies with its session anyway
           }
         }
+      } else if (c.op === 'unwrap') {
+        fn = 'C_UnwrapKey';
+        post({ id: msg.id, handles: [p.C_UnwrapKey(session, c.mechanism, c.key, c.wrapped, c.template)] });
       } else if (c.op === 'find') {
         fn = 'C_FindObjectsInit';
         p.C_FindObjectsInit(session, c.template);

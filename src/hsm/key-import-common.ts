@@ -72,8 +72,11 @@ const CKZ_DATA_SPECIFIED = 1;
 /** Errors with which tokens refuse OAEP parameters they do not implement. */
 const OAEP_PARAMS_REFUSED = new Set(['CKR_ARGUMENTS_BAD', 'CKR_MECHANISM_PARAM_INVALID', 'CKR_MECHANISM_INVALID']);
 
+/** C_UnwrapKey, on the slow lane's thread inside a slowSession (RSA unwraps are private-key
+ *  operations), else on libuv's pool. */
 export async function unwrapKey(t: TokenAccess, session: Handle, mechanism: P11.Mechanism, unwrappingKey: Handle, wrapped: Buffer, template: P11.Template): Promise<Handle> {
   try {
+    if (t.slowCall) return Buffer.from((await t.slowCall({ op: 'unwrap', session, mechanism, key: unwrappingKey, wrapped, template }, 'C_UnwrapKey')).handles![0]!);
     return await t.p.C_UnwrapKeyAsync(session, mechanism, unwrappingKey, wrapped, template);
   } catch (err) {
     const e = toHsmError(err, 'C_UnwrapKey');

@@ -444,9 +444,9 @@ export class Pkcs11Hsm implements Hsm {
     const input = asBuffer(plaintext);
     if (this.workers) return this.keyHandles.withKey(ref, (s, k) => this.encryptOnWorker(s, k, iv, asBuffer(aad), input));
     if (this.profile.gcmIv !== 'caller') return this.keyHandles.withKey(ref, (s, k) => this.encryptTokenIv(s, k, iv, asBuffer(aad), input));
+    // Sync mode (async mode has call workers, above).
     const mechanism = gcmMechanism(iv, aad);
-    if (this.syncCalls) return this.keyHandles.withKeySync(ref, (s, k) => this.encryptSync(s, k, mechanism, input));
-    return this.keyHandles.withKey(ref, (s, k) => this.encryptAsync(s, k, mechanism, input));
+    return this.keyHandles.withKeySync(ref, (s, k) => this.encryptSync(s, k, mechanism, input));
   }
 
   decryptAesGcm(ref: BackingKeyRef, iv: Uint8Array, aad: Uint8Array, ciphertextAndTag: Uint8Array): Promise<Buffer> {
@@ -462,8 +462,7 @@ export class Pkcs11Hsm implements Hsm {
       return this.keyHandles.withKey(ref, async (s, k) => Buffer.from(this.answerOf(await call(s, k), 'C_Decrypt').out!));
     }
     const mechanism = gcmMechanism(iv, aad);
-    if (this.syncCalls) return this.keyHandles.withKeySync(ref, (s, k) => this.decryptSync(s, k, mechanism, input));
-    return this.keyHandles.withKey(ref, (s, k) => this.decryptAsync(s, k, mechanism, input));
+    return this.keyHandles.withKeySync(ref, (s, k) => this.decryptSync(s, k, mechanism, input));
   }
 
   /** Async mode: Init and data call together on a worker; token-chosen IVs land in `iv`. */
@@ -507,7 +506,7 @@ export class Pkcs11Hsm implements Hsm {
     return iv;
   }
 
-  // The four GCM bodies below are the hot path. Output goes into a fresh Buffer.allocUnsafe per
+  // The two GCM bodies below are the sync-mode hot path. Output goes into a fresh Buffer.allocUnsafe per
   // call (a slice of Node's pool for small sizes, so no per-session buffer plus copy is needed)
   // and the subarray pkcs11js returns is handed out as is.
 
@@ -529,22 +528,6 @@ export class Pkcs11Hsm implements Hsm {
     }
   }
 
-  private async encryptAsync(session: Handle, key: Handle, mechanism: P11.Mechanism, plaintext: Buffer): Promise<Buffer> {
-    let fn = 'C_EncryptInit';
-    try {
-      this.p.C_EncryptInit(session, mechanism, key);
-      const out = Buffer.allocUnsafe(plaintext.length + GCM_TAG_BYTES);
-      if (plaintext.length === 0) {
-        fn = 'C_EncryptFinal';
-        return await this.p.C_EncryptFinalAsync(session, out);
-      }
-      fn = 'C_Encrypt';
-      return await this.p.C_EncryptAsync(session, plaintext, out);
-    } catch (err) {
-      throw toHsmError(err, fn);
-    }
-  }
-
   private decryptSync(session: Handle, key: Handle, mechanism: P11.Mechanism, ciphertext: Buffer): Buffer {
     let fn = 'C_DecryptInit';
     try {
@@ -552,17 +535,6 @@ export class Pkcs11Hsm implements Hsm {
       fn = 'C_Decrypt';
       // The token wants room for the whole input (plaintext + tag), else CKR_BUFFER_TOO_SMALL.
       return this.p.C_Decrypt(session, ciphertext, Buffer.allocUnsafe(ciphertext.length));
-    } catch (err) {
-      throw toHsmError(err, fn);
-    }
-  }
-
-  private async decryptAsync(session: Handle, key: Handle, mechanism: P11.Mechanism, ciphertext: Buffer): Promise<Buffer> {
-    let fn = 'C_DecryptInit';
-    try {
-      this.p.C_DecryptInit(session, mechanism, key);
-      fn = 'C_Decrypt';
-      return await this.p.C_DecryptAsync(session, ciphertext, Buffer.allocUnsafe(ciphertext.length));
     } catch (err) {
       throw toHsmError(err, fn);
     }
