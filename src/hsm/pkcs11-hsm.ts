@@ -259,7 +259,9 @@ export class Pkcs11Hsm implements Hsm {
     this.pool.reset();
     this.handles.clear();
     this.auditKeyCurrent = undefined;
-    if (this.workers) await this.probeOffThread();
+    // Off the event loop first: a token that hung (or timed out a slow-lane call, in either mode)
+    // may hang again.
+    if (this.workers || cause.kind === 'timeout') await this.probeOffThread();
     const wedged = cause.ckr === 'CKR_GENERAL_ERROR' || cause.ckr === 'CKR_CRYPTOKI_NOT_INITIALIZED' || attempt >= 3;
     await Promise.all([this.workers?.idle(), this.slowLane.idle()]);
     if (wedged && this.pool.busy === 0) {
@@ -313,7 +315,9 @@ export class Pkcs11Hsm implements Hsm {
   /** Whether the library answers at all, asked from a worker: a hung token must not hang the
    *  event loop with it. */
   private async probeOffThread(): Promise<void> {
-    const answer = await this.onWorker({ op: 'ping', session: this.control }, 'C_GetSessionInfo');
+    const ping: WorkerCall = { op: 'ping', session: this.control };
+    // Sync mode has no call workers; the slow lane's threads answer the probe.
+    const answer = this.workers ? await this.onWorker(ping, 'C_GetSessionInfo') : await this.slowLane.probe(ping, this.callTimeoutMs);
     // The old control session is normally gone after a fault; any PKCS#11 answer means the
     // library is responsive again, only a missing answer (deadline) stops this attempt.
     if (answer.error?.fn === 'worker') throw new HsmError('timeout', 'CKR_FUNCTION_FAILED', 'C_GetSessionInfo', `token '${this.label}' does not answer`);

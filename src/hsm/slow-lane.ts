@@ -72,6 +72,12 @@ export class SlowLane {
     return answerOrThrow(answer, what, this.label);
   }
 
+  /** Runs one call on a lane thread outside the admission queue (recovery's probe in sync mode,
+   *  which must not wait on the event loop for a token that may hang again). */
+  async probe(call: WorkerCall, deadlineMs: number): Promise<WorkerAnswer> {
+    return this.workers.run(call, deadlineMs);
+  }
+
   /** Slow calls running (never more than threads) and waiting (metrics). */
   stats(): { threads: number; running: number; queued: number } {
     return { threads: this.config.threads, running: this.running, queued: this.waiting.length };
