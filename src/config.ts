@@ -53,8 +53,8 @@ const envSchema = z.object({
   /** Deadline of one request-path token call in async mode (DependencyTimeoutException past it). */
   P11KMS_HSM_CALL_TIMEOUT_MS: z.coerce.number().int().min(10).max(600_000).default(5000),
   /** Threads of the slow lane (src/hsm/slow-lane.ts): key generation and private-key operations
-   *  running at once; libuv's four-thread pool never sees them. */
-  P11KMS_SLOW_CALL_THREADS: z.coerce.number().int().min(1).max(64).default(2),
+   *  running at once; libuv's four-thread pool never sees them. Default: src/hsm/slow-lane.ts. */
+  P11KMS_SLOW_CALL_THREADS: z.coerce.number().int().min(1).max(64).optional(),
   /** Slow calls that may wait for a slow-lane thread; one more is refused (ThrottlingException). */
   P11KMS_SLOW_CALL_QUEUE_MAX: z.coerce.number().int().min(0).max(100_000).default(64),
   /** Deadline of one slow-lane call (an RSA-4096 generation takes seconds). */
@@ -155,7 +155,7 @@ export interface TokenConfig {
   /** Callers that may wait for a busy session; one more is refused (HsmError 'busy'). */
   sessionQueueMax?: number;
   /** The slow lane (src/hsm/slow-lane.ts); undefined: its defaults. */
-  slowLane?: { threads: number; queueMax: number; deadlineMs: number };
+  slowLane?: { threads?: number; queueMax: number; deadlineMs: number };
   /** Several service processes use the token (P11KMS_WORKERS > 1): SoftHSM2 then needs object
    *  writes and scans serialised across processes (see src/hsm/pkcs11-hsm.ts tokenWrite). */
   sharedAcrossProcesses?: boolean;

@@ -7,6 +7,7 @@
  * queue beyond its bound answers ThrottlingException.
  */
 import { constants, createPublicKey, publicEncrypt, verify as verifySignature } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import {
   CreateKeyCommand,
   DecryptCommand,
@@ -21,7 +22,7 @@ import {
 } from '@aws-sdk/client-kms';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parsePrometheusText, sampleOf } from './helpers/prom-text.js';
-import { errorOf, startTestService, type TestService } from './helpers/service.js';
+import { errorOf, startTestService, type TestService, useTestService } from './helpers/service.js';
 
 async function scrape(t: TestService): Promise<ReturnType<typeof parsePrometheusText>> {
   return parsePrometheusText(await (await fetch(`${t.service.url}/metrics`)).text());
@@ -52,7 +53,7 @@ async function createKey(t: TestService, KeySpec: string, KeyUsage: string): Pro
 describe.each(['sync', 'async'] as const)('%s mode', (mode) => {
   let t: TestService;
   beforeAll(async () => {
-    t = await startTestService({ P11KMS_SYMMETRIC_CALLS: mode });
+    t = await startTestService({ P11KMS_SYMMETRIC_CALLS: mode, P11KMS_SLOW_CALL_THREADS: '2' });
   });
   afterAll(async () => {
     await t?.stop();
@@ -163,6 +164,14 @@ describe.each(['sync', 'async'] as const)('%s mode', (mode) => {
     expect(Math.max(...samples.map((s) => s.running))).toBeLessThanOrEqual(2);
     // The 3rd to 6th generations waited for a thread.
     expect(Math.max(...samples.map((s) => s.queued))).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('the default thread count', () => {
+  const t = useTestService();
+  it('is half the CPU cores, at least 1, for a local software token', async () => {
+    const text = await (await fetch(`${t.service.url}/metrics`)).text();
+    expect(text).toMatch(new RegExp(`^p11kms_slow_lane_calls\\{state="threads"\\} ${Math.max(1, Math.floor(availableParallelism() / 2))}$`, 'm'));
   });
 });
 

@@ -164,7 +164,6 @@ export class Pkcs11Hsm implements Hsm {
     this.syncCalls = (token.symmetricCalls ?? (this.profile.localSoftware ? 'sync' : 'async')) === 'sync';
     const sessions = sessionLimit(this.profile, token.poolSize, tokenInfo.maxSessionCount);
     if (sessions < token.poolSize) log('warn', `token '${this.label}' allows ${tokenInfo.maxSessionCount} sessions (${this.profile.name}, reserve ${this.profile.sessionReserve}): pool of ${sessions}, not ${token.poolSize}`);
-    log('info', `token '${this.label}': profile ${this.profile.name} (${this.profile.description}), ${this.syncCalls ? 'sync' : 'async (worker threads)'} calls, ${sessions} sessions`);
     this.guard = new TokenGuard(this.label, log, (attempt, cause) => this.recover(attempt, cause));
     this.pool = new SessionPool(
       () => this.openPooledSession(),
@@ -174,7 +173,8 @@ export class Pkcs11Hsm implements Hsm {
       (err) => this.noteFailure(err),
     );
     this.workers = this.syncCalls ? undefined : new CallWorkers(this.modulePath, sessions + 1);
-    this.slowLane = new SlowLane(this.modulePath, token.slowLane ?? DEFAULT_SLOW_LANE, this.label);
+    this.slowLane = new SlowLane(this.modulePath, token.slowLane ?? DEFAULT_SLOW_LANE, this.profile.localSoftware, this.label);
+    log('info', `token '${this.label}': profile ${this.profile.name} (${this.profile.description}), ${this.syncCalls ? 'sync' : 'async (worker threads)'} calls, ${sessions} sessions, ${this.slowLane.stats().threads} slow-lane thread(s)`);
     this.keyHandles = new HandleCache(this.p, this.pool, this.label, log, {
       assertUp: (fn) => this.guard.assertUp(fn),
       confirmLoggedIn: () => this.confirmLoggedIn(),
