@@ -98,22 +98,20 @@ function workerMain(): void {
   for (let o = p; o !== null && o !== Object.prototype; o = Object.getPrototypeOf(o)) {
     for (const name of Object.getOwnPropertyNames(o)) if (name.startsWith('C_') && !name.endsWith('Async') && !name.endsWith('Callback')) names.add(name);
   }
-  {
-    for (const name of names) {
-      const original = target[name];
-      if (typeof original !== 'function') continue;
-      target[name] = (...args: unknown[]) => {
-        const started = performance.now();
-        try {
-          const result = original.apply(p, args);
-          timed.push([name, (performance.now() - started) / 1000]);
-          return result;
-        } catch (err) {
-          timed.push([name, (performance.now() - started) / 1000, err instanceof Error ? err.message : String(err)]);
-          throw err;
-        }
-      };
-    }
+  for (const name of names) {
+    const original = target[name];
+    if (typeof original !== 'function') continue;
+    target[name] = (...args: unknown[]) => {
+      const started = performance.now();
+      try {
+        const result = original.apply(p, args);
+        timed.push([name, (performance.now() - started) / 1000]);
+        return result;
+      } catch (err) {
+        timed.push([name, (performance.now() - started) / 1000, err instanceof Error ? err.message : String(err)]);
+        throw err;
+      }
+    };
   }
   const post = (answer: Record<string, unknown>) => {
     answer.calls = timed;
