@@ -52,6 +52,13 @@ const envSchema = z.object({
   P11KMS_HSM_PROFILE: z.enum(PROFILE_NAMES as [string, ...string[]]).optional(),
   /** Deadline of one request-path token call in async mode (DependencyTimeoutException past it). */
   P11KMS_HSM_CALL_TIMEOUT_MS: z.coerce.number().int().min(10).max(600_000).default(5000),
+  /** Threads of the slow lane (src/hsm/slow-lane.ts): key generation and private-key operations
+   *  running at once; libuv's four-thread pool never sees them. Default: src/hsm/slow-lane.ts. */
+  P11KMS_SLOW_CALL_THREADS: z.coerce.number().int().min(1).max(64).optional(),
+  /** Slow calls that may wait for a slow-lane thread; one more is refused (ThrottlingException). */
+  P11KMS_SLOW_CALL_QUEUE_MAX: z.coerce.number().int().min(0).max(100_000).default(64),
+  /** Deadline of one slow-lane call (an RSA-4096 generation takes seconds). */
+  P11KMS_SLOW_CALL_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(60_000),
   /** Service processes sharing the port (node:cluster); each opens the token and the store. */
   P11KMS_WORKERS: z.coerce.number().int().min(1).max(64).default(1),
   P11KMS_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -147,6 +154,8 @@ export interface TokenConfig {
   callTimeoutMs?: number;
   /** Callers that may wait for a busy session; one more is refused (HsmError 'busy'). */
   sessionQueueMax?: number;
+  /** The slow lane (src/hsm/slow-lane.ts); undefined: its defaults. */
+  slowLane?: { threads?: number; queueMax: number; deadlineMs: number };
   /** Several service processes use the token (P11KMS_WORKERS > 1): SoftHSM2 then needs object
    *  writes and scans serialised across processes (see src/hsm/pkcs11-hsm.ts tokenWrite). */
   sharedAcrossProcesses?: boolean;
@@ -300,6 +309,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       sessionQueueMax: e.P11KMS_SESSION_QUEUE_MAX,
       profile: e.P11KMS_HSM_PROFILE,
       callTimeoutMs: e.P11KMS_HSM_CALL_TIMEOUT_MS,
+      slowLane: { threads: e.P11KMS_SLOW_CALL_THREADS, queueMax: e.P11KMS_SLOW_CALL_QUEUE_MAX, deadlineMs: e.P11KMS_SLOW_CALL_TIMEOUT_MS },
       // Nodes on one database share one token: a SoftHSM2 token then needs the object-write lock.
       sharedAcrossProcesses: e.P11KMS_WORKERS > 1 || database.kind === 'postgres',
       objectWriteLockFile: e.P11KMS_TOKEN_LOCK_FILE,

@@ -87,6 +87,19 @@ export class Metrics {
         this.set({ state: 'max' }, s.max);
       },
     });
+    new client.Gauge({
+      name: 'p11kms_slow_lane_calls',
+      help: 'Slow token calls (key generation, private-key operations) on the slow lane\'s own threads: running (never above threads), queued, and threads.',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const s = hsm.slowLaneStats?.();
+        if (!s) return;
+        this.set({ state: 'running' }, s.running);
+        this.set({ state: 'queued' }, s.queued);
+        this.set({ state: 'threads' }, s.threads);
+      },
+    });
     this.tokenUp = new client.Gauge({
       name: 'p11kms_token_up',
       help: 'Whether the last health check reached the token (1) or not (0); the lowest across workers.',

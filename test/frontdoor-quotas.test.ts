@@ -193,12 +193,14 @@ describe('the quota setting', () => {
 
 describe('back-pressure from the token', () => {
   it('answers ThrottlingException promptly when every session is busy and the queue is full', async () => {
-    const { proc, port } = await spawnTestService({ P11KMS_SESSION_POOL_SIZE: '1', P11KMS_SESSION_QUEUE_MAX: '1' });
+    // Three slow-lane threads, so that more key generations want the one session than its queue
+    // holds (beyond the lane's threads, slow calls wait in the lane, holding no session).
+    const { proc, port } = await spawnTestService({ P11KMS_SESSION_POOL_SIZE: '1', P11KMS_SESSION_QUEUE_MAX: '1', P11KMS_SLOW_CALL_THREADS: '3' });
     const url = `http://127.0.0.1:${port}`;
     const client = new KMSClient({ endpoint: url, region: REGION, credentials: ROOT, maxAttempts: 1 });
     try {
       await waitHealthy(url, proc);
-      // Generating an RSA-4096 data key pair holds the one session for a long while (on the thread pool).
+      // Generating an RSA-4096 data key pair holds the one session for a long while (on a slow-lane thread).
       const key = (await client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
       const started = Date.now();
       const sign = () => client.send(new GenerateDataKeyPairWithoutPlaintextCommand({ KeyId: key, KeyPairSpec: 'RSA_4096' })).then(

@@ -16,6 +16,11 @@
  * and CKM_ECDSA, which tokens offer far more widely than the CKM_SHA*_ECDSA family (SoftHSM2 2.6.1
  * has none of those). EdDSA signs the message itself, as pure Ed25519 requires.
  *
+ * Threads: generation of every kind and private-key operations (sign, decrypt, derive) run in
+ * the slow lane (slow-lane.ts) in both modes; verification, HMAC and public-key reads run on the
+ * call workers in async mode and on the event loop in sync mode (a local token answers them in
+ * microseconds).
+ *
  * Verify runs in the token with the public key object, with the same mechanisms as Sign: a DIGEST
  * verification needs a pre-hashed PSS/ECDSA verify, which node:crypto does not offer, and one
  * mechanism table for both directions keeps Sign and Verify from ever disagreeing.
@@ -25,10 +30,11 @@ import pkcs11js from 'pkcs11js';
 import type * as P11 from 'pkcs11js';
 import { asBuffer } from './bytes.js';
 import { toHsmError } from './errors.js';
+import type { WorkerAnswer, WorkerCall } from './call-workers.js';
+import { readUlong } from './bytes.js';
 import { type AttributeReader, keyShapeOf, leftPad, privateJwkOf, publicJwkOf, spkiOf } from './key-encoding.js';
 import {
   HASHES,
-  isRsa,
   keyPairMechanism,
   missingMechanismNames,
   oaepMechanism,
@@ -38,6 +44,7 @@ import {
 } from './mechanisms.js';
 import { labelFor, objectIdFor, refKey } from './object-naming.js';
 import { decodeOaep } from './oaep-decode.js';
+import type { SlowCall } from './slow-lane.js';
 import type { TokenAccess } from './token-access.js';
 import {
   type BackingKeyRef,
@@ -56,13 +63,31 @@ type Handle = P11.Handle;
  *  the key-handle cache. */
 export interface KeyPairAccess extends TokenAccess {
   readonly mechanisms: ReadonlySet<number>;
-  /** true: cheap operations (ECDSA, EdDSA, HMAC) run synchronously. */
+  /** true: cheap operations (HMAC, verification, public-key reads) run synchronously. */
   readonly syncCalls: boolean;
   /** Runs `op` with the private/secret key of `ref` (cached handle, re-found once when stale). */
   withKey<T>(ref: BackingKeyRef, op: (session: Handle, key: Handle) => T | Promise<T>): Promise<T>;
   /** As withKey, synchronously on an idle session when the handle is cached. */
   withKeySync<T>(ref: BackingKeyRef, op: (session: Handle, key: Handle) => T): Promise<T>;
+  /** As withKey, in the slow lane: admitted to a lane thread first, `call` runs on it. */
+  slowWithKey<T>(ref: BackingKeyRef, work: (session: Handle, key: Handle, call: SlowCall) => Promise<T>): Promise<T>;
+  /** Async mode: runs a call on the call workers (throws HsmError); undefined in sync mode. */
+  onWorker?: (call: WorkerCall, what: string) => Promise<WorkerAnswer>;
   rememberHandle(ref: BackingKeyRef, handle: Handle): void;
+}
+
+/** Attributes read from a new data key pair, per key kind (key-encoding.ts reads these). */
+const RSA_PUBLIC = [pkcs11js.CKA_MODULUS, pkcs11js.CKA_PUBLIC_EXPONENT];
+const RSA_PRIVATE = [pkcs11js.CKA_PRIVATE_EXPONENT, pkcs11js.CKA_PRIME_1, pkcs11js.CKA_PRIME_2, pkcs11js.CKA_EXPONENT_1, pkcs11js.CKA_EXPONENT_2, pkcs11js.CKA_COEFFICIENT];
+
+/** An AttributeReader over values read beforehand (in one worker call). */
+function readerOf(types: readonly number[], values: readonly Uint8Array[]): AttributeReader {
+  const byType = new Map(types.map((type, i) => [type, Buffer.from(values[i]!)]));
+  return (type) => {
+    const value = byType.get(type);
+    if (value === undefined) throw new HsmError('other', 'CKR_ATTRIBUTE_TYPE_INVALID', 'C_GetAttributeValue', `attribute 0x${type.toString(16)} was not read`);
+    return value;
+  };
 }
 
 /** Signature sizes never exceed this (RSA-4096: 512 B; P-521 r‖s: 132 B). */
@@ -118,14 +143,15 @@ export class TokenKeyPairs {
       { type: pkcs11js.CKA_UNWRAP, value: false },
       ...(type.kind === 'rsa' ? [{ type: pkcs11js.CKA_SIGN_RECOVER, value: false }] : []),
     ];
-    const pair = await this.t.tokenWrite(() =>
-      this.t.withSession((session) =>
-        this.t.p.C_GenerateKeyPairAsync(session, { mechanism: keyPairMechanism(type) }, publicTemplate, privateTemplate).catch((err: unknown) => {
-          throw keyPairGenerationError(err);
-        }),
-      ),
-    );
-    this.t.rememberHandle(ref, pair.privateKey);
+    const privateKey = await this.t.slowSession(async (session, call) => {
+      try {
+        const answer = await call({ op: 'generate-key-pair', session, mechanism: { mechanism: keyPairMechanism(type) }, publicTemplate, privateTemplate }, 'C_GenerateKeyPair');
+        return Buffer.from(answer.handles![1]!);
+      } catch (err) {
+        throw keyPairGenerationError(err);
+      }
+    }, true);
+    this.t.rememberHandle(ref, privateKey);
   }
 
   async generateHmacKey(ref: BackingKeyRef, hash: HashName, bytes: number): Promise<void> {
@@ -149,13 +175,10 @@ export class TokenKeyPairs {
       { type: pkcs11js.CKA_DERIVE, value: false },
       ...this.lockedDown(),
     ];
-    const handle = await this.t.tokenWrite(() =>
-      this.t.withSession((session) =>
-        this.t.p.C_GenerateKeyAsync(session, { mechanism: pkcs11js.CKM_GENERIC_SECRET_KEY_GEN }, template).catch((err: unknown) => {
-          throw toHsmError(err, 'C_GenerateKey');
-        }),
-      ),
-    );
+    const handle = await this.t.slowSession(async (session, call) => {
+      const answer = await call({ op: 'generate-key', session, mechanism: { mechanism: pkcs11js.CKM_GENERIC_SECRET_KEY_GEN }, template }, 'C_GenerateKey');
+      return Buffer.from(answer.handles![0]!);
+    }, true);
     this.t.rememberHandle(ref, handle);
   }
 
@@ -187,26 +210,28 @@ export class TokenKeyPairs {
       { type: pkcs11js.CKA_DECRYPT, value: false },
       { type: pkcs11js.CKA_DERIVE, value: false },
     ];
-    return this.t.withSession(async (session) => {
-      let pair: P11.KeyPair;
+    const [publicTypes, privateTypes] = type.kind === 'rsa' ? [RSA_PUBLIC, RSA_PRIVATE] : [[pkcs11js.CKA_EC_POINT], [pkcs11js.CKA_VALUE]];
+    // The whole call (generation, reading both halves, destroying them) on one slow-lane thread.
+    return this.t.slowSession(async (session, call) => {
+      let publicKey: Buffer;
+      let privateKey: Buffer;
       try {
-        pair = await this.t.p.C_GenerateKeyPairAsync(session, { mechanism: keyPairMechanism(type) }, [...publicKeyParameters(type), ...common], privateTemplate);
+        const answer = await call({ op: 'generate-key-pair', session, mechanism: { mechanism: keyPairMechanism(type) }, publicTemplate: [...publicKeyParameters(type), ...common], privateTemplate }, 'C_GenerateKeyPair');
+        [publicKey, privateKey] = answer.handles!.map((h) => Buffer.from(h)) as [Buffer, Buffer];
       } catch (err) {
         throw keyPairGenerationError(err);
       }
       try {
-        const publicJwk = publicJwkOf(this.reader(session, pair.publicKey), type);
-        const privateJwk = privateJwkOf(this.reader(session, pair.privateKey), type, publicJwk);
-        const privateKey = createPrivateKey({ key: privateJwk, format: 'jwk' }).export({ type: 'pkcs8', format: 'der' });
-        return { privateKey, publicKey: spkiOf(publicJwk) };
+        const publicValues = (await call({ op: 'attributes', session, handle: publicKey, types: publicTypes }, 'C_GetAttributeValue')).values!;
+        const privateValues = (await call({ op: 'attributes', session, handle: privateKey, types: privateTypes }, 'C_GetAttributeValue')).values!;
+        const publicJwk = publicJwkOf(readerOf(publicTypes, publicValues), type);
+        const privateJwk = privateJwkOf(readerOf(privateTypes, privateValues), type, publicJwk);
+        for (const value of privateValues) value.fill(0);
+        const exported = createPrivateKey({ key: privateJwk, format: 'jwk' }).export({ type: 'pkcs8', format: 'der' });
+        return { privateKey: exported, publicKey: spkiOf(publicJwk) };
       } finally {
-        for (const handle of [pair.privateKey, pair.publicKey]) {
-          try {
-            this.t.p.C_DestroyObject(session, handle);
-          } catch {
-            // a session object dies with its session anyway
-          }
-        }
+        // a session object dies with its session anyway: a failure here loses nothing
+        await call({ op: 'destroy', session, handles: [privateKey, publicKey] }, 'C_DestroyObject').catch(() => undefined);
       }
     });
   }
@@ -220,10 +245,25 @@ export class TokenKeyPairs {
   private async publicKeyEntry(ref: BackingKeyRef): Promise<PublicKeyEntry> {
     const cached = this.publicKeys.get(refKey(ref));
     if (cached !== undefined) return cached;
-    const entry = await this.t.withSession((session) => {
-      const handle = this.findPublicKeyObject(session, ref);
-      if (handle === undefined) throw new HsmError('key-not-found', 'CKR_OBJECT_HANDLE_INVALID', 'C_FindObjects', `no public key object for backing key ${refKey(ref)}`);
-      const read = this.reader(session, handle);
+    const onWorker = this.t.onWorker;
+    const entry = await this.t.withSession(async (session) => {
+      let handle: Handle | undefined;
+      let read: AttributeReader;
+      if (onWorker) {
+        // Async mode: the lookup and reads on a call worker, the reads in two calls (which
+        // attributes exist depends on the key type).
+        const found = await onWorker({ op: 'find', session, template: this.publicKeyTemplate(ref), max: 1 }, 'C_FindObjects');
+        handle = found.handles![0] && Buffer.from(found.handles![0]);
+        if (handle === undefined) throw new HsmError('key-not-found', 'CKR_OBJECT_HANDLE_INVALID', 'C_FindObjects', `no public key object for backing key ${refKey(ref)}`);
+        const [keyType] = (await onWorker({ op: 'attributes', session, handle, types: [pkcs11js.CKA_KEY_TYPE] }, 'C_GetAttributeValue')).values!;
+        const types = readUlong(Buffer.from(keyType!)) === pkcs11js.CKK_RSA ? RSA_PUBLIC : [pkcs11js.CKA_EC_PARAMS, pkcs11js.CKA_EC_POINT];
+        const values = (await onWorker({ op: 'attributes', session, handle, types }, 'C_GetAttributeValue')).values!;
+        read = readerOf([pkcs11js.CKA_KEY_TYPE, ...types], [keyType!, ...values]);
+      } else {
+        handle = this.findPublicKeyObject(session, ref);
+        if (handle === undefined) throw new HsmError('key-not-found', 'CKR_OBJECT_HANDLE_INVALID', 'C_FindObjects', `no public key object for backing key ${refKey(ref)}`);
+        read = this.reader(session, handle);
+      }
       const spki = spkiOf(publicJwkOf(read, keyShapeOf(read)));
       return { handle, spki, key: createPublicKey({ key: spki, format: 'der', type: 'spki' }) };
     });
@@ -231,13 +271,17 @@ export class TokenKeyPairs {
     return entry;
   }
 
+  private publicKeyTemplate(ref: BackingKeyRef): P11.Template {
+    return [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
+      { type: pkcs11js.CKA_ID, value: objectIdFor(ref) },
+    ];
+  }
+
   private findPublicKeyObject(session: Handle, ref: BackingKeyRef): Handle | undefined {
     let fn = 'C_FindObjectsInit';
     try {
-      this.t.p.C_FindObjectsInit(session, [
-        { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
-        { type: pkcs11js.CKA_ID, value: objectIdFor(ref) },
-      ]);
+      this.t.p.C_FindObjectsInit(session, this.publicKeyTemplate(ref));
       fn = 'C_FindObjects';
       const [handle] = this.t.p.C_FindObjects(session, 1);
       fn = 'C_FindObjectsFinal';
@@ -278,9 +322,11 @@ export class TokenKeyPairs {
   sign(ref: BackingKeyRef, scheme: SignatureScheme, input: Uint8Array): Promise<Buffer> {
     const mechanism = signatureMechanism(scheme);
     const data = signatureInput(scheme, input);
-    // RSA private-key operations take milliseconds: always off the event loop.
-    if (isRsa(scheme) || !this.t.syncCalls) return this.t.withKey(ref, (session, key) => this.signAsync(session, key, mechanism, data, MAX_SIGNATURE_BYTES));
-    return this.t.withKeySync(ref, (session, key) => this.signSync(session, key, mechanism, data, MAX_SIGNATURE_BYTES));
+    // A private-key operation: in the slow lane (RSA takes milliseconds, more on big keys).
+    return this.t.slowWithKey(ref, async (session, key, call) => {
+      const answer = await call({ op: 'sign', session, key, mechanism, data, outBytes: MAX_SIGNATURE_BYTES }, 'C_Sign');
+      return Buffer.from(answer.out!);
+    });
   }
 
   private signSync(session: Handle, key: Handle, mechanism: P11.Mechanism, data: Buffer, outBytes: number): Buffer {
@@ -294,30 +340,13 @@ export class TokenKeyPairs {
     }
   }
 
-  private async signAsync(session: Handle, key: Handle, mechanism: P11.Mechanism, data: Buffer, outBytes: number): Promise<Buffer> {
-    let fn = 'C_SignInit';
-    try {
-      this.t.p.C_SignInit(session, mechanism, key);
-      fn = 'C_Sign';
-      return await this.t.p.C_SignAsync(session, data, Buffer.allocUnsafe(outBytes));
-    } catch (err) {
-      throw toHsmError(err, fn);
-    }
-  }
 
   async verify(ref: BackingKeyRef, scheme: SignatureScheme, input: Uint8Array, signature: Uint8Array): Promise<boolean> {
     const mechanism = signatureMechanism(scheme);
     const data = signatureInput(scheme, input);
     const attempt = async (): Promise<boolean> => {
       const { handle } = await this.publicKeyEntry(ref);
-      return this.t.withSession((session) => {
-        try {
-          this.t.p.C_VerifyInit(session, mechanism, handle);
-        } catch (err) {
-          throw toHsmError(err, 'C_VerifyInit');
-        }
-        return this.checked(() => this.t.p.C_Verify(session, data, asBuffer(signature)));
-      });
+      return this.t.withSession((session) => this.verifyOn(session, handle, mechanism, data, asBuffer(signature)));
     };
     try {
       return await attempt();
@@ -329,14 +358,25 @@ export class TokenKeyPairs {
     }
   }
 
-  /** Runs C_Verify: true when it verifies, false when the token says it does not. */
-  private checked(verify: () => boolean): boolean {
-    try {
-      return verify();
-    } catch (err) {
+  /** C_VerifyInit + C_Verify (on a call worker in async mode): true when it verifies, false when
+   *  the token says it does not. */
+  private verifyOn(session: Handle, key: Handle, mechanism: P11.Mechanism, data: Buffer, signature: Buffer): boolean | Promise<boolean> {
+    const notVerified = (err: unknown): false => {
       const e = toHsmError(err, 'C_Verify');
-      if (NOT_VERIFIED.has(e.ckr)) return false;
+      if (e.fn === 'C_Verify' && NOT_VERIFIED.has(e.ckr)) return false;
       throw e;
+    };
+    const onWorker = this.t.onWorker;
+    if (onWorker) return onWorker({ op: 'verify', session, key, mechanism, data, signature }, 'C_Verify').then((answer) => answer.verified!, notVerified);
+    try {
+      this.t.p.C_VerifyInit(session, mechanism, key);
+    } catch (err) {
+      throw toHsmError(err, 'C_VerifyInit');
+    }
+    try {
+      return this.t.p.C_Verify(session, data, signature);
+    } catch (err) {
+      return notVerified(err);
     }
   }
 
@@ -346,22 +386,16 @@ export class TokenKeyPairs {
     const mechanism = { mechanism: HASHES[hash].hmac };
     const data = asBuffer(message);
     const bytes = HASHES[hash].bytes;
-    if (this.t.syncCalls) return this.t.withKeySync(ref, (session, key) => this.signSync(session, key, mechanism, data, bytes));
-    return this.t.withKey(ref, (session, key) => this.signAsync(session, key, mechanism, data, bytes));
+    const onWorker = this.t.onWorker;
+    if (onWorker) return this.t.withKey(ref, async (session, key) => Buffer.from((await onWorker({ op: 'sign', session, key, mechanism, data, outBytes: bytes }, 'C_Sign')).out!));
+    return this.t.withKeySync(ref, (session, key) => this.signSync(session, key, mechanism, data, bytes));
   }
 
   /** The comparison happens in the token (C_Verify), never in the service. */
   verifyMac(ref: BackingKeyRef, hash: HashName, message: Uint8Array, mac: Uint8Array): Promise<boolean> {
     const mechanism = { mechanism: HASHES[hash].hmac };
-    const run = (session: Handle, key: Handle): boolean => {
-      try {
-        this.t.p.C_VerifyInit(session, mechanism, key);
-      } catch (err) {
-        throw toHsmError(err, 'C_VerifyInit');
-      }
-      return this.checked(() => this.t.p.C_Verify(session, asBuffer(message), asBuffer(mac)));
-    };
-    return this.t.syncCalls ? this.t.withKeySync(ref, run) : this.t.withKey(ref, run);
+    if (this.t.onWorker) return this.t.withKey(ref, (session, key) => this.verifyOn(session, key, mechanism, asBuffer(message), asBuffer(mac)));
+    return this.t.withKeySync(ref, (session, key) => this.verifyOn(session, key, mechanism, asBuffer(message), asBuffer(mac)) as boolean);
   }
 
   // ---- RSA decryption ------------------------------------------------------------------------
@@ -389,18 +423,14 @@ export class TokenKeyPairs {
   }
 
   private decrypt(ref: BackingKeyRef, mechanism: P11.Mechanism, input: Buffer, k: number): Promise<Buffer> {
-    return this.t.withKey(ref, async (session, key) => {
+    // A private-key operation: in the slow lane, Init and C_Decrypt together.
+    return this.t.slowWithKey(ref, async (session, key, call) => {
       try {
-        this.t.p.C_DecryptInit(session, mechanism, key);
-      } catch (err) {
-        throw toHsmError(err, 'C_DecryptInit');
-      }
-      try {
-        return await this.t.p.C_DecryptAsync(session, input, Buffer.alloc(k));
+        return Buffer.from((await call({ op: 'decrypt', session, key, mechanism, data: input, outBytes: k }, 'C_Decrypt')).out!);
       } catch (err) {
         const e = toHsmError(err, 'C_Decrypt');
         // Tokens report bad OAEP padding variously; none of it is anything but a bad ciphertext.
-        if (e.kind === 'other' && ['CKR_DATA_LEN_RANGE', 'CKR_ENCRYPTED_DATA_INVALID', 'CKR_DATA_INVALID'].includes(e.ckr)) {
+        if (e.fn === 'C_Decrypt' && e.kind === 'other' && ['CKR_DATA_LEN_RANGE', 'CKR_ENCRYPTED_DATA_INVALID', 'CKR_DATA_INVALID'].includes(e.ckr)) {
           throw new HsmError('invalid-ciphertext', e.ckr, e.fn);
         }
         throw e;
@@ -425,23 +455,8 @@ export class TokenKeyPairs {
       { type: pkcs11js.CKA_SENSITIVE, value: false },
       { type: pkcs11js.CKA_EXTRACTABLE, value: true },
     ];
-    return this.t.withKey(ref, async (session, key) => {
-      let secret: Handle;
-      try {
-        secret = await this.t.p.C_DeriveKeyAsync(session, mechanism, key, template);
-      } catch (err) {
-        throw toHsmError(err, 'C_DeriveKey');
-      }
-      try {
-        return Buffer.from(this.attribute(session, secret, pkcs11js.CKA_VALUE));
-      } finally {
-        try {
-          this.t.p.C_DestroyObject(session, secret);
-        } catch {
-          // dies with the session anyway
-        }
-      }
-    });
+    // A private-key operation: in the slow lane; the worker reads the secret and destroys it.
+    return this.t.slowWithKey(ref, async (session, key, call) => Buffer.from((await call({ op: 'derive-value', session, key, mechanism, template }, 'C_DeriveKey')).out!));
   }
 }
 

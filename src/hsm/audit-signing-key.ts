@@ -23,10 +23,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type * as P11 from 'pkcs11js';
 import { toHsmError } from './errors.js';
+import type { SlowCall } from './slow-lane.js';
 import { HsmError } from './types.js';
 
 type Handle = P11.Handle;
 type WithSession = <T>(fn: (session: Handle) => T | Promise<T>) => Promise<T>;
+/** Pkcs11Hsm.slowSession: a slow-lane thread, then (with `write`, under the object-write lock)
+ *  a pooled session. */
+type SlowSession = <T>(work: (session: Handle, call: SlowCall) => Promise<T>, write?: boolean) => Promise<T>;
 
 export const AUDIT_KEY_LABEL = 'p11kms-audit-signing';
 export const AUDIT_HEADS_LABEL = 'p11kms-audit-heads';
@@ -72,6 +76,8 @@ export async function openAuditSigningKey(
   p: P11.PKCS11,
   mechanisms: ReadonlySet<number>,
   withSession: WithSession,
+  /** Generation and signing run in the slow lane (an EC private-key operation). */
+  slowSession: SlowSession,
   create: boolean,
   /** Cross-process serialisation of writes and of attribute scans (Pkcs11Hsm.tokenWrite/tokenScan):
    *  several processes may start at once, and one may be generating the pair another looks for. */
@@ -84,10 +90,12 @@ export async function openAuditSigningKey(
     if (!mechanisms.has(pkcs11js.CKM_EC_KEY_PAIR_GEN) || !mechanisms.has(pkcs11js.CKM_ECDSA)) {
       throw new HsmError('unsupported', 'CKR_MECHANISM_INVALID', 'C_GenerateKeyPair', 'the token offers no CKM_EC_KEY_PAIR_GEN/CKM_ECDSA for the audit signing key');
     }
-    await tokenWrite(async () => {
+    // Lane first, then the write lock (as every slow write: a lock holder never waits for a lane
+    // thread that a lock waiter holds).
+    await slowSession(async (s, call) => {
       // Another process may have generated it while this one waited for the write lock.
-      if ((await withSession((s) => findPairs(p, s))).length === 0) await withSession((s) => generatePair(p, s));
-    });
+      if (findPairs(p, s).length === 0) await generatePair(call, s);
+    }, true);
     found = await tokenScan(() => withSession((s) => findPairs(p, s)));
     if (found.length === 0) throw new HsmError('other', 'CKR_GENERAL_ERROR', 'C_FindObjects', 'the generated audit signing key is not found');
   }
@@ -118,14 +126,12 @@ export async function openAuditSigningKey(
     fingerprint: spkiFingerprint(chosen.spki),
     signDigest: (digest: Buffer) => {
       if (digest.length !== 32) return Promise.reject(new RangeError('the audit signing key signs 32-byte SHA-256 digests'));
-      return withSession((s) => {
-        let fn = 'C_SignInit';
+      return slowSession(async (s, call) => {
         try {
-          p.C_SignInit(s, { mechanism: pkcs11js.CKM_ECDSA }, privateKey);
-          fn = 'C_Sign';
-          return Buffer.from(p.C_Sign(s, digest, Buffer.alloc(64)));
+          return Buffer.from((await call({ op: 'sign', session: s, key: privateKey, mechanism: { mechanism: pkcs11js.CKM_ECDSA }, data: digest, outBytes: 64 }, 'C_Sign')).out!);
         } catch (err) {
-          throw toHsmError(err, fn, 'signing an audit digest');
+          const e = toHsmError(err, 'C_Sign');
+          throw new HsmError(e.kind, e.ckr, e.fn, `signing an audit digest: ${e.message}`);
         }
       });
     },
@@ -268,7 +274,7 @@ function unwrapPoint(value: Buffer): Buffer | undefined {
   return undefined;
 }
 
-async function generatePair(p: P11.PKCS11, session: Handle): Promise<void> {
+async function generatePair(call: SlowCall, session: Handle): Promise<void> {
   const id = Buffer.from(ID_PREFIX + randomBytes(8).toString('hex'), 'utf8');
   const publicTemplate: P11.Template = [
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
@@ -297,8 +303,9 @@ async function generatePair(p: P11.PKCS11, session: Handle): Promise<void> {
     { type: pkcs11js.CKA_ID, value: id },
   ];
   try {
-    await p.C_GenerateKeyPairAsync(session, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, publicTemplate, privateTemplate);
+    await call({ op: 'generate-key-pair', session, mechanism: { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN }, publicTemplate, privateTemplate }, 'C_GenerateKeyPair');
   } catch (err) {
-    throw toHsmError(err, 'C_GenerateKeyPair', 'generating the audit signing key');
+    const e = toHsmError(err, 'C_GenerateKeyPair');
+    throw new HsmError(e.kind, e.ckr, e.fn, `generating the audit signing key: ${e.message}`);
   }
 }

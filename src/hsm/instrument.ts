@@ -5,6 +5,9 @@
  * performance.now() calls and one observer call (the metrics side keeps precomputed label
  * children), far below the microseconds a token call takes.
  *
+ * Calls made on our worker threads (call-workers.ts) are timed there and reach the same observer
+ * through reportPkcs11Calls.
+ *
  * The observer is process-wide: a process has one initialised module (PKCS#11 allows one
  * C_Initialize per process), and the service that owns it installs its metrics as observer.
  */
@@ -24,6 +27,19 @@ let observer: Pkcs11Observer | undefined;
 /** Installs (or with undefined removes) the process-wide observer. */
 export function setPkcs11Observer(o: Pkcs11Observer | undefined): void {
   observer = o;
+}
+
+/** A call timed on a worker thread: function, seconds, and the error message when it failed. */
+export type TimedCall = [fn: string, seconds: number, error?: string];
+
+/** Feeds calls a worker thread made (and timed) to the observer. */
+export function reportPkcs11Calls(calls: readonly TimedCall[]): void {
+  const o = observer;
+  if (o === undefined) return;
+  for (const [fn, seconds, error] of calls) {
+    o.call(fn, seconds);
+    if (error !== undefined) o.error(fn, parseCkr(new Error(error))?.name ?? 'error');
+  }
 }
 
 const WRAPPED = Symbol('p11kms.instrumented');

@@ -72,8 +72,11 @@ const CKZ_DATA_SPECIFIED = 1;
 /** Errors with which tokens refuse OAEP parameters they do not implement. */
 const OAEP_PARAMS_REFUSED = new Set(['CKR_ARGUMENTS_BAD', 'CKR_MECHANISM_PARAM_INVALID', 'CKR_MECHANISM_INVALID']);
 
+/** C_UnwrapKey, on the slow lane's thread inside a slowSession (RSA unwraps are private-key
+ *  operations), else on libuv's pool. */
 export async function unwrapKey(t: TokenAccess, session: Handle, mechanism: P11.Mechanism, unwrappingKey: Handle, wrapped: Buffer, template: P11.Template): Promise<Handle> {
   try {
+    if (t.slowCall) return Buffer.from((await t.slowCall({ op: 'unwrap', session, mechanism, key: unwrappingKey, wrapped, template }, 'C_UnwrapKey')).handles![0]!);
     return await t.p.C_UnwrapKeyAsync(session, mechanism, unwrappingKey, wrapped, template);
   } catch (err) {
     const e = toHsmError(err, 'C_UnwrapKey');
@@ -101,21 +104,27 @@ export function destroyQuietly(t: TokenAccess, session: Handle, handle: Handle):
 /** Whether the token does RSA-OAEP with SHA-256 itself, tried with a throwaway session key
  *  pair (KeyImporter.hasOaepSha256 runs this once). */
 export async function probeOaepSha256(t: TokenAccess): Promise<boolean> {
-  return t.withSession(async (session) => {
-    const { publicKey, privateKey } = await t.p.C_GenerateKeyPairAsync(
-      session,
-      { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN },
-      [
-        { type: pkcs11js.CKA_TOKEN, value: false },
-        { type: pkcs11js.CKA_MODULUS_BITS, value: 1024 },
-        { type: pkcs11js.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) },
-        { type: pkcs11js.CKA_ENCRYPT, value: true },
-      ],
-      [
-        { type: pkcs11js.CKA_TOKEN, value: false },
-        { type: pkcs11js.CKA_DECRYPT, value: true },
-      ],
+  return t.slowSession(async (session, call) => {
+    const pair = await call(
+      {
+        op: 'generate-key-pair',
+        session,
+        mechanism: { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN },
+        publicTemplate: [
+          { type: pkcs11js.CKA_TOKEN, value: false },
+          { type: pkcs11js.CKA_MODULUS_BITS, value: 1024 },
+          { type: pkcs11js.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) },
+          { type: pkcs11js.CKA_ENCRYPT, value: true },
+        ],
+        privateTemplate: [
+          { type: pkcs11js.CKA_TOKEN, value: false },
+          { type: pkcs11js.CKA_DECRYPT, value: true },
+        ],
+      },
+      'C_GenerateKeyPair',
     );
+    const [publicKey, privateKey] = pair.handles!.map((h) => Buffer.from(h)) as [Buffer, Buffer];
+    // Once per process, with a throwaway public key: the encryption stays on this thread.
     try {
       t.p.C_EncryptInit(session, oaepMechanism('sha256'), publicKey);
       t.p.C_Encrypt(session, Buffer.alloc(32), Buffer.alloc(128));

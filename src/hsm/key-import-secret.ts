@@ -48,7 +48,7 @@ export async function rsaUnwrap(
     if (!roundedLengthFits(kind, await unwrappedLength(t, session, privateKey, wrapped, hash))) throw wrongLength(kind);
     return unwrapKey(t, session, oaepMechanism(hash), privateKey, wrapped, template);
   }
-  const material = rawRsaOaepDecrypt(t, session, privateKey, wrapped);
+  const material = await rawRsaOaepDecrypt(t, session, privateKey, wrapped);
   try {
     if (!lengthFits(kind, material.length)) throw wrongLength(kind);
     return createObject(t, session, [...template, { type: pkcs11js.CKA_VALUE, value: material }]);
@@ -144,7 +144,7 @@ export async function ephemeralKeyOf(t: TokenAccess, session: Handle, privateKey
     { type: pkcs11js.CKA_DECRYPT, value: false },
   ];
   if (!software) return unwrapKey(t, session, oaepMechanism(hash), privateKey, rsaPart, ephemeralTemplate);
-  const key = rawRsaOaepDecrypt(t, session, privateKey, rsaPart);
+  const key = await rawRsaOaepDecrypt(t, session, privateKey, rsaPart);
   try {
     if (![16, 24, 32].includes(key.length)) throw undecryptable();
     return createObject(t, session, [...ephemeralTemplate, { type: pkcs11js.CKA_VALUE, value: key }]);
@@ -155,14 +155,19 @@ export async function ephemeralKeyOf(t: TokenAccess, session: Handle, privateKey
 
 /** CKM_RSA_X_509 in the token, then EME-OAEP (SHA-256, MGF1-SHA-256, empty label) decoding
  *  here. The encoded message is wiped; the caller wipes the returned secret. */
-function rawRsaOaepDecrypt(t: TokenAccess, session: Handle, privateKey: Handle, ciphertext: Buffer): Buffer {
+async function rawRsaOaepDecrypt(t: TokenAccess, session: Handle, privateKey: Handle, ciphertext: Buffer): Promise<Buffer> {
   const modulusBytes = readAttribute(t, session, privateKey, pkcs11js.CKA_MODULUS)?.length ?? 0;
   if (ciphertext.length !== modulusBytes) throw undecryptable();
   const out = Buffer.alloc(modulusBytes);
   let encoded: Buffer;
   try {
-    t.p.C_DecryptInit(session, { mechanism: pkcs11js.CKM_RSA_X_509 }, privateKey);
-    encoded = t.p.C_Decrypt(session, ciphertext, out);
+    if (t.slowCall) {
+      // The private-key operation on the slow lane's thread (see unwrapKey).
+      encoded = Buffer.from((await t.slowCall({ op: 'decrypt', session, key: privateKey, mechanism: { mechanism: pkcs11js.CKM_RSA_X_509 }, data: ciphertext, outBytes: modulusBytes }, 'C_Decrypt')).out!);
+    } else {
+      t.p.C_DecryptInit(session, { mechanism: pkcs11js.CKM_RSA_X_509 }, privateKey);
+      encoded = t.p.C_Decrypt(session, ciphertext, out);
+    }
   } catch (err) {
     out.fill(0);
     const e = toHsmError(err, 'C_Decrypt');

@@ -64,19 +64,17 @@ export async function createWrappingKey(t: TokenAccess, importId: string, spec: 
     { type: pkcs11js.CKA_SIGN, value: true },
     { type: pkcs11js.CKA_VERIFY, value: true },
   ];
-  const publicKey = await t.tokenWrite(() =>
-    t.withSession(async (session) => {
-      let fn = 'C_GenerateKeyPair';
-      try {
-        const pair = await t.p.C_GenerateKeyPairAsync(session, { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN }, publicTemplate, privateTemplate);
-        fn = 'C_GenerateKey';
-        await t.p.C_GenerateKeyAsync(session, { mechanism: pkcs11js.CKM_GENERIC_SECRET_KEY_GEN }, macTemplate);
-        return pair.publicKey;
-      } catch (err) {
-        throw toHsmError(err, fn, 'creating an import wrapping key');
-      }
-    }),
-  );
+  // Both generations in the slow lane (an RSA-4096 wrapping key takes seconds).
+  const publicKey = await t.slowSession(async (session, call) => {
+    try {
+      const pair = await call({ op: 'generate-key-pair', session, mechanism: { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN }, publicTemplate, privateTemplate }, 'C_GenerateKeyPair');
+      await call({ op: 'generate-key', session, mechanism: { mechanism: pkcs11js.CKM_GENERIC_SECRET_KEY_GEN }, template: macTemplate }, 'C_GenerateKey');
+      return Buffer.from(pair.handles![0]!);
+    } catch (err) {
+      const e = toHsmError(err, 'C_GenerateKeyPair');
+      throw new HsmError(e.kind, e.ckr, e.fn, `creating an import wrapping key: ${e.message}`);
+    }
+  }, true);
   return t.withSession((session) => spkiOf(t, session, publicKey));
 }
 

@@ -127,34 +127,34 @@ export class KeyImporter {
     const custody: MaterialCustody = softwareUnpadding ? 'software-oaep-unpadding' : 'token-unwrap';
     if (softwareUnpadding) this.t.log('warn', `import ${request.importId}: ${request.algorithm} emulated with CKM_RSA_X_509 and OAEP unpadding in the service (token lacks OAEP-SHA-256)`);
     const persistent = request.target !== 'probe';
-    const write = <T>(fn: () => Promise<T>) => (persistent ? this.t.tokenWrite(fn) : fn());
-    return write(() =>
-      this.t.withSession(async (session) => {
-        const privateKey = findImportObject(this.t, session, request.importId, pkcs11js.CKO_PRIVATE_KEY);
-        const kind = request.material;
-        if (isKeyPair(kind)) {
-          const checkValue = await unwrapKeyPair(this.t, session, privateKey, Buffer.from(request.wrapped), request.algorithm, hash, softwareUnpadding, request.target, kind);
-          if (persistent) this.t.forget(request.target as BackingKeyRef);
-          return { checkValue, custody };
-        }
-        const template = materialTemplate(this.t, request.target, kind);
-        const wrapped = Buffer.from(request.wrapped);
-        let material: Handle;
-        if (request.algorithm.startsWith('RSAES_OAEP')) {
-          material = await rsaUnwrap(this.t, session, privateKey, wrapped, hash, softwareUnpadding, template, kind);
-        } else {
-          material = await rsaAesUnwrap(this.t, session, privateKey, wrapped, hash, softwareUnpadding, template, kind);
-        }
-        try {
-          const checkValue = checkValueOf(this.t, session, material, kind);
-          if (!persistent) destroyQuietly(this.t, session, material);
-          else this.t.forget(request.target as BackingKeyRef);
-          return { checkValue, custody };
-        } catch (err) {
-          destroyQuietly(this.t, session, material);
-          throw err;
-        }
-      }),
-    );
+    // The whole unwrap holds a slow-lane thread (lane first, then the write lock when it creates
+    // a token object): its RSA private-key operations run there (key-import-common.ts unwrapKey).
+    return this.t.slowSession(async (session, slowCall) => {
+      const t: TokenAccess = { ...this.t, slowCall };
+      const privateKey = findImportObject(t, session, request.importId, pkcs11js.CKO_PRIVATE_KEY);
+      const kind = request.material;
+      if (isKeyPair(kind)) {
+        const checkValue = await unwrapKeyPair(t, session, privateKey, Buffer.from(request.wrapped), request.algorithm, hash, softwareUnpadding, request.target, kind);
+        if (persistent) this.t.forget(request.target as BackingKeyRef);
+        return { checkValue, custody };
+      }
+      const template = materialTemplate(t, request.target, kind);
+      const wrapped = Buffer.from(request.wrapped);
+      let material: Handle;
+      if (request.algorithm.startsWith('RSAES_OAEP')) {
+        material = await rsaUnwrap(t, session, privateKey, wrapped, hash, softwareUnpadding, template, kind);
+      } else {
+        material = await rsaAesUnwrap(t, session, privateKey, wrapped, hash, softwareUnpadding, template, kind);
+      }
+      try {
+        const checkValue = checkValueOf(t, session, material, kind);
+        if (!persistent) destroyQuietly(t, session, material);
+        else this.t.forget(request.target as BackingKeyRef);
+        return { checkValue, custody };
+      } catch (err) {
+        destroyQuietly(t, session, material);
+        throw err;
+      }
+    }, persistent);
   }
 }

@@ -19,6 +19,17 @@
  *    CKR_ENCRYPTED_DATA_INVALID (the profile's dialect, errors.ts).
  *  - Faults: token-guard.ts takes the token down on a lost session, login or device and brings
  *    it back (recover below); async mode runs request-path calls on call-workers.ts.
+ *  - Threads: key generation and private-key operations run in the slow lane (slow-lane.ts) in
+ *    both modes, never on libuv's pool or the event loop. In async mode every other call of the
+ *    request path runs on the call workers. What still runs on the event loop in async mode, and
+ *    why: start-up and shutdown (C_Initialize, slot and token info, priming the handle cache);
+ *    C_Finalize/C_Initialize in recovery (only after a worker's probe answered, with no call in
+ *    flight; the main thread owns the library's initialisation); generateRandom once its reserve
+ *    ran dry (synchronous by contract, see there); key deletion (lifecycle.ts sweeps, off the
+ *    request path); key import's unwrapping and the audit chain's head objects (key-import*.ts,
+ *    audit-signing-key.ts: their key generations and the audit digest signature are in the slow
+ *    lane, their remaining short calls are not yet on workers); operator diagnostics (inspect,
+ *    its own session).
  *  - CKA_MODIFIABLE/CKA_COPYABLE=false on generated keys: accepted by SoftHSM2; a token that rejects
  *    them gets keys without them (logged once).
  */
@@ -29,7 +40,7 @@ import type * as P11 from 'pkcs11js';
 import type { TokenConfig } from '../config.js';
 import { TokenKeyPairs } from './asymmetric.js';
 import { asBuffer } from './bytes.js';
-import { CallWorkers, type WorkerAnswer, type WorkerCall } from './call-workers.js';
+import { CallWorkers, type WorkerAnswer, type WorkerCall, answerOrThrow } from './call-workers.js';
 import { isStaleHandle, isTokenLost, setErrorDialect, toHsmError } from './errors.js';
 import { type AuditSigningKey, openAuditSigningKey } from './audit-signing-key.js';
 import { type BackingKeyInspection, inspectOnSession } from './diagnostics.js';
@@ -39,6 +50,7 @@ import { labelFor, objectIdFor, refKey } from './object-naming.js';
 import { PROFILES, type VendorProfile, detectProfile, environmentProblems, sessionLimit } from './profiles.js';
 import { findTokenSlot, trimPadded, withProvisionLock } from './provision.js';
 import { SessionPool } from './session-pool.js';
+import { DEFAULT_SLOW_LANE, type SlowCall, SlowLane } from './slow-lane.js';
 import type { HsmLog, TokenAccess } from './token-access.js';
 import { TokenGuard } from './token-guard.js';
 import { CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS, type Connection, initialize, openLoggedInSession, shutDownModule } from './token-module.js';
@@ -84,6 +96,8 @@ export class Pkcs11Hsm implements Hsm {
   private readonly guard: TokenGuard;
   /** Request-path calls off the event loop (async mode only). */
   private readonly workers: CallWorkers | undefined;
+  /** Key generation and private-key operations, both modes (slow-lane.ts). */
+  private readonly slowLane: SlowLane;
   private readonly callTimeoutMs: number;
   private randomReserve = { bytes: Buffer.alloc(0), used: 0 };
   private randomRefill: Promise<void> | undefined;
@@ -150,7 +164,6 @@ export class Pkcs11Hsm implements Hsm {
     this.syncCalls = (token.symmetricCalls ?? (this.profile.localSoftware ? 'sync' : 'async')) === 'sync';
     const sessions = sessionLimit(this.profile, token.poolSize, tokenInfo.maxSessionCount);
     if (sessions < token.poolSize) log('warn', `token '${this.label}' allows ${tokenInfo.maxSessionCount} sessions (${this.profile.name}, reserve ${this.profile.sessionReserve}): pool of ${sessions}, not ${token.poolSize}`);
-    log('info', `token '${this.label}': profile ${this.profile.name} (${this.profile.description}), ${this.syncCalls ? 'sync' : 'async (worker threads)'} calls, ${sessions} sessions`);
     this.guard = new TokenGuard(this.label, log, (attempt, cause) => this.recover(attempt, cause));
     this.pool = new SessionPool(
       () => this.openPooledSession(),
@@ -160,6 +173,8 @@ export class Pkcs11Hsm implements Hsm {
       (err) => this.noteFailure(err),
     );
     this.workers = this.syncCalls ? undefined : new CallWorkers(this.modulePath, sessions + 1);
+    this.slowLane = new SlowLane(this.modulePath, token.slowLane ?? DEFAULT_SLOW_LANE, this.profile.localSoftware, this.label);
+    log('info', `token '${this.label}': profile ${this.profile.name} (${this.profile.description}), ${this.syncCalls ? 'sync' : 'async (worker threads)'} calls, ${sessions} sessions, ${this.slowLane.stats().threads} slow-lane thread(s)`);
     this.keyHandles = new HandleCache(this.p, this.pool, this.label, log, {
       assertUp: (fn) => this.guard.assertUp(fn),
       confirmLoggedIn: () => this.confirmLoggedIn(),
@@ -178,6 +193,8 @@ export class Pkcs11Hsm implements Hsm {
       syncCalls: this.syncCalls,
       withKey: (ref, op) => this.keyHandles.withKey(ref, op),
       withKeySync: (ref, op) => this.keyHandles.withKeySync(ref, op),
+      slowWithKey: (ref, work) => this.slowLane.run((call) => this.keyHandles.withKey(ref, (session, key) => work(session, key, call))),
+      onWorker: this.workers ? async (call, what) => this.answerOf(await this.onWorker(call, what), what) : undefined,
       rememberHandle: (ref, handle) => this.handles.set(refKey(ref), handle),
     });
   }
@@ -242,9 +259,11 @@ export class Pkcs11Hsm implements Hsm {
     this.pool.reset();
     this.handles.clear();
     this.auditKeyCurrent = undefined;
-    if (this.workers) await this.probeOffThread();
+    // Off the event loop first: a token that hung (or timed out a slow-lane call, in either mode)
+    // may hang again.
+    if (this.workers || cause.kind === 'timeout') await this.probeOffThread();
     const wedged = cause.ckr === 'CKR_GENERAL_ERROR' || cause.ckr === 'CKR_CRYPTOKI_NOT_INITIALIZED' || attempt >= 3;
-    await this.workers?.idle();
+    await Promise.all([this.workers?.idle(), this.slowLane.idle()]);
     if (wedged && this.pool.busy === 0) {
       try {
         this.p.C_Finalize();
@@ -255,12 +274,23 @@ export class Pkcs11Hsm implements Hsm {
       const slot = findTokenSlot(this.p, this.label);
       if (slot === undefined) throw new HsmError('unavailable', 'CKR_TOKEN_NOT_PRESENT', 'C_GetTokenInfo', `no token labelled '${this.label}' after re-initialising the library`);
       this.slot = slot;
+    } else if (this.workers) {
+      // Async mode: the token answered the probe a moment ago, but may hang again; every call of
+      // a plain reconnect runs on a worker with the per-call deadline.
+      this.answerOf(await this.onWorker({ op: 'close-all-sessions', slot: this.slot }, 'C_CloseAllSessions'), 'C_CloseAllSessions');
     } else {
       try {
         this.p.C_CloseAllSessions(this.slot);
       } catch (err) {
         throw toHsmError(err, 'C_CloseAllSessions', `reconnecting to token '${this.label}'`);
       }
+    }
+    if (this.workers) {
+      const opened = this.answerOf(await this.onWorker({ op: 'open-session', slot: this.slot, pin: this.pin }, 'C_OpenSession'), 'C_OpenSession');
+      this.control = Buffer.from(opened.session!);
+      // open-session made its round trip (C_GetSessionInfo, login when lost); one more, as below.
+      this.answerOf(await this.onWorker({ op: 'ping', session: this.control }, 'C_GenerateRandom'), 'C_GenerateRandom');
+      return;
     }
     this.control = this.openSession();
     try {
@@ -270,10 +300,24 @@ export class Pkcs11Hsm implements Hsm {
     }
   }
 
+  /**
+   * Runs `work` in the slow lane (slow-lane.ts): admitted first, then a pooled session (and the
+   * object-write lock first when `write`), so that waiting slow calls never hold sessions.
+   */
+  private slowSession<T>(work: (session: Handle, call: SlowCall) => Promise<T>, write = false): Promise<T> {
+    return this.slowLane.run((call) => {
+      this.guard.assertUp('slow lane');
+      const inSession = () => this.pool.withSession((session) => work(session, call));
+      return write ? this.tokenWrite(inSession) : inSession();
+    });
+  }
+
   /** Whether the library answers at all, asked from a worker: a hung token must not hang the
    *  event loop with it. */
   private async probeOffThread(): Promise<void> {
-    const answer = await this.onWorker({ op: 'ping', session: this.control }, 'C_GetSessionInfo');
+    const ping: WorkerCall = { op: 'ping', session: this.control };
+    // Sync mode has no call workers; the slow lane's threads answer the probe.
+    const answer = this.workers ? await this.onWorker(ping, 'C_GetSessionInfo') : await this.slowLane.probe(ping, this.callTimeoutMs);
     // The old control session is normally gone after a fault; any PKCS#11 answer means the
     // library is responsive again, only a missing answer (deadline) stops this attempt.
     if (answer.error?.fn === 'worker') throw new HsmError('timeout', 'CKR_FUNCTION_FAILED', 'C_GetSessionInfo', `token '${this.label}' does not answer`);
@@ -289,9 +333,7 @@ export class Pkcs11Hsm implements Hsm {
 
   /** The answer of a worker call, or its error as HsmError (timeouts as kind 'timeout'). */
   private answerOf(answer: WorkerAnswer, what: string): WorkerAnswer {
-    if (answer.error === undefined) return answer;
-    if (answer.error.fn === 'worker') throw new HsmError('timeout', 'CKR_FUNCTION_FAILED', what, `token '${this.label}': ${answer.error.message}`);
-    throw toHsmError(new Error(answer.error.message), answer.error.fn);
+    return answerOrThrow(answer, what, this.label);
   }
 
   // ---- handle cache ---------------------------------------------------------------------------
@@ -395,14 +437,10 @@ export class Pkcs11Hsm implements Hsm {
       // Nobody, not even we, may relabel, re-purpose or copy the key later.
       template.push({ type: pkcs11js.CKA_MODIFIABLE, value: false }, { type: pkcs11js.CKA_COPYABLE, value: false });
     }
-    // Always async: key generation can take long on a network HSM and must not block the loop.
-    return this.tokenWrite(() =>
-      this.pool.withSession((session) =>
-        this.p.C_GenerateKeyAsync(session, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, template).catch((err: unknown) => {
-          throw toHsmError(err, 'C_GenerateKey');
-        }),
-      ),
-    );
+    return this.slowSession(async (session, call) => {
+      const answer = await call({ op: 'generate-key', session, mechanism: { mechanism: pkcs11js.CKM_AES_KEY_GEN }, template }, 'C_GenerateKey');
+      return Buffer.from(answer.handles![0]!);
+    }, true);
   }
 
   encryptAesGcm(ref: BackingKeyRef, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Buffer> {
@@ -410,9 +448,9 @@ export class Pkcs11Hsm implements Hsm {
     const input = asBuffer(plaintext);
     if (this.workers) return this.keyHandles.withKey(ref, (s, k) => this.encryptOnWorker(s, k, iv, asBuffer(aad), input));
     if (this.profile.gcmIv !== 'caller') return this.keyHandles.withKey(ref, (s, k) => this.encryptTokenIv(s, k, iv, asBuffer(aad), input));
+    // Sync mode (async mode has call workers, above).
     const mechanism = gcmMechanism(iv, aad);
-    if (this.syncCalls) return this.keyHandles.withKeySync(ref, (s, k) => this.encryptSync(s, k, mechanism, input));
-    return this.keyHandles.withKey(ref, (s, k) => this.encryptAsync(s, k, mechanism, input));
+    return this.keyHandles.withKeySync(ref, (s, k) => this.encryptSync(s, k, mechanism, input));
   }
 
   decryptAesGcm(ref: BackingKeyRef, iv: Uint8Array, aad: Uint8Array, ciphertextAndTag: Uint8Array): Promise<Buffer> {
@@ -428,8 +466,7 @@ export class Pkcs11Hsm implements Hsm {
       return this.keyHandles.withKey(ref, async (s, k) => Buffer.from(this.answerOf(await call(s, k), 'C_Decrypt').out!));
     }
     const mechanism = gcmMechanism(iv, aad);
-    if (this.syncCalls) return this.keyHandles.withKeySync(ref, (s, k) => this.decryptSync(s, k, mechanism, input));
-    return this.keyHandles.withKey(ref, (s, k) => this.decryptAsync(s, k, mechanism, input));
+    return this.keyHandles.withKeySync(ref, (s, k) => this.decryptSync(s, k, mechanism, input));
   }
 
   /** Async mode: Init and data call together on a worker; token-chosen IVs land in `iv`. */
@@ -473,7 +510,7 @@ export class Pkcs11Hsm implements Hsm {
     return iv;
   }
 
-  // The four GCM bodies below are the hot path. Output goes into a fresh Buffer.allocUnsafe per
+  // The two GCM bodies below are the sync-mode hot path. Output goes into a fresh Buffer.allocUnsafe per
   // call (a slice of Node's pool for small sizes, so no per-session buffer plus copy is needed)
   // and the subarray pkcs11js returns is handed out as is.
 
@@ -495,22 +532,6 @@ export class Pkcs11Hsm implements Hsm {
     }
   }
 
-  private async encryptAsync(session: Handle, key: Handle, mechanism: P11.Mechanism, plaintext: Buffer): Promise<Buffer> {
-    let fn = 'C_EncryptInit';
-    try {
-      this.p.C_EncryptInit(session, mechanism, key);
-      const out = Buffer.allocUnsafe(plaintext.length + GCM_TAG_BYTES);
-      if (plaintext.length === 0) {
-        fn = 'C_EncryptFinal';
-        return await this.p.C_EncryptFinalAsync(session, out);
-      }
-      fn = 'C_Encrypt';
-      return await this.p.C_EncryptAsync(session, plaintext, out);
-    } catch (err) {
-      throw toHsmError(err, fn);
-    }
-  }
-
   private decryptSync(session: Handle, key: Handle, mechanism: P11.Mechanism, ciphertext: Buffer): Buffer {
     let fn = 'C_DecryptInit';
     try {
@@ -518,17 +539,6 @@ export class Pkcs11Hsm implements Hsm {
       fn = 'C_Decrypt';
       // The token wants room for the whole input (plaintext + tag), else CKR_BUFFER_TOO_SMALL.
       return this.p.C_Decrypt(session, ciphertext, Buffer.allocUnsafe(ciphertext.length));
-    } catch (err) {
-      throw toHsmError(err, fn);
-    }
-  }
-
-  private async decryptAsync(session: Handle, key: Handle, mechanism: P11.Mechanism, ciphertext: Buffer): Promise<Buffer> {
-    let fn = 'C_DecryptInit';
-    try {
-      this.p.C_DecryptInit(session, mechanism, key);
-      fn = 'C_Decrypt';
-      return await this.p.C_DecryptAsync(session, ciphertext, Buffer.allocUnsafe(ciphertext.length));
     } catch (err) {
       throw toHsmError(err, fn);
     }
@@ -617,7 +627,7 @@ export class Pkcs11Hsm implements Hsm {
   private auditKeyCurrent: Promise<AuditSigningKey | undefined> | undefined;
 
   private lookUpAuditKey(create: boolean): Promise<AuditSigningKey | undefined> {
-    this.auditKeyCurrent ??= openAuditSigningKey(this.p, this.mechanisms, (fn) => this.pool.withSession(fn), create, {
+    this.auditKeyCurrent ??= openAuditSigningKey(this.p, this.mechanisms, (fn) => this.pool.withSession(fn), (work, write) => this.slowSession(work, write), create, {
       write: (write) => this.tokenWrite(write),
       scan: (scan) => this.tokenScan(scan),
     }).catch((err: unknown) => {
@@ -669,6 +679,10 @@ export class Pkcs11Hsm implements Hsm {
 
   poolStats(): { open: number; busy: number; waiting: number; max: number } {
     return { open: this.pool.size, busy: this.pool.busy, waiting: this.pool.waiting, max: this.pool.maxSessions };
+  }
+
+  slowLaneStats(): { threads: number; running: number; queued: number } {
+    return this.slowLane.stats();
   }
 
   // ---- asymmetric, HMAC and key-agreement keys: see asymmetric.ts ------------------------------
@@ -753,6 +767,7 @@ export class Pkcs11Hsm implements Hsm {
     await this.guard.close();
     await this.pool.close();
     await this.workers?.close();
+    await this.slowLane.close();
     this.handles.clear();
     try {
       this.p.C_Logout(this.control);
@@ -774,6 +789,7 @@ export class Pkcs11Hsm implements Hsm {
       label: this.label,
       log: this.log,
       withSession: (op) => this.pool.withSession(op),
+      slowSession: (work, write) => this.slowSession(work, write),
       tokenWrite: (write) => this.tokenWrite(write),
       forget: (ref) => this.handles.delete(refKey(ref)),
       hardenedTemplate: () => this.hardenedTemplate,

@@ -73,6 +73,8 @@ export interface Hsm {
   auditSigningKey?(create: boolean): Promise<import('./audit-signing-key.js').AuditSigningKey | undefined>;
   /** Session-pool use for metrics. */
   poolStats?(): { open: number; busy: number; waiting: number; max: number };
+  /** Slow-lane threads (key generation, private-key operations), calls running and queued. */
+  slowLaneStats?(): { threads: number; running: number; queued: number };
 
   // ---- asymmetric, HMAC and key-agreement keys (implemented in asymmetric.ts) ----------------
 
