@@ -185,14 +185,20 @@ describe('a slow-lane queue beyond its bound', () => {
   });
 
   it('answers ThrottlingException; the admitted generations complete', async () => {
+    const messages: string[] = [];
     const outcomes = await Promise.all(
       Array.from({ length: 4 }, () =>
         createKey(t, 'RSA_4096', 'SIGN_VERIFY').then(
           () => 'OK',
-          (err: Error) => err.name,
+          (err: Error) => {
+            messages.push(err.message);
+            return err.name;
+          },
         ),
       ),
     );
+    // The refusal names the slow lane, not the session pool.
+    expect(messages.some((m) => /key generations and private-key operations are waiting/.test(m))).toBe(true);
     expect(outcomes.filter((o) => o === 'OK').length).toBeGreaterThanOrEqual(2);
     expect(outcomes).toContain('ThrottlingException');
     expect(outcomes.every((o) => o === 'OK' || o === 'ThrottlingException')).toBe(true);

@@ -125,7 +125,7 @@ export function renderMarkdown(r: Results): string {
       const failed = l.failed > 0 ? `; **${int(l.failed)} failed**: ${oneLine(l.errors[0]?.message ?? '')}` : '';
       lines.push(
         row([
-          `${int(l.keygens)} concurrent hsm.generateAesKey (pool ${l.poolSize} sessions, ${l.uvThreadpoolSize} libuv threads)`,
+          `${int(l.keygens)} concurrent hsm.generateAesKey (pool ${l.poolSize} sessions, slow lane)`,
           `${(l.totalMs / 1000).toFixed(1)} s, ${int(l.keysPerSec)} keys/s${failed}`,
           '—',
           x(l.keysPerSec / rawRate),
@@ -299,7 +299,7 @@ function asymMarkdown(r: Results, lines: string[]): void {
     lines.push(
       `Raw token loops (median of ${r.asymToken.rates[0]?.rounds.length ?? 0} alternating rounds, ${r.settings.tokenSeconds} s per op in all): ` +
         r.asymToken.rates.map((x) => `${x.kind}: ${x.mechanism}`).join('; ') +
-        '. The service hashes RAW messages itself and feeds the token the digest, as these loops do; RSA signing runs on the libuv pool, ECDSA/HMAC synchronously.',
+        '. The service hashes RAW messages itself and feeds the token the digest, as these loops do; RSA and ECDSA signing run in the slow lane (threads of our own), HMAC on the request path.',
       '',
     );
   }

@@ -16,7 +16,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { CallWorkers, type WorkerAnswer, type WorkerCall, answerOrThrow } from './call-workers.js';
-import { HsmError } from './types.js';
+import { HsmError, SLOW_LANE_FN } from './types.js';
 
 export interface SlowLaneConfig {
   /** Undefined: defaultSlowThreads. */
@@ -68,7 +68,7 @@ export class SlowLane {
       this.running++;
     } else {
       if (this.waiting.length >= this.config.queueMax) {
-        throw new HsmError('busy', 'CKR_FUNCTION_FAILED', 'slow lane', `${this.running} slow token calls are running and ${this.waiting.length} are queued`);
+        throw new HsmError('busy', 'CKR_FUNCTION_FAILED', SLOW_LANE_FN, `${this.running} slow token calls are running and ${this.waiting.length} are queued`);
       }
       // Admitted by the call that finishes (it hands its place over, running stays the same).
       await new Promise<void>((admit, refuse) => this.waiting.push({ admit, refuse }));

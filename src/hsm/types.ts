@@ -130,3 +130,6 @@ export interface ExportedKeyPair {
   /** DER SubjectPublicKeyInfo. */
   publicKey: Buffer;
 }
+
+/** The function name a slow-lane refusal ('busy') carries: the front door names its throttling family by it. */
+export const SLOW_LANE_FN = 'slow lane';

@@ -13,7 +13,7 @@ import express from 'express';
 import type { ApiAuditor } from '../audit/api-call.js';
 import { ON_BEHALF_OF_HEADER, type Caller, type PrincipalRegistry, presentsBoundCertificate } from '../auth/principals.js';
 import type { SigV4Verifier } from '../auth/sigv4.js';
-import { HsmError } from '../hsm/types.js';
+import { HsmError, SLOW_LANE_FN } from '../hsm/types.js';
 import type { RequestContext, Services } from '../kms/context.js';
 import { operationHandlers } from '../kms/operations/index.js';
 import { type Logger, requestLineLogger } from '../log.js';
@@ -335,7 +335,9 @@ function operationOf(target: string | string[] | undefined): string {
 function toKmsError(e: unknown, log: Logger, requestId: string, operation: string): KmsError {
   if (e instanceof KmsError) return e;
   // Back-pressure, not a fault: answered at once so that the client backs off.
-  if (e instanceof HsmError && e.kind === 'busy') return new Throttled('pkcs11-sessions', 'every HSM session is busy');
+  if (e instanceof HsmError && e.kind === 'busy') {
+    return e.fn === SLOW_LANE_FN ? new Throttled('slow-token-calls', 'too many key generations and private-key operations are waiting for the HSM') : new Throttled('pkcs11-sessions', 'every HSM session is busy');
+  }
   if (e instanceof HsmError) {
     log.error({ requestId, operation, ckr: e.ckr, fn: e.fn, kind: e.kind }, 'token call failed');
     if (e.kind === 'unavailable') return new KmsError('KeyUnavailableException', 'The HSM that holds the key is not available. Retry the request.');
