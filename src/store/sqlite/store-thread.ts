@@ -179,6 +179,11 @@ export function storeOffTheEventLoop(reader: EventLoopReader, thread: StoreThrea
         members.set(member, resolved);
         return resolved;
       },
+      // A member assigned by a caller (a test injecting a fault) is what it gets back, as is.
+      set(_target, member, value) {
+        members.set(member, value);
+        return true;
+      },
     });
   };
   return mirror(reader, []) as MetadataStore;
