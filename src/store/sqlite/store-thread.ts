@@ -102,10 +102,15 @@ export class StoreThread {
     const id = this.nextId++;
     const message: ToThread = { type: 'call', id, path, args, deadline: Date.now() + this.writeWaitMs };
     return new Promise((resolve, reject) => {
+      try {
+        this.worker.postMessage(message); // throws at once for arguments that cannot be cloned
+      } catch (err) {
+        reject(err as Error);
+        return;
+      }
       this.pending.set(id, { resolve, reject });
       // A pending call keeps the process alive until its answer: a write is never cut off by exit.
       if (this.pending.size === 1) this.worker.ref();
-      this.worker.postMessage(message);
     });
   }
 
