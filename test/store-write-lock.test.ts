@@ -181,8 +181,9 @@ describe('service: another process holds the write lock', () => {
     try {
       lock = await holdWriteLock(file());
       const creates = Array.from({ length: 8 }, (_, i) => tracked(t.client.send(new CreateKeyCommand({ Description: `queued ${i}` }))));
-      // Each CreateKey made its token object first: all 8 are now at (waiting in) the store write.
-      while ((await hsm.listBackingKeys()).length < objectsBefore + 8) await ticker.turns(1);
+      // Each CreateKey makes its token object first: once all 8 are there, all 8 wait in the store write.
+      while ((await hsm.listBackingKeys()).length < objectsBefore + 8 && !creates.some((c) => c.settled)) await ticker.turns(4);
+      expect(await Promise.all(creates.filter((c) => c.settled).map((c) => errorOf(c.promise)))).toEqual([]);
 
       for (let i = 0; i < 10; i++) {
         const { CiphertextBlob } = await t.client.send(new EncryptCommand({ KeyId: i % 2 ? alias : known.keyId, Plaintext: plaintext }));

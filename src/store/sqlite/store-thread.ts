@@ -58,9 +58,9 @@ export class StoreThread {
   ) {}
 
   /** Starts the thread, which opens (creating and migrating if needed) the file. */
-  static start(file: string, writeWaitMs: number): Promise<StoreThread> {
+  static async start(file: string, writeWaitMs: number): Promise<StoreThread> {
     const workerData: StoreThreadData = { file, writeWaitMs };
-    const worker = startWorkerModule(new URL(`./store-thread-entry${moduleExtension()}`, import.meta.url), { workerData });
+    const worker = await startWorkerModule(new URL(`./store-thread-entry${moduleExtension()}`, import.meta.url), { workerData });
     return new Promise((resolve, reject) => {
       const failedToStart = (err: Error) => reject(err);
       const exitedEarly = (code: number) => reject(new Error(`the SQLite store thread for ${file} exited with code ${code} while opening`));

@@ -1,55 +1,55 @@
 /**
  * Starts a worker thread on a module of this package, whether the caller runs compiled (dist/:
- * the worker loads the .js file next to it) or from its TypeScript sources (vitest). From sources,
- * the worker first registers module hooks that strip the types from each .ts file it loads, so it
- * runs the very code its caller was loaded from, never a stale build. The type stripping uses the
- * transformer the test tool chain brings (rolldown, with vite), which is only there in development.
+ * the worker loads the .js file next to it) or from its TypeScript sources (vitest): then the
+ * module and what it imports from the sources are bundled into one plain ES module (once per
+ * process), so the worker runs the very code its caller was loaded from, never a stale build.
+ * The bundler is the one the test tool chain brings (rolldown, with vite), only there in development.
  */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker, type WorkerOptions } from 'node:worker_threads';
 
 /** `entry` is the module's URL as the caller sees it (its .ts or .js file). */
-export function startWorkerModule(entry: URL, options: WorkerOptions): Worker {
-  if (!entry.pathname.endsWith('.ts')) return new Worker(entry, options);
-  const transformer = pathToFileURL(createRequire(import.meta.url).resolve('rolldown/utils')).href;
-  const workerData = { ...(options.workerData as object), [SOURCE_ENTRY]: { entry: entry.href, hooks: HOOKS_URL, transformer } };
-  return new Worker(BOOTSTRAP, { ...options, eval: true, workerData });
+export async function startWorkerModule(entry: URL, options: WorkerOptions): Promise<Worker> {
+  return new Worker(entry.pathname.endsWith('.ts') ? await bundledFromSources(entry) : entry, options);
 }
 
-const SOURCE_ENTRY = 'p11kmsSourceEntry';
+const bundles = new Map<string, Promise<URL>>();
 
-// Runs as the worker's first script (CommonJS): hooks first, then the entry module.
-const BOOTSTRAP = `
-const { register } = require('node:module');
-const { entry, hooks, transformer } = require('node:worker_threads').workerData.${SOURCE_ENTRY};
-register(hooks, { data: { transformer } });
-import(entry).catch((err) => { setImmediate(() => { throw err; }); });
-`;
-
-// Module hooks (they run on Node's loader thread): TypeScript sources import each other as
-// './x.js', so a missing .js imported from a .ts file is looked for as .ts.
-const HOOKS = `
-import { readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
-let transformSync;
-export async function initialize({ transformer }) {
-  ({ transformSync } = await import(transformer));
-}
-export async function resolve(specifier, context, next) {
-  try {
-    return await next(specifier, context);
-  } catch (err) {
-    if (err?.code !== 'ERR_MODULE_NOT_FOUND' || !specifier.endsWith('.js') || !context.parentURL?.endsWith('.ts')) throw err;
-    return next(specifier.slice(0, -3) + '.ts', context);
+function bundledFromSources(entry: URL): Promise<URL> {
+  let bundle = bundles.get(entry.href);
+  if (!bundle) {
+    bundle = bundleSources(entry);
+    bundles.set(entry.href, bundle);
+    bundle.catch(() => bundles.delete(entry.href));
   }
+  return bundle;
 }
-export async function load(url, context, next) {
-  if (!url.startsWith('file:') || !url.endsWith('.ts')) return next(url, context);
-  const file = fileURLToPath(url);
-  const { code, errors } = transformSync(file, await readFile(file, 'utf8'), { lang: 'ts', sourcemap: false });
-  if (errors.length > 0) throw new Error(file + ': ' + errors.map((e) => e.message).join('; '));
-  return { format: 'module', source: code, shortCircuit: true };
+
+async function bundleSources(entry: URL): Promise<URL> {
+  const require = createRequire(import.meta.url);
+  const { rolldown } = (await import(pathToFileURL(require.resolve('rolldown')).href)) as typeof import('rolldown');
+  // Packages stay imports; only this package's own modules (relative paths) go into the bundle.
+  const build = await rolldown({ input: fileURLToPath(entry), platform: 'node', external: (id) => !id.startsWith('.') && !path.isAbsolute(id), logLevel: 'silent' });
+  let code: string;
+  try {
+    code = (await build.generate({ format: 'esm' })).output[0].code;
+  } finally {
+    await build.close();
+  }
+  // Inside node_modules, so that the bundle's package imports resolve as the sources' do; .mjs,
+  // as no package.json there says "module"; named by content, so concurrent writers agree.
+  const dir = path.join(path.dirname(require.resolve('rolldown/package.json')), '..', '.cache', 'p11kms-workers');
+  const name = `${path.basename(entry.pathname, '.ts')}-${crypto.createHash('sha256').update(code).digest('hex').slice(0, 16)}.mjs`;
+  const file = path.join(dir, name);
+  if (!fs.existsSync(file)) {
+    fs.mkdirSync(dir, { recursive: true });
+    const partial = `${file}.${process.pid}.tmp`;
+    fs.writeFileSync(partial, code);
+    fs.renameSync(partial, file);
+  }
+  return pathToFileURL(file);
 }
-`;
-const HOOKS_URL = `data:text/javascript,${encodeURIComponent(HOOKS)}`;
