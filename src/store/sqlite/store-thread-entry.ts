@@ -68,5 +68,5 @@ async function run({ id, path, args, deadline }: CallMessage): Promise<void> {
 }
 
 function lockedOut(): StoreUnavailableError {
-  return new StoreUnavailableError(`the metadata database ${file} stayed locked by another connection for ${writeWaitMs} ms`);
+  return new StoreUnavailableError(`the metadata database ${file} is locked by another connection: gave up after ${writeWaitMs} ms`);
 }

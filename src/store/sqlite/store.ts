@@ -329,6 +329,8 @@ export class SqliteMetadataStore implements EventLoopReader {
     return key;
   }
 
+  /** On the event loop's connection, another connection (the store thread) wrote: the next read
+   *  checks data_version at once instead of within KEY_CACHE_RECHECK_MS (read-your-writes). */
   forgetCachedReads(): void {
     this.dataVersionCheckedAt = -Infinity;
   }
