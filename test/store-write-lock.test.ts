@@ -7,6 +7,8 @@
  * with the SDK. Every "meanwhile" is checked structurally: the lock is still held and the write
  * still pending when the read completes.
  */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import {
   CreateAliasCommand,
@@ -157,6 +159,57 @@ describe('SQLite store: another process holds the write lock', () => {
     expect((await store.getKey('known'))?.keyState).toBe('Disabled');
     await store.updateKey('known', { keyState: 'Enabled' });
     expect((await store.getKey('known'))?.keyState).toBe('Enabled');
+  });
+});
+
+describe('a process with a write in flight', () => {
+  // The built store (dist/, as the CLI tools run it): a script that writes and never closes.
+  const BUILT_STORE = path.resolve(import.meta.dirname, '../dist/src/store/sqlite/store.js');
+  const SCRIPT = `
+    const { openSqliteStore } = await import(process.argv[2]);
+    const store = await openSqliteStore(process.argv[3]);
+    const keyId = 'written-by-a-script';
+    const key = { keyId, accountId: '111122223333', region: 'eu-west-1', createdAt: new Date(0), description: '', keyState: 'Enabled',
+      keySpec: 'SYMMETRIC_DEFAULT', keyUsage: 'ENCRYPT_DECRYPT', origin: 'AWS_KMS', policy: '{}', currentVersion: 1, deletionDate: null, pendingWindowInDays: null };
+    console.log('open');
+    process.stdin.once('data', () => {
+      process.stdin.destroy(); // from here on, only the write may keep the process alive
+      store.createKey(key, { keyId, version: 1, createdAt: new Date(0), keyMaterialId: 'd'.repeat(64) }, []).then(() => console.log('committed'));
+      console.log('sent');
+    });
+  `;
+
+  it('stays alive until its write is answered, and exits by itself afterwards', async () => {
+    const dir = tempDir('p11kms-write-exit-');
+    const file = path.join(dir, 'metadata.db');
+    const script = path.join(dir, 'write.mjs');
+    fs.writeFileSync(script, SCRIPT);
+    const child = spawn(process.execPath, [script, BUILT_STORE, file], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const ticker = loopTicker();
+    const said = async (line: string) => {
+      while (!stdout.includes(line) && child.exitCode === null) await ticker.turns(1);
+    };
+    await said('open');
+    lock = await holdWriteLock(file);
+    child.stdin.end('go\n');
+    await said('sent');
+    await ticker.turns(20); // the script has nothing left to do but wait for its write
+    ticker.stop();
+    expect(child.exitCode).toBeNull();
+    expect(stdout).not.toContain('committed');
+
+    await lock.release();
+    expect(await exited).toBe(0);
+    expect(stdout).toContain('committed');
+    const check = await openSqliteStore(file);
+    try {
+      expect(await check.getKey('written-by-a-script')).toMatchObject({ keyId: 'written-by-a-script' });
+    } finally {
+      await check.close();
+    }
   });
 });
 
