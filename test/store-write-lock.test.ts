@@ -86,7 +86,7 @@ describe('SQLite store: another process holds the write lock', () => {
     file = path.join(tempDir('p11kms-write-lock-'), 'data', 'metadata.db');
     store = await openSqliteStore(file);
     await store.createKey(key('known'), version('known'), []);
-    await store.createAlias({ aliasName: 'alias/known', targetKeyId: 'known', createdAt: new Date(0), lastUpdatedAt: new Date(0) });
+    await store.createAlias({ region: 'eu-west-1', aliasName: 'alias/known', targetKeyId: 'known', createdAt: new Date(0), lastUpdatedAt: new Date(0) });
     await store.createGrant(grant);
   });
   afterAll(async () => {
@@ -110,7 +110,7 @@ describe('SQLite store: another process holds the write lock', () => {
 
       await ticker.turns(10);
       expect(await store.getKey('known')).toMatchObject({ keyId: 'known', keyState: 'Enabled' });
-      expect(await store.getAlias('alias/known')).toMatchObject({ targetKeyId: 'known' });
+      expect(await store.getAlias('eu-west-1', 'alias/known')).toMatchObject({ targetKeyId: 'known' });
       expect((await store.grantsForGrantees('known', [grant.granteePrincipal])).map((g) => g.grantId)).toEqual([grant.grantId]);
       expect((await store.listVersions('known')).map((v) => v.version)).toEqual([1]);
       expect(await store.getKey('queued')).toBeUndefined();
@@ -124,6 +124,21 @@ describe('SQLite store: another process holds the write lock', () => {
       expect(await store.listTags('queued')).toEqual([{ TagKey: 't', TagValue: 'v' }]);
     } finally {
       ticker.stop();
+    }
+  });
+
+  it('another store opens on the current schema while the lock is held, and reads at once', async () => {
+    lock = await holdWriteLock(file);
+    try {
+      const another = await openSqliteStore(file); // no migration to apply: no write lock needed
+      try {
+        expect(lock.released).toBe(false);
+        expect(await another.getKey('known')).toMatchObject({ keyId: 'known' });
+      } finally {
+        await another.close();
+      }
+    } finally {
+      await lock.release();
     }
   });
 

@@ -7,7 +7,7 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { applyMigrations, currentSchemaVersion, MIGRATIONS } from '../src/store/sqlite/migrations.js';
 import { openSqliteDatabase, openSqliteStore } from '../src/store/sqlite/store.js';
-import type { BackingKeyVersionRecord, KeyRecord, MetadataStore, TagRecord } from '../src/store/types.js';
+import type { AliasRecord, BackingKeyVersionRecord, KeyRecord, MetadataStore, TagRecord } from '../src/store/types.js';
 import { describeStoreContract } from './store/contract.js';
 
 // The contract every backend meets, here on a fresh SQLite file per test.

@@ -200,6 +200,9 @@ export function applyMigrations(
   const recordVersion = db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)');
   const applied: number[] = [];
   for (const migration of migrations) {
+    // Only a migration still to apply takes the write lock: a start beside a process that holds
+    // it (a backup, an operator's sqlite3 shell) must not wait for a schema that is current.
+    if (currentSchemaVersion(db) >= migration.version) continue;
     const applyOnce = db.transaction((): boolean => {
       // Re-read under the write lock: another process may have applied it while we waited.
       if (currentSchemaVersion(db) >= migration.version) return false;
@@ -215,6 +218,7 @@ export function applyMigrations(
 }
 
 function ensureMigrationsTable(db: Database.Database): void {
+  if (db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'schema_migrations'").get()) return;
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER NOT NULL PRIMARY KEY,
     applied_at INTEGER NOT NULL

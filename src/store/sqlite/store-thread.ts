@@ -28,7 +28,7 @@ import { startWorkerModule } from './worker-module.js';
  * here fails loudly (the event loop's connection is query-only).
  */
 export const READS_ON_EVENT_LOOP: ReadonlySet<string> = new Set([
-  'getKey', 'listKeys', 'countKeys', 'listVersions', 'listAllVersions',
+  'getKey', 'listKeys', 'countKeys', 'listVersions', 'listAllVersions', 'multiRegionKeys',
   'getAlias', 'listAliases', 'countAliasesForKey', 'listTags',
   'getGrant', 'listGrants', 'grantsForGrantees', 'listRetirableGrants', 'grantsNamed', 'countGrants',
   'getKeyUse', 'keyUseTrackingStart',
