@@ -25,7 +25,7 @@ import type * as P11 from 'pkcs11js';
 import type { TokenConfig } from '../config.js';
 import { readUlong } from './bytes.js';
 import { toHsmError } from './errors.js';
-import { oaepMechanism, readAttribute, unwrapKey } from './key-import-common.js';
+import { oaepMechanism, readAttribute } from './key-import-common.js';
 import { findKeyObjects } from './key-objects.js';
 import { labelFor, objectIdFor } from './object-naming.js';
 import { tokenAccessOf } from './pkcs11-token.js';
@@ -256,7 +256,9 @@ export async function unwrapFromPeer(hsm: Hsm, ref: BackingKeyRef, material: Tra
     { type: pkcs11js.CKA_DERIVE, value: false },
     { type: pkcs11js.CKA_ID, value: objectIdFor(ref) },
     { type: pkcs11js.CKA_LABEL, value: labelFor(ref) },
-    ...(t.hardenedTemplate() ? [{ type: pkcs11js.CKA_MODIFIABLE, value: false }, { type: pkcs11js.CKA_COPYABLE, value: false }] : []),
+    // No CKA_MODIFIABLE/CKA_COPYABLE=false here: SoftHSM2 2.6 refuses them in a C_UnwrapKey
+    // template (CKR_ATTRIBUTE_READ_ONLY). CKA_WRAP_WITH_TRUSTED and CKA_SENSITIVE cannot be
+    // cleared anyway (test/regions-trusted-wrap.test.ts).
   ];
   await t.slowSession(async (session, slowCall) => {
     const [privateKey] = findObjects(t.p, session, [
@@ -266,9 +268,9 @@ export async function unwrapFromPeer(hsm: Hsm, ref: BackingKeyRef, material: Tra
     if (privateKey === undefined) throw new HsmError('key-not-found', 'CKR_UNWRAPPING_KEY_HANDLE_INVALID', 'C_FindObjects', `token '${t.label}' has no site replication key (run \`p11kms sites export\`)`);
     if (findKeyObjects(t.p, session, ref).length > 0) throw new HsmError('other', 'CKR_ARGUMENTS_BAD', 'C_UnwrapKey', `${ref.keyId} version ${ref.version} is already in token '${t.label}'`);
     try {
-      await unwrapKey({ ...t, slowCall }, session, REPLICATION_OAEP, privateKey, wrapped, template);
+      await slowCall({ op: 'unwrap', session, mechanism: REPLICATION_OAEP, key: privateKey, wrapped, template }, 'C_UnwrapKey');
     } catch (err) {
-      const e = err instanceof HsmError ? err : toHsmError(err, 'C_UnwrapKey');
+      const e = toHsmError(err, 'C_UnwrapKey');
       throw new HsmError(e.kind === 'other' ? 'invalid-ciphertext' : e.kind, e.ckr, 'C_UnwrapKey', `unwrapping ${ref.keyId} version ${ref.version} from a peer: ${e.ckr}`);
     }
   }, true);

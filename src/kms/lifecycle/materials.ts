@@ -119,6 +119,8 @@ export async function rotateUnderClaim(
     await svc.hsm.destroyKey(ref).catch(() => undefined);
     throw new RotationConflict('the key changed during rotation');
   }
+  // Replicas at peer sites get the new version now, or at a later lifecycle pass (never throws).
+  await svc.sites?.afterRotation(svc, { ...key, currentVersion: version });
   return material;
 }
 
