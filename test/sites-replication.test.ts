@@ -163,6 +163,10 @@ describe('multi-Region keys across two deployments', () => {
     const twice = await errorOf(at.A.send(new ReplicateKeyCommand({ KeyId: keyId, ReplicaRegion: B.region })));
     expect(twice.name).toBe('AlreadyExistsException');
 
+    const fresh = (await at.A.send(new CreateKeyCommand({ MultiRegion: true }))).KeyMetadata!.KeyId!;
+    const badPolicy = await errorOf(at.A.send(new ReplicateKeyCommand({ KeyId: fresh, ReplicaRegion: B.region, Policy: '{"Statement": "not a list"' })));
+    expect(badPolicy.name).toBe('MalformedPolicyDocumentException');
+
     const plain = (await at.A.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
     expect((await errorOf(at.A.send(new ReplicateKeyCommand({ KeyId: plain, ReplicaRegion: B.region })))).name).toBe('UnsupportedOperationException');
   });

@@ -256,9 +256,10 @@ export async function unwrapFromPeer(hsm: Hsm, ref: BackingKeyRef, material: Tra
     { type: pkcs11js.CKA_DERIVE, value: false },
     { type: pkcs11js.CKA_ID, value: objectIdFor(ref) },
     { type: pkcs11js.CKA_LABEL, value: labelFor(ref) },
-    // No CKA_MODIFIABLE/CKA_COPYABLE=false here: SoftHSM2 2.6 refuses them in a C_UnwrapKey
-    // template (CKR_ATTRIBUTE_READ_ONLY). CKA_WRAP_WITH_TRUSTED and CKA_SENSITIVE cannot be
-    // cleared anyway (test/regions-trusted-wrap.test.ts).
+    // Last, and CKA_MODIFIABLE after CKA_COPYABLE: SoftHSM2 2.6 applies an unwrap template in
+    // order, and nothing more can be set once the object is not modifiable
+    // (CKR_ATTRIBUTE_READ_ONLY; test/regions-trusted-wrap.test.ts).
+    ...(t.hardenedTemplate() ? [{ type: pkcs11js.CKA_COPYABLE, value: false }, { type: pkcs11js.CKA_MODIFIABLE, value: false }] : []),
   ];
   await t.slowSession(async (session, slowCall) => {
     const [privateKey] = findObjects(t.p, session, [

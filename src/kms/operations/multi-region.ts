@@ -50,6 +50,9 @@ const replicateKey: OperationHandler = async (input, ctx, svc) => {
   const peer = svc.regionServices?.(region) ? undefined : svc.sites?.peerOf(region);
   if (peer) {
     const policy: string = input.Policy ?? defaultKeyPolicy(svc.account.partition, svc.account.accountId);
+    // The policy (and its lockout check) is judged here, with this request's caller; the peer
+    // trusts the peer deployment's call.
+    if (input.Policy !== undefined) await checkKeyPolicy(svc, ctx, { ...primary, region, policy }, policy, input.BypassPolicyLockoutSafetyCheck === true);
     return svc.sites!.replicate(svc, primary, peer, { Description: input.Description, Policy: input.Policy, Tags: tags, policy });
   }
   const target = servicesOfRegion(svc, region);
