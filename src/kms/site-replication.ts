@@ -320,7 +320,12 @@ export async function acceptReplica(svc: Services, peer: Peer, body: unknown): P
   if (r.sourceRegion !== peer.region) throw accessDenied(`The peer credential belongs to ${peer.region}, not to ${r.sourceRegion}.`);
   const material = travellingMaterial(r.keySpec);
   if (!material) throw unsupported(`KeySpec ${r.keySpec} does not travel between deployments.`);
-  if (await svc.store.getKey(r.keyId)) throw new KmsError('AlreadyExistsException', `${keyArn(svc.account, r.keyId)} already exists.`);
+  // A key of this ID here that is not the same primary's (its row in this Region, or another
+  // Region's key of another primary) is never joined.
+  const existing = await svc.store.multiRegionKeys(r.keyId);
+  if (existing.some((k) => k.region === svc.account.region || k.primaryRegion !== r.sourceRegion)) {
+    throw new KmsError('AlreadyExistsException', `${keyArn(svc.account, r.keyId)} already exists.`);
+  }
   await installVersions(svc, r.keyId, material, r.versions, r.currentVersion, {
     keyId: r.keyId,
     accountId: svc.account.accountId,
@@ -337,7 +342,6 @@ export async function acceptReplica(svc: Services, peer: Peer, body: unknown): P
     pendingWindowInDays: null,
     primaryRegion: r.sourceRegion,
   });
-  const materialRow = (await svc.store.lifecycle.listMaterials(r.keyId)).length;
   const replica: KeyRecord = {
     keyId: r.keyId,
     accountId: svc.account.accountId,
@@ -349,7 +353,7 @@ export async function acceptReplica(svc: Services, peer: Peer, body: unknown): P
     keyUsage: r.keyUsage as KeyRecord['keyUsage'],
     origin: 'AWS_KMS',
     policy: r.policy,
-    currentVersion: Math.max(1, materialRow),
+    currentVersion: r.currentVersion,
     deletionDate: null,
     pendingWindowInDays: null,
     primaryRegion: r.sourceRegion,
@@ -396,8 +400,8 @@ async function installVersions(svc: Services, keyId: string, material: Travellin
   for (const m of sorted) {
     if (have.has(m.version)) continue;
     const ref = { keyId, version: m.version };
-    // A leftover of an earlier attempt that stopped before its row: never used for anything.
-    if (!have.has(m.version)) await svc.hsm.destroyKey(ref);
+    // An object without a row is the leftover of an attempt that stopped before it: never used.
+    await svc.hsm.destroyKey(ref);
     try {
       await unwrapFromPeer(svc.hsm, ref, material, Buffer.from(m.wrappedKey, 'base64'));
     } catch (e) {
