@@ -32,7 +32,7 @@ import { KmsError, accessDenied, notFound, unsupported, validation } from './err
 import { keySpecInfo } from './key-specs.js';
 import { renderKeyMetadata } from './keys.js';
 import { newClaim } from './lifecycle/materials.js';
-import { isMultiRegion, isReplica } from './multi-region.js';
+import { isMultiRegion } from './multi-region.js';
 import type { Peer, Peers } from './peers.js';
 
 export const PEER_SIGNING_NAME = 'p11kms-peer';
@@ -149,7 +149,9 @@ export class SiteReplication {
   /** After a rotation of a multi-Region primary: the new version goes to every remote replica
    *  now; what does not get through waits for the next lifecycle pass. Never throws. */
   async afterRotation(svc: Services, key: KeyRecord): Promise<void> {
-    if (!isMultiRegion(key) || isReplica(key)) return;
+    // `key` is the primary's row (on demand) or the material row (lifecycle passes): either way
+    // the replicas are the rows of Regions that peers serve.
+    if (!isMultiRegion(key)) return;
     for (const region of await this.remoteReplicaRegions(svc, key)) {
       this.pending.add(`${key.keyId} ${region}`);
     }
@@ -203,7 +205,8 @@ export class SiteReplication {
   }
 
   private async remoteReplicaRegions(svc: Services, key: KeyRecord): Promise<string[]> {
-    return (await svc.store.multiRegionKeys(key.keyId)).map((k) => k.region).filter((r) => r !== key.region && this.peerOf(r) !== undefined && !svc.regionServices?.(r));
+    const rows = await svc.store.multiRegionKeys(key.keyId);
+    return rows.filter((k) => k.region !== k.primaryRegion && this.peerOf(k.region) !== undefined && !svc.regionServices?.(k.region)).map((k) => k.region);
   }
 
   private async wrapVersions(svc: Services, key: KeyRecord, peer: Peer): Promise<VersionWire[]> {
