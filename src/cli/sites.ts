@@ -121,7 +121,13 @@ function trust(config: ReturnType<typeof loadConfig>, o: Record<string, string |
     console.error(`p11kms sites trust: ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     return 2;
   }
-  const soPin = readPinFile(soPinFile);
+  let soPin: string;
+  try {
+    soPin = readPinFile(soPinFile);
+  } catch (e) {
+    console.error(`p11kms sites trust: ${(e as Error).message}`);
+    return 2;
+  }
   const outcome = installTrustedPeerKey(config.token, config.dataDir, soPin, region, spki, fingerprint);
   console.log(outcome === 'installed' ? `trusted the replication key of ${region} (sha256 ${fingerprint})` : `the replication key of ${region} (sha256 ${fingerprint}) was already trusted`);
   return 0;
