@@ -35,6 +35,16 @@ const commands: Record<string, Command> = {
     usage: 'usage: p11kms seed --check FILE\n\nPrints what applying FILE as P11KMS_SEED_FILE would change, and what it would leave alone.',
     load: () => import('./cli/seed.js'),
   },
+  sites: {
+    summary: 'the trust ceremony between two sites: `sites export`, `sites trust` (multi-Region keys across deployments)',
+    usage:
+      'usage: p11kms sites export [--json]\n' +
+      '       p11kms sites trust --region <peer Region> --public-key <file> --fingerprint <hex> [--so-pin-file <file>]\n\n' +
+      '  export  print this site\'s public replication key (PEM) and its SHA-256 fingerprint (created on first use)\n' +
+      '  trust   install a peer site\'s public replication key as trusted, as the token\'s security officer\n' +
+      '          (SO PIN from --so-pin-file or P11KMS_SO_PIN_FILE; refused unless --fingerprint matches)',
+    load: () => import('./cli/sites.js'),
+  },
   usage: {
     summary: 'requests per key and operation for a month, with an AWS price estimate (`usage --month 2026-11`)',
     usage: 'usage: p11kms usage [--month YYYY-MM] [--prices] [--json]',

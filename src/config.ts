@@ -41,6 +41,8 @@ const envSchema = z.object({
   P11KMS_ROOT_ACCESS_KEY_ID: accessKeyIdSchema.optional(),
   P11KMS_ROOT_SECRET_ACCESS_KEY: secretAccessKeySchema.optional(),
   P11KMS_PRINCIPALS_FILE: z.string().min(1).optional(),
+  /** Peer deployments (other sites) multi-Region keys replicate to (src/kms/peers.ts). */
+  P11KMS_PEERS_FILE: z.string().min(1).optional(),
   /** How many PKCS#11 sessions the pool may open. */
   P11KMS_SESSION_POOL_SIZE: z.coerce.number().int().min(1).max(256).default(8),
   /** Cheap symmetric token calls (AES-GCM, random) run synchronously on a local token (fastest:
@@ -181,6 +183,8 @@ export interface Config {
   partition: string;
   rootCredentials?: { accessKeyId: string; secretAccessKey: string };
   principalsFile?: string;
+  /** JSON or YAML file naming the peer deployments (other sites) of multi-Region keys. */
+  peersFile?: string;
   token: TokenConfig;
   /** P11KMS_REBIND_TOKEN (src/kms/token-binding.ts). */
   rebindToken: boolean;
@@ -299,6 +303,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         ? { accessKeyId: e.P11KMS_ROOT_ACCESS_KEY_ID, secretAccessKey: e.P11KMS_ROOT_SECRET_ACCESS_KEY }
         : undefined,
     principalsFile: e.P11KMS_PRINCIPALS_FILE,
+    peersFile: e.P11KMS_PEERS_FILE,
     token: {
       module: e.P11KMS_PKCS11_MODULE,
       label: e.P11KMS_TOKEN_LABEL ?? 'p11kms',

@@ -23,6 +23,9 @@ import { setPkcs11Observer } from './hsm/instrument.js';
 import type { Hsm } from './hsm/types.js';
 import { createConsoleRoutes } from './http/console-static.js';
 import { createOperatorRoutes } from './http/operator-api.js';
+import { createPeerRoutes } from './http/peer-api.js';
+import { loadPeers } from './kms/peers.js';
+import { SiteReplication } from './kms/site-replication.js';
 import { createClientErrorListener, createRequestListener, type HttpDeps } from './http/server.js';
 import { ConnectionGuard, connectionsCheckingIntervalMs } from './http/connections.js';
 import { operationNames } from './http/model.js';
@@ -140,6 +143,17 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
     gcmWear: { meter: new GcmEncryptionMeter(), rotateAfter: config.lifecycle.gcmRotateAfter },
     keyUses: new KeyUseTracker(config.audit.enabled),
   };
+  // Peer deployments (other sites) of multi-Region keys; an invalid file stops the start.
+  let peers;
+  try {
+    peers = config.peersFile === undefined ? undefined : loadPeers(config.peersFile, config.regions);
+  } catch (e) {
+    await audit.close().catch(() => undefined);
+    await store.close();
+    await hsm.close();
+    throw e;
+  }
+  if (peers) services.sites = new SiteReplication(peers, log);
   // Each Region sees only its own keys (src/kms/regional-store.ts; also with one Region, whose
   // multi-Region keys are rows per Region too); the lifecycle works on the whole store.
   const regionalServices = new Map(
@@ -148,6 +162,8 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
       { ...services, account: { ...account, region }, store: regionalStore(store, region), regionServices: (r) => regionalServices.get(r) },
     ]),
   );
+  // Rotations a stop may have kept from replicas at peer sites: the first lifecycle pass pushes them.
+  await services.sites?.queueAllRemoteReplicas(services).catch((e: unknown) => log.warn({ err: e instanceof Error ? e.message : String(e) }, "listing replicas at peer sites failed"));
   // Seed first, then the first lifecycle pass catches up on whatever came due while stopped.
   let lifecycle: LifecycleScheduler;
   try {
@@ -189,6 +205,7 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
     routes: [
       createOperatorRoutes({ services, principals, verifier, log, dataDir: config.dataDir, database: config.database, checkHealth, auditor, metrics }),
       createConsoleRoutes({ region: config.region, accountId: config.accountId }),
+      ...(peers ? [createPeerRoutes({ peers, regionalServices, home: regionalServices.get(config.region)!, maxSkewSeconds: config.maxClockSkewSeconds, log })] : []),
     ],
     checkReady: () => {
       if (closing) return 'shutting down';

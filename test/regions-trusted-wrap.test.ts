@@ -1,7 +1,7 @@
 /**
  * What SoftHSM2 enforces of CKA_WRAP_WITH_TRUSTED and CKA_TRUSTED, the PKCS#11 attributes that
- * would carry a multi-Region key's material to another site's token (issue 16, across sites; not
- * built yet): measured on a fresh token by an independent PKCS#11 application (a child process),
+ * carry a multi-Region key's material to another site's token (src/hsm/site-replication.ts):
+ * measured on a fresh token by an independent PKCS#11 application (a child process),
  * so the README's statements about them stay true for the SoftHSM2 installed.
  */
 import { execFile, execFileSync } from 'node:child_process';
@@ -85,6 +85,20 @@ out.extractableWithoutWrapWithTrusted = {
   wrapUnderUntrustedAes: wrap({ mechanism: pk.CKM_AES_KEY_WRAP_PAD }, untrustedAes, extractableOnly),
   setWrapWithTrustedTrue: rv(() => p.C_SetAttributeValue(s, extractableOnly, [T(pk.CKA_WRAP_WITH_TRUSTED, true)])),
 };
+const oaep256 = { mechanism: pk.CKM_RSA_PKCS_OAEP, parameter: { type: pk.CK_PARAMS_RSA_OAEP, hashAlg: pk.CKM_SHA256, mgf: pk.CKG_MGF1_SHA256, source: 1 } };
+out.mrk.wrapUnderTrustedRsaOaepSha256 = trusted ? wrap(oaep256, trusted, mrk) : 'no trusted key';
+// Unwrapping into the token (what a peer site does): an in-token RSA pair, the extractable key wrapped under it.
+const pair = p.C_GenerateKeyPair(s, { mechanism: pk.CKM_RSA_PKCS_KEY_PAIR_GEN }, [T(pk.CKA_TOKEN, false), T(pk.CKA_MODULUS_BITS, 2048), T(pk.CKA_PUBLIC_EXPONENT, Buffer.from([1, 0, 1])), T(pk.CKA_WRAP, true)], [T(pk.CKA_TOKEN, false), T(pk.CKA_SENSITIVE, true), T(pk.CKA_EXTRACTABLE, false), T(pk.CKA_UNWRAP, true)]);
+const wrappedForUnwrap = p.C_WrapKey(s, oaep, pair.publicKey, extractableOnly, Buffer.alloc(512));
+const unwrapAs = (mech, extra) => rv(() => { p.C_UnwrapKey(s, mech, pair.privateKey, wrappedForUnwrap, [T(pk.CKA_CLASS, pk.CKO_SECRET_KEY), T(pk.CKA_KEY_TYPE, pk.CKK_AES), T(pk.CKA_TOKEN, false), ...extra]); });
+out.unwrap = {
+  oaepSha1WithWrapWithTrusted: unwrapAs(oaep, [T(pk.CKA_SENSITIVE, true), T(pk.CKA_EXTRACTABLE, true), T(pk.CKA_WRAP_WITH_TRUSTED, true)]),
+  oaepSha256: unwrapAs(oaep256, []),
+  notModifiable: unwrapAs(oaep, [T(pk.CKA_MODIFIABLE, false)]),
+  notCopyable: unwrapAs(oaep, [T(pk.CKA_COPYABLE, false)]),
+  notModifiableThenNotCopyable: unwrapAs(oaep, [T(pk.CKA_MODIFIABLE, false), T(pk.CKA_COPYABLE, false)]),
+  notCopyableThenNotModifiable: unwrapAs(oaep, [T(pk.CKA_COPYABLE, false), T(pk.CKA_MODIFIABLE, false)]),
+};
 if (trusted) out.userClearTrusted = rv(() => p.C_SetAttributeValue(s, trusted, [T(pk.CKA_TRUSTED, false)]));
 out.extractableWithoutWrapWithTrusted.wrapAfterSettingIt = wrap({ mechanism: pk.CKM_AES_KEY_WRAP_PAD }, untrustedAes, extractableOnly);
 out.mrk.copyClearingWrapWithTrusted = rv(() => { p.C_CopyObject(s, mrk, [T(pk.CKA_WRAP_WITH_TRUSTED, false)]); });
@@ -154,13 +168,24 @@ describe('CKA_WRAP_WITH_TRUSTED on SoftHSM2', () => {
     expect(seen.mrk.setExtractableFalse).toBe('CKR_OK');
   });
 
+  it('OAEP wraps and unwraps with SHA-1 only; in an unwrap template CKA_MODIFIABLE=false must come last', () => {
+    expect(seen.mrk.wrapUnderTrustedRsaOaepSha256).toBe('CKR_ARGUMENTS_BAD');
+    expect(seen.unwrap.oaepSha256).toBe('CKR_ARGUMENTS_BAD');
+    expect(seen.unwrap.oaepSha1WithWrapWithTrusted).toBe('CKR_OK');
+    expect(seen.unwrap.notModifiable).toBe('CKR_OK');
+    expect(seen.unwrap.notCopyable).toBe('CKR_OK');
+    // SoftHSM2 applies the template in order: once not modifiable, nothing more can be set.
+    expect(seen.unwrap.notModifiableThenNotCopyable).toBe('CKR_ATTRIBUTE_READ_ONLY');
+    expect(seen.unwrap.notCopyableThenNotModifiable).toBe('CKR_OK');
+  });
+
   it('it can only be given at creation: an extractable key without it wraps under any key, for good', () => {
     expect(seen.extractableWithoutWrapWithTrusted.wrapUnderUntrustedAes).toBe(40);
     expect(seen.extractableWithoutWrapWithTrusted.setWrapWithTrustedTrue).toBe('CKR_ATTRIBUTE_READ_ONLY');
     expect(seen.extractableWithoutWrapWithTrusted.wrapAfterSettingIt).toBe(40);
   });
 
-  it('a non-extractable key (every key p11kms makes today) refuses to be wrapped under any key, trusted or not', () => {
+  it('a non-extractable key (every key p11kms makes but multi-Region symmetric and HMAC ones) refuses to be wrapped under any key, trusted or not', () => {
     expect(seen.nonExtractable.getValue).toBe('CKR_ATTRIBUTE_SENSITIVE');
     expect(seen.nonExtractable.wrapUnderUntrustedAes).toBe('CKR_KEY_UNEXTRACTABLE');
     expect(seen.nonExtractable.wrapUnderTrustedRsa).toBe('CKR_KEY_UNEXTRACTABLE');

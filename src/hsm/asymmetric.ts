@@ -27,6 +27,7 @@
  */
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
+import { custodyAttributes } from './key-custody.js';
 import type * as P11 from 'pkcs11js';
 import { asBuffer } from './bytes.js';
 import { toHsmError } from './errors.js';
@@ -50,6 +51,7 @@ import {
   type BackingKeyRef,
   type ExportedKeyPair,
   type HashName,
+  type SecretCustody,
   HsmError,
   type KeyPairType,
   type PrivateKeyUsage,
@@ -154,7 +156,7 @@ export class TokenKeyPairs {
     this.t.rememberHandle(ref, privateKey);
   }
 
-  async generateHmacKey(ref: BackingKeyRef, hash: HashName, bytes: number): Promise<void> {
+  async generateHmacKey(ref: BackingKeyRef, hash: HashName, bytes: number, custody: SecretCustody): Promise<void> {
     if (HASHES[hash].bytes > bytes) throw new RangeError('an HMAC key must be at least as long as the hash');
     const template: P11.Template = [
       { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
@@ -164,8 +166,7 @@ export class TokenKeyPairs {
       { type: pkcs11js.CKA_LABEL, value: labelFor(ref) },
       { type: pkcs11js.CKA_TOKEN, value: true },
       { type: pkcs11js.CKA_PRIVATE, value: true },
-      { type: pkcs11js.CKA_SENSITIVE, value: true },
-      { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+      ...custodyAttributes(custody),
       { type: pkcs11js.CKA_SIGN, value: true },
       { type: pkcs11js.CKA_VERIFY, value: true },
       { type: pkcs11js.CKA_ENCRYPT, value: false },

@@ -50,6 +50,7 @@ import { labelFor, objectIdFor, refKey } from './object-naming.js';
 import { PROFILES, type VendorProfile, detectProfile, environmentProblems, sessionLimit } from './profiles.js';
 import { findTokenSlot, trimPadded, withProvisionLock } from './provision.js';
 import { SessionPool } from './session-pool.js';
+import { custodyAttributes } from './key-custody.js';
 import { DEFAULT_SLOW_LANE, type SlowCall, SlowLane } from './slow-lane.js';
 import type { HsmLog, TokenAccess } from './token-access.js';
 import { TokenGuard } from './token-guard.js';
@@ -62,6 +63,7 @@ import {
   HsmError,
   type KeyPairType,
   type PrivateKeyUsage,
+  type SecretCustody,
   type SignatureScheme,
   type TokenInfo,
   type TokenKeyType,
@@ -354,7 +356,7 @@ export class Pkcs11Hsm implements Hsm {
 
   // ---- Hsm ------------------------------------------------------------------------------------
 
-  async generateAesKey(ref: BackingKeyRef): Promise<void> {
+  async generateAesKey(ref: BackingKeyRef, custody: SecretCustody = 'token-only'): Promise<void> {
     const missing = this.missingMechanisms({ kind: 'aes' }, 'decrypt');
     if (missing.length > 0) {
       throw new HsmError('unsupported', 'CKR_MECHANISM_INVALID', 'C_GetMechanismList', `token '${this.label}' lacks ${missing.join(' and ')}, which SYMMETRIC_DEFAULT keys need`);
@@ -363,12 +365,12 @@ export class Pkcs11Hsm implements Hsm {
     const id = objectIdFor(ref);
     let handle: Handle;
     try {
-      handle = await this.generateKeyObject(ref, id);
+      handle = await this.generateKeyObject(ref, id, custody);
     } catch (err) {
       if (!(err instanceof HsmError) || !this.hardenedTemplate || !TEMPLATE_REJECTED.has(err.ckr)) throw err;
       this.hardenedTemplate = false;
       this.log('warn', `token '${this.label}' rejects CKA_MODIFIABLE/CKA_COPYABLE=false (${err.ckr}); generating keys without them`);
-      handle = await this.generateKeyObject(ref, id);
+      handle = await this.generateKeyObject(ref, id, custody);
     }
     this.handles.set(refKey(ref), handle);
   }
@@ -414,15 +416,14 @@ export class Pkcs11Hsm implements Hsm {
     return turn;
   }
 
-  private generateKeyObject(ref: BackingKeyRef, id: Buffer): Promise<Handle> {
+  private generateKeyObject(ref: BackingKeyRef, id: Buffer, custody: SecretCustody): Promise<Handle> {
     const template: P11.Template = [
       { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
       { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
       { type: pkcs11js.CKA_VALUE_LEN, value: AES_KEY_BYTES },
       { type: pkcs11js.CKA_TOKEN, value: true },
       { type: pkcs11js.CKA_PRIVATE, value: true },
-      { type: pkcs11js.CKA_SENSITIVE, value: true },
-      { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+      ...custodyAttributes(custody),
       { type: pkcs11js.CKA_ENCRYPT, value: true },
       { type: pkcs11js.CKA_DECRYPT, value: true },
       { type: pkcs11js.CKA_WRAP, value: false },
@@ -693,8 +694,8 @@ export class Pkcs11Hsm implements Hsm {
   generateKeyPair(ref: BackingKeyRef, type: KeyPairType, usage: PrivateKeyUsage): Promise<void> {
     return this.keyPairs.generateKeyPair(ref, type, usage);
   }
-  generateHmacKey(ref: BackingKeyRef, hash: HashName, bytes: number): Promise<void> {
-    return this.keyPairs.generateHmacKey(ref, hash, bytes);
+  generateHmacKey(ref: BackingKeyRef, hash: HashName, bytes: number, custody: SecretCustody = 'token-only'): Promise<void> {
+    return this.keyPairs.generateHmacKey(ref, hash, bytes, custody);
   }
   publicKey(ref: BackingKeyRef): Promise<Buffer> {
     return this.keyPairs.publicKey(ref);

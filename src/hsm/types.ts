@@ -48,8 +48,9 @@ export interface Hsm {
   /** Mechanism numbers reported by C_GetMechanismList for the slot. */
   readonly mechanisms: ReadonlySet<number>;
 
-  /** Generates a non-extractable, sensitive AES-256 token key for `ref` (C_GenerateKey). */
-  generateAesKey(ref: BackingKeyRef): Promise<void>;
+  /** Generates a sensitive AES-256 token key for `ref` (C_GenerateKey), non-extractable unless
+   *  `custody` is 'trusted-wrap' (multi-Region keys, site-replication.ts). */
+  generateAesKey(ref: BackingKeyRef, custody?: SecretCustody): Promise<void>;
   /** AES-256-GCM inside the token with a 12-byte IV and 128-bit tag. Returns ciphertext‖tag.
    *  A token that chooses the IV itself (CloudHSM, nShield, Luna FIPS: profiles.ts) overwrites
    *  `iv` with the IV it used, so the caller always stores what is in `iv` after the call. */
@@ -83,8 +84,9 @@ export interface Hsm {
   /** Generates a key pair in the token: a sensitive, non-extractable private key for `ref` that can
    *  do `usage` and nothing else, plus its public key object under the same CKA_ID. */
   generateKeyPair(ref: BackingKeyRef, type: KeyPairType, usage: PrivateKeyUsage): Promise<void>;
-  /** Generates a sensitive, non-extractable generic secret of `bytes` bytes for HMAC-`hash`. */
-  generateHmacKey(ref: BackingKeyRef, hash: HashName, bytes: number): Promise<void>;
+  /** Generates a sensitive generic secret of `bytes` bytes for HMAC-`hash`, non-extractable
+   *  unless `custody` is 'trusted-wrap'. */
+  generateHmacKey(ref: BackingKeyRef, hash: HashName, bytes: number, custody?: SecretCustody): Promise<void>;
   /** The DER SubjectPublicKeyInfo of the key pair behind `ref`, read from its public key object. */
   publicKey(ref: BackingKeyRef): Promise<Buffer>;
   /** Signs in the token. RSA and ECDSA schemes take the digest, EdDSA the message; ECDSA returns
@@ -104,6 +106,11 @@ export interface Hsm {
   /** A key pair generated in the token as session objects and handed out (for data key pairs). */
   generateExportableKeyPair(type: KeyPairType): Promise<ExportedKeyPair>;
 }
+
+/** How a new secret key may leave its token: never ('token-only', every key but multi-Region
+ *  ones), or only wrapped under a key the security officer marked trusted ('trusted-wrap':
+ *  CKA_EXTRACTABLE and CKA_WRAP_WITH_TRUSTED, so a multi-Region key can reach a peer site). */
+export type SecretCustody = 'token-only' | 'trusted-wrap';
 
 export type HashName = 'sha1' | 'sha224' | 'sha256' | 'sha384' | 'sha512';
 export type EcCurve = 'P-256' | 'P-384' | 'P-521' | 'secp256k1';

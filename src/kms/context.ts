@@ -29,6 +29,8 @@ export interface Services {
   /** The Services of each Region this deployment serves (P11KMS_REGIONS), for multi-Region keys;
    *  undefined for a Region not served here. */
   regionServices?: (region: string) => Services | undefined;
+  /** Peer deployments (other sites) of multi-Region keys (P11KMS_PEERS_FILE); undefined without. */
+  sites?: import('./site-replication.js').SiteReplication;
 }
 
 export interface RequestContext {

@@ -3,7 +3,7 @@
  * them, and generating the backing key in the token.
  */
 import { unsupported, validation } from './errors.js';
-import type { BackingKeyRef } from '../hsm/types.js';
+import type { BackingKeyRef, SecretCustody } from '../hsm/types.js';
 import type { Services } from './context.js';
 import { HMAC_KEY_BYTES, KEY_SPECS, type KeyUsage, PRIVATE_KEY_USAGE, keySpecInfo } from './key-specs.js';
 
@@ -31,14 +31,19 @@ export function checkKeySpecAndUsage(svc: Pick<Services, 'hsm'>, keySpec: string
   return keyUsage;
 }
 
-/** Generates the token object(s) of a new backing key; checkKeySpecAndUsage has vetted the pair. */
-export async function generateBackingKey(svc: Services, ref: BackingKeyRef, keySpec: string, keyUsage: KeyUsage): Promise<void> {
+/**
+ * Generates the token object(s) of a new backing key; checkKeySpecAndUsage has vetted the pair.
+ * `multiRegion`: symmetric and HMAC material is made so that it can travel to a peer site's token
+ * (wrapped under a trusted key only, src/hsm/site-replication.ts); key pairs never travel.
+ */
+export async function generateBackingKey(svc: Services, ref: BackingKeyRef, keySpec: string, keyUsage: KeyUsage, multiRegion = false): Promise<void> {
   const material = keySpecInfo(keySpec).material;
+  const custody: SecretCustody = multiRegion ? 'trusted-wrap' : 'token-only';
   switch (material.kind) {
     case 'aes':
-      return svc.hsm.generateAesKey(ref);
+      return svc.hsm.generateAesKey(ref, custody);
     case 'hmac':
-      return svc.hsm.generateHmacKey(ref, material.hash, HMAC_KEY_BYTES[material.hash]!);
+      return svc.hsm.generateHmacKey(ref, material.hash, HMAC_KEY_BYTES[material.hash]!, custody);
     case 'rsa':
     case 'ec':
     case 'ed25519':

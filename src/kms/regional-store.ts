@@ -57,7 +57,8 @@ export function regionalStore(base: MetadataStore, region: string): MetadataStor
     },
     updateKey: (keyId, update) => base.updateKey(toRow(keyId), update),
     deleteKey: (keyId) => base.deleteKey(toRow(keyId)),
-    createRegionalKey: (key, tags) => base.createRegionalKey({ ...key, keyId: toRow(key.keyId) }, tags),
+    // The key's own Region: a primary also records its replicas at peer sites (site-replication.ts).
+    createRegionalKey: (key, tags) => base.createRegionalKey({ ...key, keyId: regionalRowId(key.keyId, key.region) }, tags),
     multiRegionKeys: async (keyId) => (await base.multiRegionKeys(keyId)).map((row) => ({ ...row, keyId: apiKeyId(row.keyId) })),
 
     createAlias: (alias) => base.createAlias({ ...alias, targetKeyId: toRow(alias.targetKeyId) }),

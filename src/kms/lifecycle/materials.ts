@@ -11,6 +11,7 @@ import type { KeyRecord, KeyState } from '../../store/types.js';
 import { keyEventScope } from '../arn.js';
 import type { Services } from '../context.js';
 import { apiKeyId } from '../regional-store.js';
+import { isMultiRegion } from '../multi-region.js';
 
 export const DAY_MS = 86_400_000;
 export const DEFAULT_ROTATION_PERIOD_DAYS = 365;
@@ -98,7 +99,8 @@ export async function rotateUnderClaim(
   // An object under this ref can only be the leftover of a rotation that crashed before its
   // commit: it was never current, so nothing was sealed under it.
   await svc.hsm.destroyKey(ref);
-  await svc.hsm.generateAesKey(ref);
+  // A multi-Region key's new version travels to its peer-site replicas like the first one.
+  await svc.hsm.generateAesKey(ref, isMultiRegion(key) ? 'trusted-wrap' : 'token-only');
   const material: MaterialRecord = {
     keyId: key.keyId,
     version,
@@ -117,6 +119,8 @@ export async function rotateUnderClaim(
     await svc.hsm.destroyKey(ref).catch(() => undefined);
     throw new RotationConflict('the key changed during rotation');
   }
+  // Replicas at peer sites get the new version now, or at a later lifecycle pass (never throws).
+  await svc.sites?.afterRotation(svc, { ...key, currentVersion: version });
   return material;
 }
 

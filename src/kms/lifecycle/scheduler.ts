@@ -36,6 +36,8 @@ export async function runDueWork(svc: Services, log: Logger): Promise<DueWorkSum
   await saveKeyUses(svc);
   await rotateDueKeys(svc, log, summary);
   await sweepDueDeletions(svc, log, summary);
+  // Rotations not yet pushed to replicas at peer sites (site-replication.ts).
+  await svc.sites?.retryPending(svc);
   summary.expiredMaterials = await expireDueMaterials(svc);
   summary.expiredImportParameters = await destroyStaleImportParameters(svc);
   return summary;

@@ -61,7 +61,7 @@ const createKey: OperationHandler = async (input, ctx, svc) => {
   const version = { keyId: key.keyId, version: 1, createdAt: now, keyMaterialId: randomBytes(32).toString('hex') };
   // Token object first, then the row: a failed insert destroys the object, so neither side is
   // left with an orphan. A crash in between leaves a token object that the start-up check reports.
-  if (origin === 'AWS_KMS') await generateBackingKey(svc, { keyId: key.keyId, version: 1 }, keySpec, keyUsage);
+  if (origin === 'AWS_KMS') await generateBackingKey(svc, { keyId: key.keyId, version: 1 }, keySpec, keyUsage, multiRegion);
   const keyTags = tags.map((t) => ({ TagKey: t.TagKey, TagValue: t.TagValue }));
   try {
     if (multiRegion) await createMultiRegionKey(svc, key, version, keyTags);

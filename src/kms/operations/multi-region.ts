@@ -15,13 +15,13 @@ import { defaultKeyPolicy } from '../policy-defaults.js';
 import { checkKeyPolicy } from './policies.js';
 import { checkTagCount, checkTagKeys } from './tags.js';
 
-/** The Services of another Region this deployment serves. A Region served by a peer deployment
- *  (another site) is where a remote replication would plug in; until then it is refused. */
+/** The Services of another Region this deployment serves (a Region of a peer deployment,
+ *  P11KMS_PEERS_FILE, is handled before: ReplicateKey; other operations refuse it here). */
 function servicesOfRegion(svc: Services, region: string): Services {
   const other = svc.regionServices?.(region);
   if (!other) {
     throw unsupported(
-      `The Region ${region} is not served by this deployment (P11KMS_REGIONS); multi-Region keys replicate only between the Regions one deployment serves.`,
+      `The Region ${region} is not served by this deployment (P11KMS_REGIONS); multi-Region keys replicate only between the Regions one deployment serves and those of the peer deployments named in P11KMS_PEERS_FILE.`,
     );
   }
   return other;
@@ -43,11 +43,20 @@ const replicateKey: OperationHandler = async (input, ctx, svc) => {
   if (!(primary.origin === 'EXTERNAL' && primary.keyState === 'PendingImport')) requireEnabled(svc, primary);
   const region: string = input.ReplicaRegion;
   if (region === primary.region) throw validation(`The replica Region ${region} is the Region of the primary key ${arn}.`);
-  const target = servicesOfRegion(svc, region);
-
   const tags = ((input.Tags ?? []) as TagRecord[]).map((t) => ({ TagKey: t.TagKey, TagValue: t.TagValue }));
   checkTagKeys(tags.map((t) => t.TagKey));
   checkTagCount(tags.length);
+  // A Region another deployment (site) serves: the material travels to its HSM (site-replication.ts).
+  const peer = svc.regionServices?.(region) ? undefined : svc.sites?.peerOf(region);
+  if (peer) {
+    const policy: string = input.Policy ?? defaultKeyPolicy(svc.account.partition, svc.account.accountId);
+    // The policy (and its lockout check) is judged here, with this request's caller; the peer
+    // trusts the peer deployment's call.
+    if (input.Policy !== undefined) await checkKeyPolicy(svc, ctx, { ...primary, region, policy }, policy, input.BypassPolicyLockoutSafetyCheck === true);
+    return svc.sites!.replicate(svc, primary, peer, { Description: input.Description, Policy: input.Policy, Tags: tags, policy });
+  }
+  const target = servicesOfRegion(svc, region);
+
   // AWS: kms:CreateKey (and kms:TagResource for tags) in an IAM policy in the replica's Region.
   await authorize(target, ctx, 'CreateKey', '*');
   if (tags.length > 0) await authorize(target, ctx, 'TagResource', '*');
