@@ -205,7 +205,7 @@ async function startWith(config: Config, options: StartOptions, log: Logger, pri
     routes: [
       createOperatorRoutes({ services, principals, verifier, log, dataDir: config.dataDir, database: config.database, checkHealth, auditor, metrics }),
       createConsoleRoutes({ region: config.region, accountId: config.accountId }),
-      ...(peers ? [createPeerRoutes({ peers, regionalServices, home: regionalServices.get(config.region)!, maxSkewSeconds: config.maxClockSkewSeconds, log })] : []),
+      ...(peers ? [createPeerRoutes({ peers, regionalServices, home: regionalServices.get(config.region)!, whole: services, principalOf: principals.principalOf, maxSkewSeconds: config.maxClockSkewSeconds, log })] : []),
     ],
     checkReady: () => {
       if (closing) return 'shutting down';

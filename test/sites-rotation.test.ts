@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClock } from './helpers/clock.js';
 import { type ServiceProcess, freePort, spawnTestService, waitHealthy } from './helpers/process.js';
 import { REGION, ROOT, type TestService, startTestService, tempDir } from './helpers/service.js';
-import { type Site, exportKey, trust } from './sites/ceremony.js';
+import { type Site, exportKey, peersFileOf, trust } from './sites/ceremony.js';
 
 const A: Site = { dataDir: tempDir('p11kms-site-a-'), region: REGION };
 const B: Site & { port: number } = { dataDir: tempDir('p11kms-site-b-'), region: 'eu-central-1', port: 0 };
@@ -23,10 +23,9 @@ beforeAll(async () => {
   B.port = await freePort();
   for (const site of [A, B]) await exportKey(site);
   for (const [site, peer] of [[A, B], [B, A]] as const) expect((await trust(site, peer)).code).toBe(0);
-  const peersOf = async (peer: Site, endpoint: string) => JSON.stringify({ peers: [{ region: peer.region, endpoint, ...PEER_KEY, fingerprint: (await exportKey(peer)).fingerprint }] });
-  fs.writeFileSync(path.join(A.dataDir, 'peers.json'), await peersOf(B, `http://127.0.0.1:${B.port}`));
+  fs.writeFileSync(path.join(A.dataDir, 'peers.json'), await peersFileOf(B, `http://127.0.0.1:${B.port}`, PEER_KEY));
   // B never calls A in this test; the entry is what lets B accept A's calls.
-  fs.writeFileSync(path.join(B.dataDir, 'peers.json'), await peersOf(A, 'http://127.0.0.1:9'));
+  fs.writeFileSync(path.join(B.dataDir, 'peers.json'), await peersFileOf(A, 'http://127.0.0.1:9', PEER_KEY));
   const started = await spawnTestService({ P11KMS_DATA_DIR: B.dataDir, P11KMS_REGION: B.region, P11KMS_PORT: String(B.port), P11KMS_PEERS_FILE: path.join(B.dataDir, 'peers.json') });
   b = started.proc;
   await waitHealthy(`http://127.0.0.1:${B.port}`, b);

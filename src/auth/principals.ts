@@ -104,6 +104,9 @@ export class PrincipalRegistry {
 
   secretFor = (accessKeyId: string): string | undefined => this.byAccessKey.get(accessKeyId)?.secret;
 
+  /** The configured principal of `arn` (the account root included), if there is one. */
+  principalOf = (arn: string): Principal | undefined => this.byArn.get(arn);
+
   /** Every configured principal once (a principal may have two access keys). */
   all(): Principal[] {
     return [...new Set([...this.byAccessKey.values()].map((e) => e.principal))];

@@ -9,6 +9,7 @@
  *
  *   POST /p11kms/peer/replicas   a new replica (ReplicateKey at the primary's site)
  *   POST /p11kms/peer/versions   versions of an existing replica (rotation at the primary)
+ *   POST /p11kms/peer/deletions  a replica of a primary here was deleted at the peer's site
  */
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
@@ -18,7 +19,16 @@ import { SigV4Verifier } from '../auth/sigv4.js';
 import type { Services } from '../kms/context.js';
 import { KmsError, accessDenied } from '../kms/errors.js';
 import type { Peers } from '../kms/peers.js';
-import { PEER_REPLICAS_PATH, PEER_SIGNING_NAME, PEER_VERSIONS_PATH, acceptReplica, acceptVersions } from '../kms/site-replication.js';
+import {
+  PEER_DELETIONS_PATH,
+  PEER_REPLICAS_PATH,
+  PEER_SIGNING_NAME,
+  PEER_VERSIONS_PATH,
+  type PeerRequestEnv,
+  acceptReplica,
+  acceptReplicaDeleted,
+  acceptVersions,
+} from '../kms/site-replication.js';
 import type { Logger } from '../log.js';
 import { httpStatusOf } from './error-response.js';
 
@@ -26,6 +36,10 @@ export interface PeerApiDeps {
   peers: Peers;
   regionalServices: Map<string, Services>;
   home: Services;
+  /** The services over the whole store (what the lifecycle uses), for a remote replica's row. */
+  whole: Services;
+  /** This deployment's principals by ARN: a peer's ReplicateKey names its caller. */
+  principalOf: PeerRequestEnv['principalOf'];
   maxSkewSeconds: number;
   log: Logger;
 }
@@ -58,7 +72,7 @@ export function createPeerRoutes(deps: PeerApiDeps): { handles: (method: string,
         } catch {
           throw new KmsError('SerializationException', 'The request body is not JSON.');
         }
-        const answer = await accept(svc, peer, parsed);
+        const answer = await accept(svc, peer, parsed, { whole: deps.whole, principalOf: deps.principalOf, sourceIp: req.socket.remoteAddress ?? '', secureTransport: req.secure });
         deps.log.info({ requestId, operation, peerRegion, keyId: answer.KeyId }, 'peer deployment request served');
         sendJson(res, requestId, 200, answer);
       } catch (e) {
@@ -73,7 +87,9 @@ export function createPeerRoutes(deps: PeerApiDeps): { handles: (method: string,
   };
   router.post(PEER_REPLICAS_PATH, raw, route('ReplicateKeyFromPeer', acceptReplica));
   router.post(PEER_VERSIONS_PATH, raw, route('RotateKeyFromPeer', acceptVersions));
-  return { handles: (_method, path) => path === PEER_REPLICAS_PATH || path === PEER_VERSIONS_PATH, router };
+  router.post(PEER_DELETIONS_PATH, raw, route('ReplicaDeletedAtPeer', acceptReplicaDeleted));
+  const paths = new Set([PEER_REPLICAS_PATH, PEER_VERSIONS_PATH, PEER_DELETIONS_PATH]);
+  return { handles: (_method, path) => paths.has(path), router };
 }
 
 function internalError(log: Logger, requestId: string, e: unknown): KmsError {

@@ -15,6 +15,18 @@
  * it does not serve, so no request reaches it), which DescribeKey's MultiRegionConfiguration
  * lists. A rotation whose push fails is retried by every lifecycle pass until it gets through (and
  * once at start-up for every remote replica, so a restart loses no retry).
+ *
+ * Deletion follows AWS: the primary lists a replica until the replica is deleted. When the
+ * waiting period of a replica of a primary at a peer site ends, the sweep destroys its token
+ * objects and tells the primary's site (PEER_DELETIONS_PATH), which drops its record of the
+ * replica (a primary in PendingReplicaDeletion then begins its own waiting period). Until the
+ * primary's site has answered, the replica's row stays, gone for the API (past its deletion
+ * date), and every lifecycle pass tries again: the retry lives in the store.
+ *
+ * Authorization at the peer (AWS: kms:CreateKey, and kms:TagResource with tags, in the replica's
+ * Region for the caller of ReplicateKey): the peer deployment names its caller's ARN, and the peer
+ * evaluates its own policies for that principal, which must be one of its principals (the same
+ * ARN in its principals file, or the account root); any other is denied.
  */
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -24,20 +36,24 @@ import { z } from 'zod';
 import { unwrapFromPeer, wrapForPeer, type TravellingMaterial } from '../hsm/site-replication.js';
 import { HsmError } from '../hsm/types.js';
 import type { MaterialRecord } from '../store/lifecycle.js';
+import type { Principal } from '../auth/principals.js';
 import type { KeyRecord, TagRecord } from '../store/types.js';
 import { StoreConflictError } from '../store/types.js';
 import { keyArn, keyEventScope } from './arn.js';
-import type { Services } from './context.js';
+import type { RequestContext, Services } from './context.js';
 import { KmsError, accessDenied, notFound, unsupported, validation } from './errors.js';
 import { keySpecInfo } from './key-specs.js';
-import { renderKeyMetadata } from './keys.js';
+import { authorize, renderKeyMetadata } from './keys.js';
+import { afterRegionalKeyDeleted } from './lifecycle/deletion.js';
 import { newClaim } from './lifecycle/materials.js';
 import { isMultiRegion } from './multi-region.js';
 import type { Peer, Peers } from './peers.js';
+import { regionalRowId } from './regional-store.js';
 
 export const PEER_SIGNING_NAME = 'p11kms-peer';
 export const PEER_REPLICAS_PATH = '/p11kms/peer/replicas';
 export const PEER_VERSIONS_PATH = '/p11kms/peer/versions';
+export const PEER_DELETIONS_PATH = '/p11kms/peer/deletions';
 const PEER_TIMEOUT_MS = 15_000;
 
 type Log = { warn(obj: object, msg: string): void; info(obj: object, msg: string): void };
@@ -62,8 +78,12 @@ const versionWire = z.object({
 });
 type VersionWire = z.infer<typeof versionWire>;
 
+const principalArn = z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:(root|user\/.+|role\/.+|assumed-role\/.+)$/).max(2048);
+
 const replicaWire = z.object({
   sourceRegion: z.string().max(64),
+  /** Who called ReplicateKey at the primary's site (the peer authorizes that principal). */
+  callerArn: principalArn,
   keyId: z.string().regex(/^mrk-[0-9a-f]{32}$/),
   keySpec: z.string().max(64),
   keyUsage: z.string().max(64),
@@ -73,6 +93,11 @@ const replicaWire = z.object({
   tags: z.array(z.object({ TagKey: z.string().max(128), TagValue: z.string().max(256) })).max(50),
   currentVersion: z.number().int().min(1),
   versions: z.array(versionWire).min(1).max(64),
+});
+
+const replicaDeletedWire = z.object({
+  replicaRegion: z.string().max(64),
+  keyId: z.string().regex(/^mrk-[0-9a-f]{32}$/),
 });
 
 const versionsWire = z.object({
@@ -99,7 +124,7 @@ export class SiteReplication {
   // ---- the primary's side --------------------------------------------------------------------
 
   /** ReplicateKey to a Region a peer serves: the peer creates the replica; this side records it. */
-  async replicate(svc: Services, primary: KeyRecord, peer: Peer, input: { Description?: string; Policy?: string; Tags: TagRecord[]; policy: string }): Promise<Record<string, unknown>> {
+  async replicate(svc: Services, primary: KeyRecord, peer: Peer, input: { Description?: string; Policy?: string; Tags: TagRecord[]; policy: string; callerArn: string }): Promise<Record<string, unknown>> {
     const arn = keyArn(svc.account, primary.keyId);
     const material = travellingMaterial(primary.keySpec);
     if (!material) {
@@ -117,6 +142,7 @@ export class SiteReplication {
     const tags = input.Tags;
     await this.call(peer, PEER_REPLICAS_PATH, {
       sourceRegion: svc.account.region,
+      callerArn: input.callerArn,
       keyId: primary.keyId,
       keySpec: primary.keySpec,
       keyUsage: primary.keyUsage,
@@ -190,6 +216,20 @@ export class SiteReplication {
         this.log.warn({ keyId: id, region, err: e instanceof Error ? e.message : String(e) }, 'pushing a rotation to the peer deployment failed; retried at the next lifecycle pass');
       }
     }
+  }
+
+  /**
+   * The sweep of `row` (a store row, in the whole store) is about to delete a Region's key: when
+   * it is a replica whose primary is at a peer site, that site is told first. Throws when it
+   * cannot be told, so that the row stays and the next lifecycle pass tries again.
+   */
+  async beforeReplicaDeleted(row: KeyRecord): Promise<void> {
+    if (!row.primaryRegion || row.primaryRegion === row.region) return;
+    const peer = this.peerOf(row.primaryRegion);
+    if (!peer) return;
+    const keyId = row.keyId.split('/')[0]!;
+    await this.call(peer, PEER_DELETIONS_PATH, { replicaRegion: row.region, keyId });
+    this.log.info({ keyId, region: row.region, primaryRegion: peer.region }, 'the primary key\'s site was told that its replica is deleted');
   }
 
   /** How many rotations wait to be pushed (metrics, tests). */
@@ -317,10 +357,46 @@ function parseWire<T extends z.ZodType>(schema: T, body: unknown): z.output<T> {
   return parsed.data;
 }
 
+/** What the peer API hands the handlers besides the request's Region's services. */
+export interface PeerRequestEnv {
+  /** The services over the whole store (a primary's record of a remote replica). */
+  whole: Services;
+  principalOf(arn: string): Principal | undefined;
+  sourceIp: string;
+  secureTransport: boolean;
+}
+
+/**
+ * AWS: ReplicateKey needs kms:CreateKey (and kms:TagResource with tags) in the replica's Region.
+ * The peer deployment is authenticated and names its caller; this deployment decides with its own
+ * policies for that principal, if it is one of its own, and denies otherwise (deny by default).
+ */
+async function authorizeReplicaCaller(svc: Services, peer: Peer, callerArn: string, tagged: boolean, env: PeerRequestEnv): Promise<void> {
+  const principal = env.principalOf(callerArn);
+  if (!principal || principal.integratedService !== undefined) {
+    throw accessDenied(
+      `User: ${callerArn} is not authorized to perform: kms:CreateKey in ${svc.account.region}, because this deployment does not know the principal: name it in its principals file (P11KMS_PRINCIPALS_FILE) with the permissions to create keys.`,
+    );
+  }
+  const ctx: RequestContext = {
+    requestId: '',
+    eventId: '',
+    caller: { principal, accessKeyId: peer.accessKeyId },
+    sourceIp: env.sourceIp,
+    userAgent: '',
+    secureTransport: env.secureTransport,
+    operation: 'ReplicateKey',
+    input: {},
+  };
+  await authorize(svc, ctx, 'CreateKey', '*');
+  if (tagged) await authorize(svc, ctx, 'TagResource', '*');
+}
+
 /** The replica a peer deployment's ReplicateKey sends, created in `svc`'s Region. */
-export async function acceptReplica(svc: Services, peer: Peer, body: unknown): Promise<Record<string, unknown>> {
+export async function acceptReplica(svc: Services, peer: Peer, body: unknown, env: PeerRequestEnv): Promise<Record<string, unknown>> {
   const r = parseWire(replicaWire, body);
   if (r.sourceRegion !== peer.region) throw accessDenied(`The peer credential belongs to ${peer.region}, not to ${r.sourceRegion}.`);
+  await authorizeReplicaCaller(svc, peer, r.callerArn, r.tags.length > 0, env);
   const material = travellingMaterial(r.keySpec);
   if (!material) throw unsupported(`KeySpec ${r.keySpec} does not travel between deployments.`);
   // A key of this ID here that is not the same primary's (its row in this Region, or another
@@ -439,4 +515,24 @@ async function installVersions(svc: Services, keyId: string, material: Travellin
     added++;
   }
   return added;
+}
+
+/**
+ * A replica of a primary key of `svc`'s Region was deleted at the peer's site: the primary no
+ * longer lists it, and a primary waiting in PendingReplicaDeletion for it may begin its own
+ * waiting period. Idempotent: a replica this site no longer records is answered the same way.
+ */
+export async function acceptReplicaDeleted(svc: Services, peer: Peer, body: unknown, env: PeerRequestEnv): Promise<Record<string, unknown>> {
+  const d = parseWire(replicaDeletedWire, body);
+  if (d.replicaRegion !== peer.region) throw accessDenied(`The peer credential belongs to ${peer.region}, not to ${d.replicaRegion}.`);
+  const rows = await svc.store.multiRegionKeys(d.keyId);
+  const replica = rows.find((k) => k.region === peer.region);
+  if (replica) {
+    if (replica.primaryRegion !== svc.account.region) throw notFound(`Key '${keyArn(svc.account, d.keyId)}' does not exist`);
+    await env.whole.store.deleteKey(regionalRowId(d.keyId, peer.region));
+    await afterRegionalKeyDeleted(env.whole, d.keyId);
+    const scope = keyEventScope({ ...svc.account, region: peer.region }, replica);
+    await svc.audit?.recordServiceEvent({ eventName: 'DeleteKey', ...scope, additionalEventData: { deletedAtPeer: peer.region } }).catch(() => undefined);
+  }
+  return { KeyId: d.keyId };
 }

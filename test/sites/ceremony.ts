@@ -26,3 +26,8 @@ export async function trust(site: Site, peer: Site, fingerprint?: string, extra:
     P11KMS_SO_PIN_FILE: soPinFile(site),
   });
 }
+
+/** A peers file (JSON) naming `peer` at `endpoint` with the pair's credentials and its fingerprint. */
+export async function peersFileOf(peer: Site, endpoint: string, key: { accessKeyId: string; secretAccessKey: string }): Promise<string> {
+  return JSON.stringify({ peers: [{ region: peer.region, endpoint, ...key, fingerprint: (await exportKey(peer)).fingerprint }] });
+}

@@ -51,9 +51,9 @@ const replicateKey: OperationHandler = async (input, ctx, svc) => {
   if (peer) {
     const policy: string = input.Policy ?? defaultKeyPolicy(svc.account.partition, svc.account.accountId);
     // The policy (and its lockout check) is judged here, with this request's caller; the peer
-    // trusts the peer deployment's call.
+    // judges kms:CreateKey (and kms:TagResource) in its Region for the same caller.
     if (input.Policy !== undefined) await checkKeyPolicy(svc, ctx, { ...primary, region, policy }, policy, input.BypassPolicyLockoutSafetyCheck === true);
-    return svc.sites!.replicate(svc, primary, peer, { Description: input.Description, Policy: input.Policy, Tags: tags, policy });
+    return svc.sites!.replicate(svc, primary, peer, { Description: input.Description, Policy: input.Policy, Tags: tags, policy, callerArn: ctx.caller.principal.arn });
   }
   const target = servicesOfRegion(svc, region);
 
@@ -103,6 +103,11 @@ const updatePrimaryRegion: OperationHandler = async (input, ctx, svc) => {
   requirePrimary(svc, primary);
   const region: string = input.PrimaryRegion;
   if (region === primary.region) throw validation(`${arnOfKey(svc, primary)} is already the primary key in ${region}.`);
+  if (!svc.regionServices?.(region) && svc.sites?.peerOf(region)) {
+    throw unsupported(
+      `${arnOfKey(svc, primary)} cannot move its primary Region to ${region}, a Region served by another deployment (P11KMS_PEERS_FILE): across sites the primary key stays at the site that created it. UpdatePrimaryRegion works between the Regions of this deployment.`,
+    );
+  }
   const target = servicesOfRegion(svc, region);
   const replica = await target.store.getKey(primary.keyId);
   if (!replica || isPastDeletionDate(replica, svc.now())) throw notFound(`Key '${keyArn(target.account, primary.keyId)}' does not exist`);
