@@ -27,7 +27,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DAY_MS, TestClock } from './helpers/clock.js';
 import { credentials, identityPolicy, testUser, writePrincipalsFile } from './helpers/principals.js';
-import { type ServiceProcess, freePort, spawnTestService, waitHealthy } from './helpers/process.js';
+import { type ServiceProcess, freePort, runCli, spawnTestService, waitHealthy } from './helpers/process.js';
 import { REGION, ROOT, type TestService, errorOf, startTestService, tempDir } from './helpers/service.js';
 import { type Site, exportKey, peersFileOf, trust } from './sites/ceremony.js';
 
@@ -182,4 +182,12 @@ describe('deleting a replica at B, and the primary at A', () => {
     // Not scheduled at A: the primary stays usable, now without replicas.
     expect((await clientOfA().send(new DescribeKeyCommand({ KeyId: second }))).KeyMetadata!.KeyState).toBe('Enabled');
   }, 60_000);
+
+  it("A's audit trail records the replica's deletion in B's Region", async () => {
+    await a!.stop();
+    const r = await runCli(['audit', 'query', '--key', second], A.dataDir, { P11KMS_REGION: A.region });
+    expect(r.code, r.stderr).toBe(0);
+    const events = r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { eventName: string; awsRegion: string });
+    expect(events).toContainEqual(expect.objectContaining({ eventName: 'DeleteKey', awsRegion: B.region }));
+  });
 });
