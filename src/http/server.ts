@@ -267,7 +267,7 @@ async function handleApiRequest(deps: ApiDeps, req: IncomingMessage, res: Server
       resources,
     };
     output = await handler(input, ctx, services);
-    const responseBody = output === undefined ? '{}' : JSON.stringify(serializeOutput(operation, output));
+    const responseBody = output === undefined ? '{}' : serializeOutput(operation, output);
     // Durable before the response: the record is on disk when the client hears back.
     if (deps.auditor) await deps.auditor.record(auditFacts(req, sourceIp, requestId, eventId, eventTime, operation, caller, auditInput, output, undefined, resources, services));
     res.writeHead(200, { 'Content-Type': JSON_CONTENT_TYPE, 'x-amzn-RequestId': requestId });
