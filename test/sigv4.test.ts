@@ -239,6 +239,22 @@ describe('SigV4Verifier with signatures from @smithy/signature-v4', () => {
     }
   });
 
+  it('reads the Authorization parameters in any order and spacing, as signed', async () => {
+    const req = await sign();
+    const auth = req.headers.authorization as string;
+    const params = Object.fromEntries(auth.slice(auth.indexOf(' ') + 1).split(', ').map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
+    const { Credential, SignedHeaders, Signature } = params as Record<string, string>;
+    const forms = [
+      `AWS4-HMAC-SHA256 Credential=${Credential},SignedHeaders=${SignedHeaders},Signature=${Signature}`,
+      `AWS4-HMAC-SHA256 Signature=${Signature}, Credential=${Credential}, SignedHeaders=${SignedHeaders}`,
+      `AWS4-HMAC-SHA256 Credential=${Credential},  SignedHeaders=${SignedHeaders} ,\tSignature=${Signature}`,
+    ];
+    for (const authorization of forms) expect(verifier().verify(withHeaders(req, { authorization })), authorization).toBe(AKID);
+    // An empty scope part (the general reading: a Region '') or a wrong signature: refused.
+    expect(rejected(withHeaders(req, { authorization: auth.replace('/us-east-1/', '//') })).message).toMatch(/^Credential should be scoped to a valid region/);
+    expect(rejected(withHeaders(req, { authorization: auth.replace(/Signature=\w+/, 'Signature=00') })).message).toMatch(MISMATCH);
+  });
+
   it('treats odd or absent signed header names as a plain mismatch', async () => {
     const req = await sign();
     for (const names of ['constructor;host;x-amz-date;x-amz-target', '__proto__;host;toString;x-amz-date;x-amz-target', 'host;x-amz-date;x-amz-target;x-not-sent']) {

@@ -245,7 +245,15 @@ export class SigV4Verifier {
   }
 }
 
+/** The Authorization header as every SDK writes it: the three parameters in this order, each value
+ *  free of commas, equal signs and whitespace, a credential of five non-empty parts. The general
+ *  parser below reads such a header the same way; this one reads it in one native pass. */
+const SDK_AUTHORIZATION =
+  /^AWS4-HMAC-SHA256 Credential=([^,=\s/]+)\/([^,=\s/]+\/[^,=\s/]+\/[^,=\s/]+\/[^,=\s/]+), ?SignedHeaders=([^,=\s]+), ?Signature=([^,=\s]+)$/;
+
 function parseAuthorization(header: string): AuthorizationHeader {
+  const sdk = SDK_AUTHORIZATION.exec(header);
+  if (sdk) return { accessKeyId: sdk[1]!, scope: sdk[2]!.split('/'), signedHeaders: sdk[3]!.split(';'), signature: sdk[4]! };
   const space = header.indexOf(' ');
   const algorithm = space < 0 ? header : header.slice(0, space);
   if (algorithm !== ALGORITHM_IDENTIFIER) {
@@ -265,12 +273,8 @@ function parseAuthorization(header: string): AuthorizationHeader {
   const credential = params.get('Credential');
   const signedHeaders = params.get('SignedHeaders');
   const signature = params.get('Signature');
-  const missing = [
-    ...(credential ? [] : ['Credential']),
-    ...(signature ? [] : ['Signature']),
-    ...(signedHeaders ? [] : ['SignedHeaders']),
-  ];
-  if (missing.length > 0) {
+  if (!credential || !signature || !signedHeaders) {
+    const missing = [...(credential ? [] : ['Credential']), ...(signature ? [] : ['Signature']), ...(signedHeaders ? [] : ['SignedHeaders'])];
     throw incomplete(missing.map((name) => `Authorization header requires '${name}' parameter.`).join(' '));
   }
   const [accessKeyId, ...scope] = credential!.split('/');
