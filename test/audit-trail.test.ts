@@ -150,6 +150,17 @@ describe('audit trail', () => {
       expect(r.resources).toEqual([{ accountId: ACCOUNT_ID, type: 'AWS::KMS::Key', ARN: `arn:aws:kms:${REGION}:${ACCOUNT_ID}:key/00000000-0000-0000-0000-000000000000` }]);
     });
 
+    // Refused before any key was authorized: the record names the key behind the alias, if any.
+    for (const [alias, resources] of [['alias/audited', [{ accountId: ACCOUNT_ID, type: 'AWS::KMS::Key', ARN: keyArn }]], ['alias/none', undefined]] as const) {
+      const body = JSON.stringify({ KeyId: alias, Plaintext: 'AAAA', EncryptionAlgorithm: 'NO_SUCH_ALGORITHM' });
+      const invalidInput = await rawCall(service.url, { target: 'TrentService.Encrypt', body });
+      expect(invalidInput.json.__type).toBe('ValidationException');
+      expectRecord(invalidInput.headers.get('x-amzn-requestid') ?? undefined, 'Encrypt', (r) => {
+        expect(r.errorCode).toBe('ValidationException');
+        expect(r.resources).toEqual(resources);
+      });
+    }
+
     // Malformed: bad signature, unknown operation, invalid JSON.
     const badSig = await rawCall(service.url, { target: 'TrentService.ListKeys', credentials: { accessKeyId: ROOT.accessKeyId, secretAccessKey: 'wrong-secret-wrong-secret-0123' } });
     expect(badSig.status).toBe(400);
@@ -307,7 +318,7 @@ describe('audit trail', () => {
     const byEvent = await runCli(['audit', 'query', '--event', 'Encrypt'], dataDir);
     expect(byEvent.code).toBe(0);
     const encrypts = byEvent.stdout.trim().split('\n').map((l) => JSON.parse(l) as Rec);
-    expect(encrypts).toHaveLength(3);
+    expect(encrypts).toHaveLength(5); // allowed, denied, two refused inputs, malformed JSON
     const byPrincipal = await runCli(['audit', 'query', '--principal', ALICE_ARN], dataDir);
     expect(byPrincipal.stdout.trim().split('\n')).toHaveLength(1);
     const byKey = await runCli(['audit', 'query', '--key', keyId, '--from', '2000-01-01T00:00:00Z'], dataDir);
@@ -323,7 +334,7 @@ describe('audit trail', () => {
     const report = JSON.parse(stdout);
     const key = report.keys.find((k: Rec) => k.key === keyArn);
     expect(key.requests).toMatchObject({ CreateKey: 1, CreateAlias: 1, Encrypt: 1, Decrypt: 1, GenerateDataKey: 1 });
-    expect(key.failed).toMatchObject({ Encrypt: 1, Decrypt: 1 });
+    expect(key.failed).toMatchObject({ Encrypt: 2, Decrypt: 1 }); // denied, refused input through the alias
     expect(report.keysInExistence).toBe(1);
     // Charged from its creation to now (minutes in this run), not to the end of the month.
     expect(key.monthFraction).toBeGreaterThan(0);

@@ -452,9 +452,17 @@ describe('parseInput accepts and converts', () => {
   });
 });
 
+/** The wire text of `output`, checked to be compact JSON, as parsed by a client. */
+function wireOf(operation: string, output: Record<string, unknown>): unknown {
+  const text = serializeOutput(operation, output);
+  const parsed = JSON.parse(text);
+  expect(JSON.stringify(parsed)).toBe(text);
+  return parsed;
+}
+
 describe('serializeOutput', () => {
   it('encodes blobs as base64 and leaves out undefined, null and unknown members', () => {
-    const wire = serializeOutput('GenerateDataKey', {
+    const wire = wireOf('GenerateDataKey', {
       CiphertextBlob: Buffer.from('cipher'),
       Plaintext: new Uint8Array([1, 2, 3]),
       KeyId: KEY_ARN,
@@ -463,16 +471,16 @@ describe('serializeOutput', () => {
       internalNote: 'not for the wire',
     });
     expect(wire).toEqual({ CiphertextBlob: b64('cipher'), Plaintext: 'AQID', KeyId: KEY_ARN });
-    expect(Object.keys(wire)).toEqual(['CiphertextBlob', 'Plaintext', 'KeyId']);
+    expect(Object.keys(wire as object)).toEqual(['CiphertextBlob', 'Plaintext', 'KeyId']);
   });
 
   it('encodes a Uint8Array view over a larger buffer by its own bytes', () => {
     const view = new Uint8Array([9, 9, 1, 2, 3, 9]).subarray(2, 5);
-    expect(serializeOutput('GenerateRandom', { Plaintext: view })).toEqual({ Plaintext: 'AQID' });
+    expect(wireOf('GenerateRandom', { Plaintext: view })).toEqual({ Plaintext: 'AQID' });
   });
 
   it('turns nested Dates into epoch seconds, fractions included', () => {
-    const wire = serializeOutput('DescribeKey', {
+    const wire = wireOf('DescribeKey', {
       KeyMetadata: {
         KeyId: 'k',
         CreationDate: new Date(1700000000123),
@@ -494,7 +502,7 @@ describe('serializeOutput', () => {
   });
 
   it('converts dates inside list elements and keeps nested maps', () => {
-    const wire = serializeOutput('ListGrants', {
+    const wire = wireOf('ListGrants', {
       Grants: [
         {
           GrantId: 'g',
@@ -512,12 +520,32 @@ describe('serializeOutput', () => {
   });
 
   it('gives {} for operations without output', () => {
-    expect(serializeOutput('CreateAlias', {})).toEqual({});
+    expect(wireOf('CreateAlias', {})).toEqual({});
   });
 
   it('round-trips through JSON the way an AWS SDK reads it', () => {
-    const text = JSON.stringify(serializeOutput('GetKeyRotationStatus', { KeyRotationEnabled: true, NextRotationDate: new Date('2030-01-01T00:00:00Z') }));
-    expect(JSON.parse(text)).toEqual({ KeyRotationEnabled: true, NextRotationDate: 1893456000 });
+    const text = serializeOutput('GetKeyRotationStatus', { KeyRotationEnabled: true, NextRotationDate: new Date('2030-01-01T00:00:00Z') });
+    expect(text).toBe('{"KeyRotationEnabled":true,"NextRotationDate":1893456000}');
+  });
+
+  it('escapes what JSON needs escaped in strings and map keys, and writes blobs as plain base64', () => {
+    const awkward = 'quote " backslash \\ newline \n tab \t nul \u0000 é 𝄞 \u2028';
+    const wire = wireOf('ListGrants', {
+      Grants: [
+        { GrantId: awkward, Name: awkward, Constraints: { EncryptionContextEquals: { [awkward]: awkward } }, CreationDate: new Date(1700000000500), Operations: [] },
+        null,
+        undefined,
+      ],
+      NextMarker: awkward,
+      Truncated: true,
+    });
+    expect(wire).toEqual({
+      Grants: [{ GrantId: awkward, Name: awkward, Constraints: { EncryptionContextEquals: { [awkward]: awkward } }, CreationDate: 1700000000.5, Operations: [] }, null, null],
+      NextMarker: awkward,
+      Truncated: true,
+    });
+    const bytes = Buffer.from([0xfb, 0xff, 0xbf, 0, 1]);
+    expect(serializeOutput('Decrypt', { Plaintext: bytes, KeyId: KEY_ARN })).toBe(`{"KeyId":${JSON.stringify(KEY_ARN)},"Plaintext":"${bytes.toString('base64')}"}`);
   });
 });
 

@@ -95,6 +95,27 @@ describe('SigV4Verifier with signatures from @smithy/signature-v4', () => {
     expect(verifier().verify(req)).toBe(AKID);
   });
 
+  it('assembles the canonical request of a plain KMS call exactly as the SDK assembles it', () => {
+    const v = verifier();
+    // Values with every kind of whitespace the canonical form trims or folds, seeded so a failure
+    // can be replayed; names always sorted and lower case (the direct path), then shuffled or
+    // upper-cased (the SDK path, trivially equal) and with a header repeated in rawHeaders.
+    let seed = 15;
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const pieces = [' ', '  ', '\t', '\r\n', 'a', 'b c', ',', 'é', ''];
+    const value = () => Array.from({ length: Math.floor(random() * 6) }, () => pieces[Math.floor(random() * pieces.length)]).join('');
+    for (let round = 0; round < 300; round++) {
+      const headers: Record<string, string | string[]> = { host: value(), 'x-amz-date': '20260101T001000Z', 'x-amz-target': value(), 'x-custom': value() };
+      if (round % 3 === 0) headers['x-list'] = [value(), value()];
+      const signed = ['host', 'x-amz-date', 'x-amz-target', 'x-custom', ...(round % 3 === 0 ? ['x-list'] : []), ...(round % 5 === 0 ? ['x-absent'] : [])];
+      const rawHeaders = Object.entries(headers).flatMap(([k, v]) => (Array.isArray(v) ? v.flatMap((item) => [k.toUpperCase(), item]) : [k, v]));
+      if (round % 4 === 0) rawHeaders.push('X-Custom', value());
+      const req: SignedRequest = { method: 'POST', url: '/', headers, rawHeaders, body: Buffer.from('{}') };
+      const lists = [signed, [...signed].reverse(), signed.map((n, i) => (i === 1 ? n.toUpperCase() : n)), [...signed, 'host']];
+      for (const list of lists) expect(v.canonicalRequest(req, list, 'hash')).toBe(v.sdkCanonicalRequest(req, list, 'hash'));
+    }
+  });
+
   it('joins a repeated header with "," when rawHeaders are given', async () => {
     const req = await sign({ headers: { 'x-custom': 'a,b c' } });
     const rawHeaders = Object.entries(req.headers).flatMap(([k, v]) => (k === 'x-custom' ? [] : [k, String(v)]));
@@ -216,6 +237,22 @@ describe('SigV4Verifier with signatures from @smithy/signature-v4', () => {
       expect(err.type, authorization).toBe('IncompleteSignatureException');
       expect(err.message, authorization).toMatch(message);
     }
+  });
+
+  it('reads the Authorization parameters in any order and spacing, as signed', async () => {
+    const req = await sign();
+    const auth = req.headers.authorization as string;
+    const params = Object.fromEntries(auth.slice(auth.indexOf(' ') + 1).split(', ').map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
+    const { Credential, SignedHeaders, Signature } = params as Record<string, string>;
+    const forms = [
+      `AWS4-HMAC-SHA256 Credential=${Credential},SignedHeaders=${SignedHeaders},Signature=${Signature}`,
+      `AWS4-HMAC-SHA256 Signature=${Signature}, Credential=${Credential}, SignedHeaders=${SignedHeaders}`,
+      `AWS4-HMAC-SHA256 Credential=${Credential},  SignedHeaders=${SignedHeaders} ,\tSignature=${Signature}`,
+    ];
+    for (const authorization of forms) expect(verifier().verify(withHeaders(req, { authorization })), authorization).toBe(AKID);
+    // An empty scope part (the general reading: a Region '') or a wrong signature: refused.
+    expect(rejected(withHeaders(req, { authorization: auth.replace('/us-east-1/', '//') })).message).toMatch(/^Credential should be scoped to a valid region/);
+    expect(rejected(withHeaders(req, { authorization: auth.replace(/Signature=\w+/, 'Signature=00') })).message).toMatch(MISMATCH);
   });
 
   it('treats odd or absent signed header names as a plain mismatch', async () => {

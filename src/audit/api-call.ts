@@ -67,19 +67,28 @@ export class ApiAuditor {
     return this.trail.enabled;
   }
 
-  async record(a: ApiCallAudit): Promise<void> {
-    if (!this.trail.enabled) return;
-    const eventName = eventNameOf(a);
+  record(a: ApiCallAudit): Promise<void> {
+    if (!this.trail.enabled) return Promise.resolve();
     const input = a.input !== null && typeof a.input === 'object' && !Array.isArray(a.input) ? (a.input as Record<string, unknown>) : undefined;
     const svc = a.regional ?? this.svc;
-    const keyArns = [...new Set([...(await this.keyArnsOf(svc, input, a.output)), ...(a.authorizedKeyArns ?? [])])];
+    try {
+      // Synchronous unless an alias must be looked up: no extra promise on the hot path.
+      const keyArns = this.keyArnsOf(svc, input, a.output);
+      return keyArns instanceof Promise ? keyArns.then((arns) => this.append(a, svc, input, arns)) : this.append(a, svc, input, keyArns);
+    } catch (e) {
+      return Promise.reject(e); // a failure is a rejection, as from an async function
+    }
+  }
+
+  private append(a: ApiCallAudit, svc: Services, input: Record<string, unknown> | undefined, keyArns: Set<string>): Promise<void> {
+    for (const arn of a.authorizedKeyArns ?? []) keyArns.add(arn);
     const userAgent = a.headers['user-agent'];
     const record = apiCallRecord({
       account: svc.account,
       eventTime: a.eventTime,
       eventId: a.eventId,
       requestId: a.requestId,
-      eventName,
+      eventName: eventNameOf(a),
       identity: a.caller ? identityOf(a.caller) : unknownIdentity(claimedAccessKeyId(a.headers)),
       sourceIp: a.sourceIp.startsWith('::ffff:') ? a.sourceIp.slice(7) : a.sourceIp,
       userAgent: typeof userAgent === 'string' ? userAgent : '',
@@ -89,10 +98,12 @@ export class ApiAuditor {
       keyArns,
       eventSource: a.eventSource,
     });
-    await this.trail.append(record);
+    return this.trail.append(record);
   }
 
-  private async keyArnsOf(svc: Services, input: Record<string, unknown> | undefined, output: Record<string, unknown> | undefined): Promise<string[]> {
+  /** The keys a request names: key ARNs in the output, the input's key IDs and ARNs, else the key
+   *  of an alias it names (a store lookup) or of its ciphertext. */
+  private keyArnsOf(svc: Services, input: Record<string, unknown> | undefined, output: Record<string, unknown> | undefined): Set<string> | Promise<Set<string>> {
     const arns = new Set<string>();
     const account = svc.account;
     const keyArnPrefix = `arn:${account.partition}:kms:${account.region}:${account.accountId}:key/`;
@@ -105,31 +116,38 @@ export class ApiAuditor {
       fromOutput(output.SourceKeyId);
       fromOutput(output.KeyId);
     }
-    if (input) {
-      for (const member of KEY_MEMBERS) {
-        const raw = input[member];
-        if (typeof raw !== 'string') continue;
-        if (raw.startsWith(keyArnPrefix)) arns.add(raw);
-        else if (KEY_ID.test(raw)) arns.add(keyArn(account, raw));
-        else if (arns.size === 0 && (raw.startsWith('alias/') || raw.includes(':alias/'))) {
-          // Only when nothing else named the key (e.g. a denied or failed call through an alias).
-          const aliasName = raw.startsWith('alias/') ? raw : raw.slice(raw.indexOf(':alias/') + 1);
-          try {
-            const alias = await svc.store.getAlias(account.region, aliasName);
+    if (input) return this.addInputKeys(svc, keyArnPrefix, input, arns, 0);
+    return arns;
+  }
+
+  /** Adds the keys of the input's key members from `first` on, then of its ciphertext if none. */
+  private addInputKeys(svc: Services, keyArnPrefix: string, input: Record<string, unknown>, arns: Set<string>, first: number): Set<string> | Promise<Set<string>> {
+    const account = svc.account;
+    for (let i = first; i < KEY_MEMBERS.length; i++) {
+      const raw = input[KEY_MEMBERS[i]!];
+      if (typeof raw !== 'string') continue;
+      if (raw.startsWith(keyArnPrefix)) arns.add(raw);
+      else if (KEY_ID.test(raw)) arns.add(keyArn(account, raw));
+      else if (arns.size === 0 && (raw.startsWith('alias/') || raw.includes(':alias/'))) {
+        // Only when nothing else named the key (e.g. a denied or failed call through an alias).
+        const aliasName = raw.startsWith('alias/') ? raw : raw.slice(raw.indexOf(':alias/') + 1);
+        return svc.store.getAlias(account.region, aliasName).then(
+          (alias) => {
             if (alias) arns.add(keyArn(account, alias.targetKeyId));
-          } catch {
-            // the record still names the alias in requestParameters
-          }
-        }
-      }
-      if (arns.size === 0 && Buffer.isBuffer(input.CiphertextBlob)) {
-        try {
-          arns.add(keyArn(account, parseBlob(input.CiphertextBlob).keyId));
-        } catch {
-          // not one of ours: no resource
-        }
+            return this.addInputKeys(svc, keyArnPrefix, input, arns, i + 1);
+          },
+          // the record still names the alias in requestParameters
+          () => this.addInputKeys(svc, keyArnPrefix, input, arns, i + 1),
+        );
       }
     }
-    return [...arns];
+    if (arns.size === 0 && Buffer.isBuffer(input.CiphertextBlob)) {
+      try {
+        arns.add(keyArn(account, parseBlob(input.CiphertextBlob).keyId));
+      } catch {
+        // not one of ours: no resource
+      }
+    }
+    return arns;
   }
 }

@@ -144,12 +144,7 @@ export class SigV4Verifier {
     const secret = this.lookupSecret(auth.accessKeyId);
     if (secret === undefined) throw unrecognized();
 
-    const payloadHash = this.payloadHash(req, auth.signedHeaders);
-    const queryStart = req.url.indexOf('?');
-    const path = queryStart < 0 ? req.url : req.url.slice(0, queryStart);
-    const query = queryStart < 0 ? {} : parseQuery(req.url.slice(queryStart + 1));
-    const headers = canonicalHeaders(req, auth.signedHeaders);
-    const canonicalRequest = this.canonical.build(req.method, path, query, headers, payloadHash);
+    const canonicalRequest = this.canonicalRequest(req, auth.signedHeaders, this.payloadHash(req, auth.signedHeaders));
 
     const [date, region] = auth.scope as [string, string];
     const scope = createScope(date, region, this.opts.service);
@@ -160,6 +155,31 @@ export class SigV4Verifier {
       throw invalid(MISMATCH);
     }
     return { accessKeyId: auth.accessKeyId, region };
+  }
+
+  /**
+   * The canonical request. Every SDK signs the KMS API at path '/' without a query and lists its
+   * signed headers in lower case, sorted and without repeats; such a request's canonical form is
+   * assembled here directly, which gives the same text as the SDK's assembly (test/sigv4.test.ts
+   * compares the two) at a third of its cost. Anything else takes the SDK's assembly.
+   */
+  canonicalRequest(req: SignedRequest, signedHeaders: string[], payloadHash: string): string {
+    if (req.url === '/' && isCanonicalHeaderList(signedHeaders)) {
+      const values = signedHeaderValues(req, signedHeaders);
+      let lines = '';
+      for (let i = 0; i < signedHeaders.length; i++) lines += `${signedHeaders[i]}:${trimHeaderValue(values[i]!)}\n`;
+      return `${req.method}\n/\n\n${lines}\n${signedHeaders.join(';')}\n${payloadHash}`;
+    }
+    return this.sdkCanonicalRequest(req, signedHeaders, payloadHash);
+  }
+
+  /** The canonical request as the SDK's signer assembles it (any path, query and header list). */
+  sdkCanonicalRequest(req: SignedRequest, signedHeaders: string[], payloadHash: string): string {
+    const queryStart = req.url.indexOf('?');
+    const path = queryStart < 0 ? req.url : req.url.slice(0, queryStart);
+    const query = queryStart < 0 ? {} : parseQuery(req.url.slice(queryStart + 1));
+    const headers = canonicalHeaders(req, signedHeaders);
+    return this.canonical.build(req.method, path, query, headers, payloadHash);
   }
 
   private checkScope([date, region, service, terminator]: string[], longDate: string): void {
@@ -225,7 +245,15 @@ export class SigV4Verifier {
   }
 }
 
+/** The Authorization header as every SDK writes it: the three parameters in this order, each value
+ *  free of commas, equal signs and whitespace, a credential of five non-empty parts. The general
+ *  parser below reads such a header the same way; this one reads it in one native pass. */
+const SDK_AUTHORIZATION =
+  /^AWS4-HMAC-SHA256 Credential=([^,=\s/]+)\/([^,=\s/]+\/[^,=\s/]+\/[^,=\s/]+\/[^,=\s/]+), ?SignedHeaders=([^,=\s]+), ?Signature=([^,=\s]+)$/;
+
 function parseAuthorization(header: string): AuthorizationHeader {
+  const sdk = SDK_AUTHORIZATION.exec(header);
+  if (sdk) return { accessKeyId: sdk[1]!, scope: sdk[2]!.split('/'), signedHeaders: sdk[3]!.split(';'), signature: sdk[4]! };
   const space = header.indexOf(' ');
   const algorithm = space < 0 ? header : header.slice(0, space);
   if (algorithm !== ALGORITHM_IDENTIFIER) {
@@ -245,12 +273,8 @@ function parseAuthorization(header: string): AuthorizationHeader {
   const credential = params.get('Credential');
   const signedHeaders = params.get('SignedHeaders');
   const signature = params.get('Signature');
-  const missing = [
-    ...(credential ? [] : ['Credential']),
-    ...(signature ? [] : ['Signature']),
-    ...(signedHeaders ? [] : ['SignedHeaders']),
-  ];
-  if (missing.length > 0) {
+  if (!credential || !signature || !signedHeaders) {
+    const missing = [...(credential ? [] : ['Credential']), ...(signature ? [] : ['Signature']), ...(signedHeaders ? [] : ['SignedHeaders'])];
     throw incomplete(missing.map((name) => `Authorization header requires '${name}' parameter.`).join(' '));
   }
   const [accessKeyId, ...scope] = credential!.split('/');
@@ -292,14 +316,24 @@ function parseAmzDate(text: string): number {
   return time;
 }
 
-/** Values of the signed headers, for the SDK's getCanonicalHeaders to trim, fold and sort. */
-function canonicalHeaders(req: SignedRequest, signedHeaders: string[]): Record<string, string> {
-  const values: Record<string, string> = {};
+/** Lower case, strictly ascending (so no repeats): the list as SDKs send it. */
+function isCanonicalHeaderList(signedHeaders: string[]): boolean {
+  let previous = '';
+  for (const name of signedHeaders) {
+    if (name <= previous || name === '__proto__' || name !== name.toLowerCase()) return false;
+    previous = name;
+  }
+  return true;
+}
+
+/** The value of each signed header, in the order of `signedHeaders`, repeats joined as signed. */
+function signedHeaderValues(req: SignedRequest, signedHeaders: string[]): string[] {
+  const values: string[] = [];
   for (const name of signedHeaders) {
     // Own properties only: SignedHeaders is client input and may name 'constructor' or the like.
     const value = Object.hasOwn(req.headers, name) ? req.headers[name] : undefined;
     // A signed header the request lacks still takes part (empty), so the signature cannot match.
-    values[name] = typeof value === 'string' ? value : Array.isArray(value) ? value.map(foldWhitespace).join(',') : '';
+    values.push(typeof value === 'string' ? value : Array.isArray(value) ? value.map(foldWhitespace).join(',') : '');
   }
   // Node keeps one entry per distinct name, so equal counts mean no header was repeated; otherwise
   // node has joined repeats with ', ' or dropped them, and only rawHeaders has what was signed.
@@ -307,11 +341,31 @@ function canonicalHeaders(req: SignedRequest, signedHeaders: string[]): Record<s
   if (raw && raw.length / 2 !== Object.keys(req.headers).length) {
     const sent = new Map(signedHeaders.map((name) => [name, [] as string[]]));
     for (let i = 0; i + 1 < raw.length; i += 2) sent.get(raw[i]!.toLowerCase())?.push(foldWhitespace(raw[i + 1]!));
-    for (const [name, list] of sent) values[name] = list.join(',');
+    signedHeaders.forEach((name, i) => {
+      values[i] = sent.get(name)!.join(',');
+    });
   }
+  return values;
+}
+
+/** Values of the signed headers, for the SDK's getCanonicalHeaders to trim, fold and sort. */
+function canonicalHeaders(req: SignedRequest, signedHeaders: string[]): Record<string, string> {
+  const list = signedHeaderValues(req, signedHeaders);
+  const values: Record<string, string> = {};
+  signedHeaders.forEach((name, i) => {
+    values[name] = list[i]!;
+  });
   const signable = new Set(signedHeaders); // signed names win over the SDK's never-sign list (user-agent…)
   return getCanonicalHeaders({ headers: values } as unknown as SmithyRequest, undefined, signable) as Record<string, string>;
 }
+
+/** getCanonicalHeaders' rule for a value: line breaks become spaces, runs of spaces and tabs one
+ *  space, no space at either end. Most values need none of it. */
+function trimHeaderValue(value: string): string {
+  if (!NEEDS_TRIMMING.test(value)) return value;
+  return value.replace(/[\r\n]/g, ' ').replace(/[ \t]+/g, ' ').replace(/^ | $/g, '');
+}
+const NEEDS_TRIMMING = /[\r\n\t]| {2}|^ | $/;
 
 /** Query parameters decoded, as the SDK held them before escaping; repeated keys become arrays. */
 function parseQuery(search: string): QueryBag {

@@ -17,6 +17,10 @@ export class ConnectionGuard {
   private readonly perSource = new Map<string, number>();
   private apiInFlight = 0;
   private readonly inFlight = new Set<http.ServerResponse>();
+  /** The responses of admitted API requests, until they close. */
+  private readonly apiResponses = new WeakSet<http.ServerResponse>();
+  /** The one 'close' listener of every response (`this` is the response): no closures per request. */
+  private readonly responseClosed: (this: http.ServerResponse) => void;
   private draining = false;
 
   constructor(
@@ -29,6 +33,11 @@ export class ConnectionGuard {
     server.maxConnections = limits.maxConnections;
     // Raw TCP connections (before any TLS handshake), so a flood costs no handshakes.
     server.on('connection', (socket: Socket) => this.admitConnection(socket));
+    const guard = this;
+    this.responseClosed = function (this: http.ServerResponse) {
+      guard.inFlight.delete(this);
+      if (guard.apiResponses.delete(this)) guard.apiInFlight--;
+    };
   }
 
   /** Open API requests (for tests and diagnostics). */
@@ -54,8 +63,13 @@ export class ConnectionGuard {
   /** Every request: while draining, the answer closes its connection. */
   onRequest(res: http.ServerResponse): void {
     if (this.draining) res.setHeader('Connection', 'close');
+    this.watch(res);
+  }
+
+  private watch(res: http.ServerResponse): void {
+    if (this.inFlight.has(res)) return;
     this.inFlight.add(res);
-    res.once('close', () => this.inFlight.delete(res));
+    res.on('close', this.responseClosed);
   }
 
   /** An API request starts; throws Throttled when the in-flight bound is reached. */
@@ -64,7 +78,8 @@ export class ConnectionGuard {
       throw new Throttled('requests-in-flight', `${this.limits.maxRequestsInFlight} requests are in flight already`);
     }
     this.apiInFlight++;
-    res.once('close', () => this.apiInFlight--);
+    this.apiResponses.add(res);
+    this.watch(res);
   }
 
   /**

@@ -512,78 +512,86 @@ export function parseInput(operation: string, body: unknown): Record<string, unk
 // ---------------------------------------------------------------------------------------------
 // Responses
 
-/** Converts one value of a shape to its wire form; `undefined` means "leave the member out". */
-type Serializer = (value: unknown) => unknown;
+/** Writes one value of a shape as JSON text; `undefined` means "leave the member out". */
+type JsonWriter = (value: unknown) => string | undefined;
 
-const identity: Serializer = (value) => value;
+const plainJson: JsonWriter = (value) => JSON.stringify(value);
 
-function toBase64(value: unknown): unknown {
-  if (Buffer.isBuffer(value)) return value.toString('base64');
-  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
-  return value; // already a base64 string
+/** Base64 text never needs escaping: it is written as is (JSON.stringify would scan it again). */
+function blobJson(value: unknown): string | undefined {
+  if (Buffer.isBuffer(value)) return `"${value.toString('base64')}"`;
+  if (value instanceof Uint8Array) return `"${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64')}"`;
+  return JSON.stringify(value); // already a base64 string
 }
 
 /** Epoch seconds, with a fraction for sub-second precision (what AWS SDKs expect). */
-const toEpochSeconds: Serializer = (value) => (value instanceof Date ? value.getTime() / 1000 : value);
+const epochSecondsJson: JsonWriter = (value) => JSON.stringify(value instanceof Date ? value.getTime() / 1000 : value);
 
-function buildSerializer(shape: ModelShape): Serializer {
+function buildWriter(shape: ModelShape): JsonWriter {
   switch (shape.type) {
     case 'structure': {
-      const members = Object.entries(shape.members ?? {}).map(([name, target]) => [name, shapeSerializer(target)] as const);
+      const members = Object.entries(shape.members ?? {}).map(([name, target]) => [name, `${JSON.stringify(name)}:`, shapeWriter(target)] as const);
       return (value) => {
-        if (!isJsonObject(value)) return value;
-        const wire: Record<string, unknown> = {};
-        for (const [name, serialize] of members) {
+        if (!isJsonObject(value)) return JSON.stringify(value);
+        let written = '';
+        for (const [name, prefix, write] of members) {
           const member = value[name];
-          if (member !== undefined && member !== null) wire[name] = serialize(member);
+          if (member === undefined || member === null) continue;
+          const text = write(member);
+          if (text !== undefined) written += (written === '' ? prefix : `,${prefix}`) + text;
         }
-        return wire;
+        return `{${written}}`;
       };
     }
     case 'list': {
-      const serializeItem = shapeSerializer(shape.member!);
-      if (serializeItem === identity) return identity;
-      return (value) => (Array.isArray(value) ? value.map(serializeItem) : value);
+      const writeItem = shapeWriter(shape.member!);
+      if (writeItem === plainJson) return plainJson;
+      // JSON.stringify's rule for an array element it cannot write: null.
+      return (value) => (Array.isArray(value) ? `[${value.map((item) => writeItem(item) ?? 'null').join(',')}]` : JSON.stringify(value));
     }
     case 'map': {
-      const serializeValue = shapeSerializer(shape.value!);
-      if (serializeValue === identity) return identity;
+      const writeValue = shapeWriter(shape.value!);
+      if (writeValue === plainJson) return plainJson;
       return (value) => {
-        if (!isJsonObject(value)) return value;
-        const wire: Record<string, unknown> = {};
-        for (const [key, item] of Object.entries(value)) wire[key] = serializeValue(item);
-        return wire;
+        if (!isJsonObject(value)) return JSON.stringify(value);
+        let written = '';
+        for (const [key, item] of Object.entries(value)) {
+          const text = writeValue(item);
+          if (text !== undefined) written += `${written === '' ? '' : ','}${JSON.stringify(key)}:${text}`;
+        }
+        return `{${written}}`;
       };
     }
     case 'blob':
-      return toBase64;
+      return blobJson;
     case 'timestamp':
-      return toEpochSeconds;
+      return epochSecondsJson;
     default:
-      return identity;
+      return plainJson;
   }
 }
 
-const serializers = new Map<string, Serializer>();
+const writers = new Map<string, JsonWriter>();
 
-function shapeSerializer(name: string): Serializer {
-  let serializer = serializers.get(name);
-  if (!serializer) {
-    // Placeholder first, so a recursive shape refers to the finished serializer at call time.
-    serializers.set(name, (value) => serializers.get(name)!(value));
-    serializer = buildSerializer(shapeNamed(name));
-    serializers.set(name, serializer);
+function shapeWriter(name: string): JsonWriter {
+  let writer = writers.get(name);
+  if (!writer) {
+    // Placeholder first, so a recursive shape refers to the finished writer at call time.
+    writers.set(name, (value) => writers.get(name)!(value));
+    writer = buildWriter(shapeNamed(name));
+    writers.set(name, writer);
   }
-  return serializer;
+  return writer;
 }
 
 /**
- * Converts a handler's result to the JSON body AWS would send: Buffers/Uint8Arrays become base64,
- * Dates become epoch seconds, and undefined/null members and members not in the output shape are
- * left out, at every depth. Operations without an output shape give `{}`.
+ * The JSON body AWS would send for a handler's result: Buffers/Uint8Arrays as base64, Dates as
+ * epoch seconds, undefined/null members and members not in the output shape left out, at every
+ * depth. Operations without an output shape give `{}`. Written as text in one pass (no wire
+ * object to stringify again).
  */
-export function serializeOutput(operation: string, output: Record<string, unknown>): Record<string, unknown> {
+export function serializeOutput(operation: string, output: Record<string, unknown>): string {
   const outputShape = operationNamed(operation).output;
-  if (!outputShape) return {};
-  return shapeSerializer(outputShape)(output) as Record<string, unknown>;
+  if (!outputShape) return '{}';
+  return shapeWriter(outputShape)(output) ?? '{}';
 }

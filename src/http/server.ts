@@ -83,7 +83,7 @@ export function createRequestListener(httpDeps: HttpDeps): (req: IncomingMessage
   return (req, res) => {
     // SDKs correct their SigV4 clock by the Date header, so it comes from the service clock that
     // SigV4 verification also uses (tests move it).
-    res.setHeader('Date', deps.services.now().toUTCString());
+    res.setHeader('Date', httpDate(deps.services.now()));
     deps.connections?.onRequest(res);
     if (req.method === 'POST' && req.url === '/') {
       void handleApiRequest(deps, req, res);
@@ -267,7 +267,7 @@ async function handleApiRequest(deps: ApiDeps, req: IncomingMessage, res: Server
       resources,
     };
     output = await handler(input, ctx, services);
-    const responseBody = output === undefined ? '{}' : JSON.stringify(serializeOutput(operation, output));
+    const responseBody = output === undefined ? '{}' : serializeOutput(operation, output);
     // Durable before the response: the record is on disk when the client hears back.
     if (deps.auditor) await deps.auditor.record(auditFacts(req, sourceIp, requestId, eventId, eventTime, operation, caller, auditInput, output, undefined, resources, services));
     res.writeHead(200, { 'Content-Type': JSON_CONTENT_TYPE, 'x-amzn-RequestId': requestId });
@@ -358,6 +358,14 @@ function sendError(res: ServerResponse, requestId: string, error: KmsError): voi
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'Content-Type': 'application/json' });
   res.end(JSON.stringify(body));
+}
+
+let lastHttpDate = { second: NaN, text: '' };
+/** The Date header's text (to the second): made once per second of the service clock. */
+function httpDate(now: Date): string {
+  const second = Math.floor(now.getTime() / 1000);
+  if (second !== lastHttpDate.second) lastHttpDate = { second, text: now.toUTCString() };
+  return lastHttpDate.text;
 }
 
 const elapsedMs = (started: bigint) => Number(process.hrtime.bigint() - started) / 1e6;
