@@ -19,17 +19,21 @@
  *    CKR_ENCRYPTED_DATA_INVALID (the profile's dialect, errors.ts).
  *  - Faults: token-guard.ts takes the token down on a lost session, login or device and brings
  *    it back (recover below); async mode runs request-path calls on call-workers.ts.
- *  - Threads: key generation and private-key operations run in the slow lane (slow-lane.ts) in
- *    both modes, never on libuv's pool or the event loop. In async mode every other call of the
- *    request path runs on the call workers. What still runs on the event loop in async mode, and
- *    why: start-up and shutdown (C_Initialize, slot and token info, priming the handle cache);
- *    C_Finalize/C_Initialize in recovery (only after a worker's probe answered, with no call in
- *    flight; the main thread owns the library's initialisation); generateRandom once its reserve
- *    ran dry (synchronous by contract, see there); key deletion (lifecycle.ts sweeps, off the
- *    request path); key import's unwrapping and the audit chain's head objects (key-import*.ts,
- *    audit-signing-key.ts: their key generations and the audit digest signature are in the slow
- *    lane, their remaining short calls are not yet on workers); operator diagnostics (inspect,
- *    its own session).
+ *  - Threads: key generation, private-key operations, every call of key import (key-import*.ts)
+ *    and key destruction (destroyKey) run in the slow lane (slow-lane.ts) in both modes, never on
+ *    libuv's pool or the event loop. In async mode every other call of the request path runs on
+ *    the call workers, random bytes included (generateRandomAsync: the reserve, else a worker).
+ *    What still runs on the event loop in async mode, and why: start-up and shutdown
+ *    (C_Initialize, slot and token info, priming the handle cache, the token identity's
+ *    synchronous generateRandom); C_Finalize/C_Initialize in recovery (only after a worker's
+ *    probe answered, with no call in flight; the main thread owns the library's
+ *    initialisation); the synchronous generateRandom once its reserve ran dry (no request-path
+ *    caller left); the audit chain's head objects and the audit key's lookup (audit-signing-key.ts:
+ *    registered at start-up, published by the background digest and looked up again after a
+ *    recovery, never on a request; the digest's signature is in the slow lane); listBackingKeys
+ *    (consistency checks, in the background); the object index refresh under the cross-process
+ *    write lock (SoftHSM2 shared by several processes, a local token); operator diagnostics
+ *    (inspect, its own session).
  *  - CKA_MODIFIABLE/CKA_COPYABLE=false on generated keys: accepted by SoftHSM2; a token that rejects
  *    them gets keys without them (logged once).
  */
