@@ -272,7 +272,8 @@ export class TokenKeyPairs {
     return entry;
   }
 
-  private publicKeyTemplate(ref: BackingKeyRef): P11.Template {
+  /** Finds the public key object of `ref` (C_FindObjects). */
+  publicKeyTemplate(ref: BackingKeyRef): P11.Template {
     return [
       { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
       { type: pkcs11js.CKA_ID, value: objectIdFor(ref) },
@@ -293,17 +294,9 @@ export class TokenKeyPairs {
     }
   }
 
-  /** Destroys the public key object of `ref`, if any (destroyKey handles the private one). */
-  destroyPublicKey(session: Handle, ref: BackingKeyRef): void {
+  /** Drops the cached public key of `ref` (destroyKey destroys its object with the private one). */
+  forgetPublicKey(ref: BackingKeyRef): void {
     this.publicKeys.delete(refKey(ref));
-    const handle = this.findPublicKeyObject(session, ref);
-    if (handle === undefined) return;
-    try {
-      this.t.p.C_DestroyObject(session, handle);
-    } catch (err) {
-      const e = toHsmError(err, 'C_DestroyObject');
-      if (e.kind !== 'key-not-found') throw e;
-    }
   }
 
   private reader(session: Handle, handle: Handle): AttributeReader {

@@ -17,6 +17,12 @@
  * file, records covered, final). It is a private token object: reading or changing it needs a
  * session logged in with the user PIN, so whoever can rewrite the data dir but lacks the PIN can
  * neither move a head back nor add a chain. Its value is not secret (hashes and counts).
+ *
+ * Threads: generation and the digest signature run in the slow lane; the lookups and the head
+ * object's reads and writes run on the calling thread (the event loop, in both modes). They are
+ * off the request path: the trail registers its chain at start-up and publishes heads from its
+ * background digest (src/audit/trail.ts), and `p11kms audit` reads them. A token that hangs
+ * during a digest can still stall the event loop there.
  */
 import { createHash, randomBytes } from 'node:crypto';
 // pkcs11js is CommonJS: only the default import carries the constants.

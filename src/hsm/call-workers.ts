@@ -51,7 +51,31 @@ export type WorkerCall =
   | { op: 'unwrap'; session: Buffer; mechanism: P11.Mechanism; key: Buffer; wrapped: Buffer; template: P11.Template }
   | { op: 'find'; session: Buffer; template: P11.Template; max: number }
   | { op: 'attributes'; session: Buffer; handle: Buffer; types: number[] }
-  | { op: 'destroy'; session: Buffer; handles: Buffer[] };
+  | { op: 'destroy'; session: Buffer; handles: Buffer[] }
+  /** Short calls on one session in order, each called with the session first; every result
+   *  comes back (key import's object work, key-import-common.ts laneCalls). Only SEQUENCE_FNS. */
+  | { op: 'sequence'; session: Buffer; steps: SequenceStep[] };
+
+/** The functions a 'sequence' may call: object lookups, attribute reads, object creation and
+ *  destruction, session-key work (C_GenerateKey, C_WrapKey) and single-part encryption. */
+export const SEQUENCE_FNS = [
+  'C_FindObjectsInit',
+  'C_FindObjects',
+  'C_FindObjectsFinal',
+  'C_GetAttributeValue',
+  'C_CreateObject',
+  'C_DestroyObject',
+  'C_GenerateKey',
+  'C_WrapKey',
+  'C_EncryptInit',
+  'C_Encrypt',
+] as const;
+export type SequenceFn = (typeof SEQUENCE_FNS)[number];
+export interface SequenceStep {
+  fn: SequenceFn;
+  /** The arguments after the session, as pkcs11js takes them. */
+  args: unknown[];
+}
 
 export interface WorkerAnswer {
   out?: Uint8Array;
@@ -66,6 +90,8 @@ export interface WorkerAnswer {
   handles?: Uint8Array[];
   /** Attribute values in the order asked for (attributes). */
   values?: Uint8Array[];
+  /** What each step returned (sequence). */
+  results?: unknown[];
   /** Whether the signature verified (verify). */
   verified?: boolean;
   /** The C_* calls the worker made for this answer, timed there (metrics). */
@@ -264,6 +290,14 @@ function workerMain(): void {
         fn = 'C_DestroyObject';
         for (const handle of c.handles) p.C_DestroyObject(session, handle);
         post({ id: msg.id });
+      } else if (c.op === 'sequence') {
+        const results: unknown[] = [];
+        for (const step of c.steps as Array<{ fn: string; args: unknown[] }>) {
+          fn = step.fn;
+          if (!workerData.sequenceFns.includes(fn)) throw new Error(`${fn} is not allowed in a sequence`);
+          results.push(target[fn](session, ...step.args));
+        }
+        post({ id: msg.id, results });
       }
     } catch (err) {
       post({ id: msg.id, error: { message: err instanceof Error ? err.message : String(err), fn } });
@@ -296,7 +330,7 @@ export class CallWorkers {
   }
 
   private spawn(): Slot {
-    const worker = new Worker(`(${workerMain.toString()})()`, { eval: true, workerData: { pkcs11js: this.pkcs11js, modulePath: this.modulePath } });
+    const worker = new Worker(`(${workerMain.toString()})()`, { eval: true, workerData: { pkcs11js: this.pkcs11js, modulePath: this.modulePath, sequenceFns: SEQUENCE_FNS } });
     const slot: Slot = { worker, pending: new Map(), busy: false, ready: false };
     worker.unref();
     worker.on('message', (answer: WorkerAnswer & { id: number }) => {

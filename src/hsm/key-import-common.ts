@@ -1,14 +1,23 @@
 /**
  * What the parts of the key import (key-import.ts and its key-import-*.ts siblings) share: the
  * request, result and error types that key-import.ts re-exports, the OAEP mechanism and the
- * probe for OAEP-SHA-256, and the small token calls every unwrap path makes (C_UnwrapKey,
- * C_CreateObject, C_DestroyObject of session objects, attribute reads).
+ * probe for OAEP-SHA-256, and the small token calls every import path makes (C_UnwrapKey,
+ * C_CreateObject, C_DestroyObject, object lookups, attribute reads).
+ *
+ * Every token call of the import runs in the slow lane (slow-lane.ts), in both modes: the work
+ * of one import request is a few dozen short calls around one or two RSA private-key
+ * operations, and on a network HSM (or a hung one) each short call on the event loop would
+ * stall every other request. The helpers below take the lane thread's SlowCall from
+ * TokenAccess.slowCall (set inside a slowSession, see inLane) and never call the token on this
+ * thread. Import is rare; the lane's message round trip per call costs nothing that matters.
  */
 import pkcs11js from 'pkcs11js';
 import type * as P11 from 'pkcs11js';
+import type { SequenceStep } from './call-workers.js';
 import { toHsmError } from './errors.js';
 import type { TokenAccess } from './pkcs11-token.js';
-import type { BackingKeyRef, EcCurve, HashName, PrivateKeyUsage } from './types.js';
+import type { SlowCall } from './slow-lane.js';
+import { type BackingKeyRef, type EcCurve, type HashName, HsmError, type PrivateKeyUsage } from './types.js';
 
 type Handle = P11.Handle;
 
@@ -72,40 +81,107 @@ const CKZ_DATA_SPECIFIED = 1;
 /** Errors with which tokens refuse OAEP parameters they do not implement. */
 const OAEP_PARAMS_REFUSED = new Set(['CKR_ARGUMENTS_BAD', 'CKR_MECHANISM_PARAM_INVALID', 'CKR_MECHANISM_INVALID']);
 
-/** C_UnwrapKey, on the slow lane's thread inside a slowSession (RSA unwraps are private-key
- *  operations), else on libuv's pool. */
+/** Runs `work` in the slow lane with a TokenAccess whose calls go to the lane's thread. */
+export function inLane<T>(t: TokenAccess, work: (t: TokenAccess, session: Handle) => Promise<T>, write = false): Promise<T> {
+  return t.slowSession((session, slowCall) => work({ ...t, slowCall }, session), write);
+}
+
+/** The lane thread's calls; only inside inLane or a slowSession that passed them down. */
+export function laneOf(t: TokenAccess): SlowCall {
+  if (!t.slowCall) throw new Error('key import token calls run in the slow lane');
+  return t.slowCall;
+}
+
+/** Short calls on `session` in order on the lane's thread (one message); what each returned,
+ *  Buffers as Buffers. */
+export async function laneCalls(t: TokenAccess, session: Handle, steps: SequenceStep[], what: string): Promise<unknown[]> {
+  const answer = await laneOf(t)({ op: 'sequence', session, steps }, what);
+  return answer.results!.map(asBuffers);
+}
+
+/** Structured cloning hands Buffers back as Uint8Arrays; pkcs11js and its callers want Buffers. */
+function asBuffers(value: unknown): unknown {
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  if (Array.isArray(value)) return value.map(asBuffers);
+  if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, asBuffers(v)]));
+  return value;
+}
+
+/** Whether an error is the token's (gone, past its deadline, busy) rather than the material's:
+ *  those are never answered as bad material. */
+export function isTokenFault(err: unknown): err is HsmError {
+  return err instanceof HsmError && (err.kind === 'unavailable' || err.kind === 'timeout' || err.kind === 'busy');
+}
+
+/** C_UnwrapKey on the lane's thread (RSA unwraps are private-key operations). */
 export async function unwrapKey(t: TokenAccess, session: Handle, mechanism: P11.Mechanism, unwrappingKey: Handle, wrapped: Buffer, template: P11.Template): Promise<Handle> {
   try {
-    if (t.slowCall) return Buffer.from((await t.slowCall({ op: 'unwrap', session, mechanism, key: unwrappingKey, wrapped, template }, 'C_UnwrapKey')).handles![0]!);
-    return await t.p.C_UnwrapKeyAsync(session, mechanism, unwrappingKey, wrapped, template);
+    return Buffer.from((await laneOf(t)({ op: 'unwrap', session, mechanism, key: unwrappingKey, wrapped, template }, 'C_UnwrapKey')).handles![0]!);
   } catch (err) {
     const e = toHsmError(err, 'C_UnwrapKey');
-    if (e.kind === 'unavailable') throw e;
+    if (isTokenFault(e)) throw e;
     throw undecryptable();
   }
 }
 
-export function createObject(t: TokenAccess, session: Handle, template: P11.Template): Handle {
+export async function createObject(t: TokenAccess, session: Handle, template: P11.Template): Promise<Handle> {
   try {
-    return t.p.C_CreateObject(session, template);
+    const [handle] = await laneCalls(t, session, [{ fn: 'C_CreateObject', args: [template] }], 'C_CreateObject');
+    return handle as Handle;
   } catch (err) {
     throw toHsmError(err, 'C_CreateObject', 'creating imported key material');
   }
 }
 
-export function destroyQuietly(t: TokenAccess, session: Handle, handle: Handle): void {
+export async function destroyQuietly(t: TokenAccess, session: Handle, handle: Handle): Promise<void> {
   try {
-    t.p.C_DestroyObject(session, handle);
+    await laneCalls(t, session, [{ fn: 'C_DestroyObject', args: [handle] }], 'C_DestroyObject');
   } catch {
     // session objects die with their session anyway
   }
 }
 
+/** Every object matching `template` (C_FindObjectsInit … C_FindObjectsFinal on the lane). */
+export async function laneFindObjects(t: TokenAccess, session: Handle, template: P11.Template): Promise<Handle[]> {
+  const BATCH = 100;
+  let [, batch] = (await laneCalls(t, session, [{ fn: 'C_FindObjectsInit', args: [template] }, { fn: 'C_FindObjects', args: [BATCH] }], 'C_FindObjects')) as [undefined, Handle[]];
+  const found = [...batch];
+  while (batch.length === BATCH) {
+    [batch] = (await laneCalls(t, session, [{ fn: 'C_FindObjects', args: [BATCH] }], 'C_FindObjects')) as [Handle[]];
+    found.push(...batch);
+  }
+  await laneCalls(t, session, [{ fn: 'C_FindObjectsFinal', args: [] }], 'C_FindObjectsFinal');
+  return found;
+}
+
+/** One attribute on the lane's thread; undefined when the token will not tell (a token fault
+ *  is thrown, not taken for a missing attribute). */
+export async function laneAttribute(t: TokenAccess, session: Handle, handle: Handle, type: number): Promise<Buffer | undefined> {
+  try {
+    const [template] = (await laneCalls(t, session, [{ fn: 'C_GetAttributeValue', args: [handle, [{ type }]] }], 'C_GetAttributeValue')) as [P11.Template];
+    return template[0]!.value as Buffer;
+  } catch (err) {
+    if (isTokenFault(err)) throw err;
+    return undefined;
+  }
+}
+
+/** C_Sign (Init and data call together) on the lane's thread. */
+export async function laneSign(t: TokenAccess, session: Handle, mechanism: P11.Mechanism, key: Handle, data: Buffer, outBytes: number): Promise<Buffer> {
+  return Buffer.from((await laneOf(t)({ op: 'sign', session, key, mechanism, data, outBytes }, 'C_Sign')).out!);
+}
+
+/** Single-part C_Encrypt (Init and data call together) on the lane's thread. */
+export async function laneEncrypt(t: TokenAccess, session: Handle, mechanism: P11.Mechanism, key: Handle, data: Buffer, outBytes: number): Promise<Buffer> {
+  const [, out] = await laneCalls(t, session, [{ fn: 'C_EncryptInit', args: [mechanism, key] }, { fn: 'C_Encrypt', args: [data, Buffer.alloc(outBytes)] }], 'C_Encrypt');
+  return out as Buffer;
+}
+
 /** Whether the token does RSA-OAEP with SHA-256 itself, tried with a throwaway session key
  *  pair (KeyImporter.hasOaepSha256 runs this once). */
 export async function probeOaepSha256(t: TokenAccess): Promise<boolean> {
-  return t.slowSession(async (session, call) => {
-    const pair = await call(
+  return inLane(t, async (t, session) => {
+    const pair = await laneOf(t)(
       {
         op: 'generate-key-pair',
         session,
@@ -124,10 +200,8 @@ export async function probeOaepSha256(t: TokenAccess): Promise<boolean> {
       'C_GenerateKeyPair',
     );
     const [publicKey, privateKey] = pair.handles!.map((h) => Buffer.from(h)) as [Buffer, Buffer];
-    // Once per process, with a throwaway public key: the encryption stays on this thread.
     try {
-      t.p.C_EncryptInit(session, oaepMechanism('sha256'), publicKey);
-      t.p.C_Encrypt(session, Buffer.alloc(32), Buffer.alloc(128));
+      await laneEncrypt(t, session, oaepMechanism('sha256'), publicKey, Buffer.alloc(32), 128);
       return true;
     } catch (err) {
       const e = toHsmError(err, 'C_Encrypt');
@@ -137,8 +211,8 @@ export async function probeOaepSha256(t: TokenAccess): Promise<boolean> {
       }
       throw e;
     } finally {
-      destroyQuietly(t, session, publicKey);
-      destroyQuietly(t, session, privateKey);
+      await destroyQuietly(t, session, publicKey);
+      await destroyQuietly(t, session, privateKey);
     }
   });
 }
@@ -153,6 +227,8 @@ export function oaepMechanism(hash: 'sha1' | 'sha256'): P11.Mechanism {
   return { mechanism: pkcs11js.CKM_RSA_PKCS_OAEP, parameter };
 }
 
+/** On the calling thread: for callers outside the import (site-replication.ts) that run on
+ *  their own terms; the import itself uses laneAttribute. */
 export function readAttribute(t: TokenAccess, session: Handle, handle: Handle, type: number): Buffer | undefined {
   try {
     return t.p.C_GetAttributeValue(session, handle, [{ type }])[0]!.value;

@@ -33,8 +33,11 @@ import {
   type WrappingAlgorithm,
   createObject,
   destroyQuietly,
+  isTokenFault,
+  laneAttribute,
+  laneOf,
+  laneSign,
   oaepMechanism,
-  readAttribute,
   unwrapKey,
   wrongLength,
 } from './key-import-common.js';
@@ -68,7 +71,7 @@ export async function unwrapKeyPair(
     }
     unwrapAs = (template) => unwrapKey(t, session, oaepMechanism(hash), privateKey, wrapped, template);
   } else {
-    const { rsaPart, kwpPart } = splitRsaAes(t, session, privateKey, wrapped);
+    const { rsaPart, kwpPart } = await splitRsaAes(t, session, privateKey, wrapped);
     const aesKey = await ephemeralKeyOf(t, session, privateKey, rsaPart, hash, software);
     ephemeral = aesKey;
     unwrapAs = (template) => unwrapKey(t, session, { mechanism: pkcs11js.CKM_AES_KEY_WRAP_PAD }, aesKey, kwpPart, template);
@@ -77,17 +80,17 @@ export async function unwrapKeyPair(
   try {
     const key = await unwrapPrivateKey(t, unwrapAs, keyPairTemplate(t, target, kind, false), kind, session);
     created.push(key);
-    const jwk = kind.kind === 'rsa' ? rsaPublicJwk(t, session, key, kind) : await ecPublicJwk(t, session, key, unwrapAs, kind);
+    const jwk = kind.kind === 'rsa' ? await rsaPublicJwk(t, session, key, kind) : await ecPublicJwk(t, session, key, unwrapAs, kind);
     const spki = spkiOfJwk(jwk);
-    if (target !== 'probe') created.push(createObject(t, session, publicKeyTemplate(t, target, kind, jwk)));
+    if (target !== 'probe') created.push(await createObject(t, session, publicKeyTemplate(t, target, kind, jwk)));
     const checkValue = createHash('sha256').update('p11kms:public-key:').update(spki).digest('hex');
-    if (target === 'probe') destroyQuietly(t, session, key);
+    if (target === 'probe') await destroyQuietly(t, session, key);
     return checkValue;
   } catch (err) {
-    for (const handle of created) destroyQuietly(t, session, handle);
+    for (const handle of created) await destroyQuietly(t, session, handle);
     throw err;
   } finally {
-    if (ephemeral !== undefined) destroyQuietly(t, session, ephemeral);
+    if (ephemeral !== undefined) await destroyQuietly(t, session, ephemeral);
   }
 }
 
@@ -116,7 +119,7 @@ async function unwrapPrivateKey(t: TokenAccess, unwrapAs: UnwrapAs, template: P1
     } catch {
       throw err;
     }
-    destroyQuietly(t, session, opaque);
+    await destroyQuietly(t, session, opaque);
     throw wrongLength(kind);
   }
 }
@@ -168,9 +171,9 @@ function publicKeyTemplate(t: TokenAccess, target: BackingKeyRef, kind: KeyPairM
 }
 
 /** RSA: the public half is readable on the private key; the modulus must fit the key spec. */
-function rsaPublicJwk(t: TokenAccess, session: Handle, key: Handle, kind: Extract<KeyPairMaterial, { kind: 'rsa' }>): JsonWebKey {
-  const n = readAttribute(t, session, key, pkcs11js.CKA_MODULUS);
-  const e = readAttribute(t, session, key, pkcs11js.CKA_PUBLIC_EXPONENT);
+async function rsaPublicJwk(t: TokenAccess, session: Handle, key: Handle, kind: Extract<KeyPairMaterial, { kind: 'rsa' }>): Promise<JsonWebKey> {
+  const n = await laneAttribute(t, session, key, pkcs11js.CKA_MODULUS);
+  const e = await laneAttribute(t, session, key, pkcs11js.CKA_PUBLIC_EXPONENT);
   if (!n || !e) throw wrongLength(kind);
   const jwk: JsonWebKey = { kty: 'RSA', n: stripZeros(n).toString('base64url'), e: stripZeros(e).toString('base64url') };
   const bits = createPublicKey({ key: jwk, format: 'jwk' }).asymmetricKeyDetails?.modulusLength;
@@ -180,18 +183,17 @@ function rsaPublicJwk(t: TokenAccess, session: Handle, key: Handle, kind: Extrac
 
 /** EC: x(Q) by ECDH with G, the sign of y by a test signature (see the file comment). */
 async function ecPublicJwk(t: TokenAccess, session: Handle, key: Handle, unwrapAs: UnwrapAs, kind: Extract<KeyPairMaterial, { kind: 'ec' }>): Promise<JsonWebKey> {
-  const params = readAttribute(t, session, key, pkcs11js.CKA_EC_PARAMS);
+  const params = await laneAttribute(t, session, key, pkcs11js.CKA_EC_PARAMS);
   const curve = CURVES[kind.curve];
   if (!params?.equals(curve.params)) throw wrongLength(kind);
   const helper = await unwrapAs(keyPairTemplate(t, 'probe', kind, true));
   try {
     const curveName = NODE_CURVE_NAMES[kind.curve];
-    const x = deriveX(t, session, helper, generatorOf(curveName, curve.bytes), curve.bytes);
+    const x = await deriveX(t, session, helper, generatorOf(curveName, curve.bytes), curve.bytes);
     const digest = createHash('sha256').update(POINT_PROBE_MESSAGE).digest();
     let signature: Buffer;
     try {
-      t.p.C_SignInit(session, { mechanism: pkcs11js.CKM_ECDSA }, helper);
-      signature = Buffer.from(t.p.C_Sign(session, digest, Buffer.alloc(2 * curve.bytes + 8)));
+      signature = await laneSign(t, session, { mechanism: pkcs11js.CKM_ECDSA }, helper, digest, 2 * curve.bytes + 8);
     } catch (err) {
       throw toHsmError(err, 'C_Sign', 'finding the public key of imported EC material');
     }
@@ -208,38 +210,44 @@ async function ecPublicJwk(t: TokenAccess, session: Handle, key: Handle, unwrapA
     }
     throw wrongLength(kind);
   } finally {
-    destroyQuietly(t, session, helper);
+    await destroyQuietly(t, session, helper);
   }
 }
 
-/** x(d·P) through CKM_ECDH1_DERIVE into a readable session secret, destroyed at once. */
-function deriveX(t: TokenAccess, session: Handle, key: Handle, point: Buffer, bytes: number): Buffer {
+/** x(d·P) through CKM_ECDH1_DERIVE into a readable session secret, read and destroyed on the
+ *  lane's thread ('derive-value'). */
+async function deriveX(t: TokenAccess, session: Handle, key: Handle, point: Buffer, bytes: number): Promise<Buffer> {
   const mechanism: P11.Mechanism = {
     mechanism: pkcs11js.CKM_ECDH1_DERIVE,
     parameter: { type: pkcs11js.CK_PARAMS_EC_DH, kdf: pkcs11js.CKD_NULL, publicData: point } as P11.ECDH1,
   };
-  let secret: Handle;
+  let value: Buffer;
   try {
-    secret = t.p.C_DeriveKey(session, mechanism, key, [
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
-      { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_GENERIC_SECRET },
-      { type: pkcs11js.CKA_VALUE_LEN, value: bytes },
-      { type: pkcs11js.CKA_TOKEN, value: false },
-      { type: pkcs11js.CKA_SENSITIVE, value: false },
-      { type: pkcs11js.CKA_EXTRACTABLE, value: true },
-    ]);
+    const answer = await laneOf(t)(
+      {
+        op: 'derive-value',
+        session,
+        key,
+        mechanism,
+        template: [
+          { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
+          { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_GENERIC_SECRET },
+          { type: pkcs11js.CKA_VALUE_LEN, value: bytes },
+          { type: pkcs11js.CKA_TOKEN, value: false },
+          { type: pkcs11js.CKA_SENSITIVE, value: false },
+          { type: pkcs11js.CKA_EXTRACTABLE, value: true },
+        ],
+      },
+      'C_DeriveKey',
+    );
+    value = Buffer.from(answer.out!);
   } catch (err) {
+    if (isTokenFault(err)) throw err;
     throw toHsmError(err, 'C_DeriveKey', 'finding the public key of imported EC material');
   }
-  try {
-    const value = readAttribute(t, session, secret, pkcs11js.CKA_VALUE);
-    if (!value) throw new HsmError('other', 'CKR_ATTRIBUTE_SENSITIVE', 'C_GetAttributeValue', 'cannot read x(Q)');
-    const x = Buffer.alloc(bytes);
-    value.copy(x, bytes - Math.min(bytes, value.length), Math.max(0, value.length - bytes));
-    return x;
-  } finally {
-    destroyQuietly(t, session, secret);
-  }
+  const x = Buffer.alloc(bytes);
+  value.copy(x, bytes - Math.min(bytes, value.length), Math.max(0, value.length - bytes));
+  return x;
 }
 
 const NODE_CURVE_NAMES: Record<EcCurve, string> = { 'P-256': 'prime256v1', 'P-384': 'secp384r1', 'P-521': 'secp521r1', secp256k1: 'secp256k1' };

@@ -20,7 +20,7 @@ import pkcs11js from 'pkcs11js';
 import type * as P11 from 'pkcs11js';
 import { readUlong } from './bytes.js';
 import { toHsmError } from './errors.js';
-import { type SecretMaterial, createObject, destroyQuietly, oaepMechanism, readAttribute, undecryptable, unwrapKey, wrongLength } from './key-import-common.js';
+import { type SecretMaterial, createObject, destroyQuietly, isTokenFault, laneAttribute, laneCalls, laneEncrypt, laneOf, laneSign, oaepMechanism, undecryptable, unwrapKey, wrongLength } from './key-import-common.js';
 import { labelFor, objectIdFor } from './object-naming.js';
 import { decodeOaep } from './oaep-decode.js';
 import type { TokenAccess } from './pkcs11-token.js';
@@ -51,7 +51,7 @@ export async function rsaUnwrap(
   const material = await rawRsaOaepDecrypt(t, session, privateKey, wrapped);
   try {
     if (!lengthFits(kind, material.length)) throw wrongLength(kind);
-    return createObject(t, session, [...template, { type: pkcs11js.CKA_VALUE, value: material }]);
+    return await createObject(t, session, [...template, { type: pkcs11js.CKA_VALUE, value: material }]);
   } finally {
     material.fill(0);
   }
@@ -79,26 +79,35 @@ async function unwrappedLength(t: TokenAccess, session: Handle, privateKey: Hand
   let kek: Handle | undefined;
   let fn = 'C_GenerateKey';
   try {
-    kek = t.p.C_GenerateKey(session, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, [
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
-      { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
-      { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
-      { type: pkcs11js.CKA_TOKEN, value: false },
-      { type: pkcs11js.CKA_SENSITIVE, value: true },
-      { type: pkcs11js.CKA_EXTRACTABLE, value: false },
-      { type: pkcs11js.CKA_WRAP, value: true },
-      { type: pkcs11js.CKA_UNWRAP, value: false },
-      { type: pkcs11js.CKA_ENCRYPT, value: false },
-      { type: pkcs11js.CKA_DECRYPT, value: false },
-    ]);
+    const generated = await laneOf(t)(
+      {
+        op: 'generate-key',
+        session,
+        mechanism: { mechanism: pkcs11js.CKM_AES_KEY_GEN },
+        template: [
+          { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
+          { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
+          { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
+          { type: pkcs11js.CKA_TOKEN, value: false },
+          { type: pkcs11js.CKA_SENSITIVE, value: true },
+          { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+          { type: pkcs11js.CKA_WRAP, value: true },
+          { type: pkcs11js.CKA_UNWRAP, value: false },
+          { type: pkcs11js.CKA_ENCRYPT, value: false },
+          { type: pkcs11js.CKA_DECRYPT, value: false },
+        ],
+      },
+      'C_GenerateKey',
+    );
+    kek = Buffer.from(generated.handles![0]!);
     fn = 'C_WrapKey';
-    const sealed = t.p.C_WrapKey(session, { mechanism: pkcs11js.CKM_AES_KEY_WRAP_PAD }, kek, probe, Buffer.alloc(wrapped.length + 16));
+    const [sealed] = (await laneCalls(t, session, [{ fn: 'C_WrapKey', args: [{ mechanism: pkcs11js.CKM_AES_KEY_WRAP_PAD }, kek, probe, Buffer.alloc(wrapped.length + 16)] }], 'C_WrapKey')) as [Buffer];
     return sealed.length - 8;
   } catch (err) {
     throw toHsmError(err, fn, 'measuring imported key material');
   } finally {
-    destroyQuietly(t, session, probe);
-    if (kek !== undefined) destroyQuietly(t, session, kek);
+    await destroyQuietly(t, session, probe);
+    if (kek !== undefined) await destroyQuietly(t, session, kek);
   }
 }
 
@@ -114,19 +123,19 @@ export async function rsaAesUnwrap(
   template: P11.Template,
   kind: SecretMaterial,
 ): Promise<Handle> {
-  const { rsaPart, kwpPart } = splitRsaAes(t, session, privateKey, wrapped);
+  const { rsaPart, kwpPart } = await splitRsaAes(t, session, privateKey, wrapped);
   // AES-KWP output is the input rounded up to 8 bytes plus an 8-byte block.
   if (!roundedLengthFits(kind, kwpPart.length - 8)) throw wrongLength(kind);
   const ephemeral = await ephemeralKeyOf(t, session, privateKey, rsaPart, hash, software);
   try {
     return await unwrapKey(t, session, { mechanism: pkcs11js.CKM_AES_KEY_WRAP_PAD }, ephemeral, kwpPart, template);
   } finally {
-    destroyQuietly(t, session, ephemeral);
+    await destroyQuietly(t, session, ephemeral);
   }
 }
 
-export function splitRsaAes(t: TokenAccess, session: Handle, privateKey: Handle, wrapped: Buffer): { rsaPart: Buffer; kwpPart: Buffer } {
-  const modulusBytes = readAttribute(t, session, privateKey, pkcs11js.CKA_MODULUS)?.length ?? 0;
+export async function splitRsaAes(t: TokenAccess, session: Handle, privateKey: Handle, wrapped: Buffer): Promise<{ rsaPart: Buffer; kwpPart: Buffer }> {
+  const modulusBytes = (await laneAttribute(t, session, privateKey, pkcs11js.CKA_MODULUS))?.length ?? 0;
   if (modulusBytes === 0 || wrapped.length <= modulusBytes) throw undecryptable();
   return { rsaPart: wrapped.subarray(0, modulusBytes), kwpPart: wrapped.subarray(modulusBytes) };
 }
@@ -147,7 +156,7 @@ export async function ephemeralKeyOf(t: TokenAccess, session: Handle, privateKey
   const key = await rawRsaOaepDecrypt(t, session, privateKey, rsaPart);
   try {
     if (![16, 24, 32].includes(key.length)) throw undecryptable();
-    return createObject(t, session, [...ephemeralTemplate, { type: pkcs11js.CKA_VALUE, value: key }]);
+    return await createObject(t, session, [...ephemeralTemplate, { type: pkcs11js.CKA_VALUE, value: key }]);
   } finally {
     key.fill(0);
   }
@@ -156,22 +165,17 @@ export async function ephemeralKeyOf(t: TokenAccess, session: Handle, privateKey
 /** CKM_RSA_X_509 in the token, then EME-OAEP (SHA-256, MGF1-SHA-256, empty label) decoding
  *  here. The encoded message is wiped; the caller wipes the returned secret. */
 async function rawRsaOaepDecrypt(t: TokenAccess, session: Handle, privateKey: Handle, ciphertext: Buffer): Promise<Buffer> {
-  const modulusBytes = readAttribute(t, session, privateKey, pkcs11js.CKA_MODULUS)?.length ?? 0;
+  const modulusBytes = (await laneAttribute(t, session, privateKey, pkcs11js.CKA_MODULUS))?.length ?? 0;
   if (ciphertext.length !== modulusBytes) throw undecryptable();
   const out = Buffer.alloc(modulusBytes);
   let encoded: Buffer;
   try {
-    if (t.slowCall) {
-      // The private-key operation on the slow lane's thread (see unwrapKey).
-      encoded = Buffer.from((await t.slowCall({ op: 'decrypt', session, key: privateKey, mechanism: { mechanism: pkcs11js.CKM_RSA_X_509 }, data: ciphertext, outBytes: modulusBytes }, 'C_Decrypt')).out!);
-    } else {
-      t.p.C_DecryptInit(session, { mechanism: pkcs11js.CKM_RSA_X_509 }, privateKey);
-      encoded = t.p.C_Decrypt(session, ciphertext, out);
-    }
+    // The private-key operation on the slow lane's thread (see unwrapKey).
+    encoded = Buffer.from((await laneOf(t)({ op: 'decrypt', session, key: privateKey, mechanism: { mechanism: pkcs11js.CKM_RSA_X_509 }, data: ciphertext, outBytes: modulusBytes }, 'C_Decrypt')).out!);
   } catch (err) {
     out.fill(0);
     const e = toHsmError(err, 'C_Decrypt');
-    if (e.kind === 'unavailable') throw e;
+    if (isTokenFault(e)) throw e;
     throw undecryptable();
   }
   // Raw RSA may drop leading zero bytes: left-pad to the modulus length.
@@ -216,22 +220,21 @@ export function materialTemplate(t: TokenAccess, target: BackingKeyRef | 'probe'
  *  equal material, reveals nothing about it. Also proves the object is a usable key of an
  *  accepted size where the token reports CKA_VALUE_LEN (SoftHSM2 reports 0 for unwrapped keys)
  *  or refuses keys that are too short at use. */
-export function checkValueOf(t: TokenAccess, session: Handle, material: Handle, kind: SecretMaterial): string {
-  const valueLen = readAttribute(t, session, material, pkcs11js.CKA_VALUE_LEN);
+export async function checkValueOf(t: TokenAccess, session: Handle, material: Handle, kind: SecretMaterial): Promise<string> {
+  const valueLen = await laneAttribute(t, session, material, pkcs11js.CKA_VALUE_LEN);
   const length = valueLen === undefined ? 0 : readUlong(valueLen);
   if (length !== 0 && !lengthFits(kind, length)) throw wrongLength(kind);
   try {
     let answer: Buffer;
     if (kind.kind === 'aes') {
       const parameter: P11.GcmParams = { type: pkcs11js.CK_PARAMS_GCM, iv: CHECK_VALUE_IV, ivBits: 96, aad: CHECK_VALUE_AAD, tagBits: 128 };
-      t.p.C_EncryptInit(session, { mechanism: pkcs11js.CKM_AES_GCM, parameter }, material);
-      answer = t.p.C_Encrypt(session, Buffer.alloc(kind.bytes), Buffer.alloc(kind.bytes + 16));
+      answer = await laneEncrypt(t, session, { mechanism: pkcs11js.CKM_AES_GCM, parameter }, material, Buffer.alloc(kind.bytes), kind.bytes + 16);
     } else {
-      t.p.C_SignInit(session, { mechanism: HMAC_MECHANISMS[kind.hash] }, material);
-      answer = t.p.C_Sign(session, CHECK_VALUE_AAD, Buffer.alloc(64));
+      answer = await laneSign(t, session, { mechanism: HMAC_MECHANISMS[kind.hash] }, material, CHECK_VALUE_AAD, 64);
     }
     return createHash('sha256').update(answer).digest('hex');
-  } catch {
+  } catch (err) {
+    if (isTokenFault(err)) throw err;
     throw wrongLength(kind);
   }
 }

@@ -6,13 +6,14 @@
  * Per import the token holds three objects under CKA_ID "import#<importId>", label
  * "p11kms-import:<importId>": the RSA private key (CKA_UNWRAP), its public key, and an
  * HMAC-SHA-256 secret that authenticates the import token. Creating and destroying them runs
- * under the cross-process object-write lock (TokenAccess.tokenWrite).
+ * under the cross-process object-write lock (TokenAccess.tokenWrite). Every token call runs in
+ * the slow lane (key-import-common.ts inLane).
  */
 import { createPublicKey } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type * as P11 from 'pkcs11js';
 import { toHsmError } from './errors.js';
-import { WRAPPING_KEY_BITS, type WrappingKeySpec, readAttribute } from './key-import-common.js';
+import { WRAPPING_KEY_BITS, type WrappingKeySpec, inLane, laneAttribute, laneCalls, laneFindObjects, laneOf, laneSign } from './key-import-common.js';
 import type { TokenAccess } from './pkcs11-token.js';
 import { HsmError } from './types.js';
 
@@ -64,27 +65,32 @@ export async function createWrappingKey(t: TokenAccess, importId: string, spec: 
     { type: pkcs11js.CKA_SIGN, value: true },
     { type: pkcs11js.CKA_VERIFY, value: true },
   ];
-  // Both generations in the slow lane (an RSA-4096 wrapping key takes seconds).
-  const publicKey = await t.slowSession(async (session, call) => {
-    try {
-      const pair = await call({ op: 'generate-key-pair', session, mechanism: { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN }, publicTemplate, privateTemplate }, 'C_GenerateKeyPair');
-      await call({ op: 'generate-key', session, mechanism: { mechanism: pkcs11js.CKM_GENERIC_SECRET_KEY_GEN }, template: macTemplate }, 'C_GenerateKey');
-      return Buffer.from(pair.handles![0]!);
-    } catch (err) {
-      const e = toHsmError(err, 'C_GenerateKeyPair');
-      throw new HsmError(e.kind, e.ckr, e.fn, `creating an import wrapping key: ${e.message}`);
-    }
-  }, true);
-  return t.withSession((session) => spkiOf(t, session, publicKey));
+  // The generations take seconds for RSA-4096; the public key is read in the same lane turn.
+  return inLane(
+    t,
+    async (t, session) => {
+      let publicKey: Handle;
+      try {
+        const call = laneOf(t);
+        const pair = await call({ op: 'generate-key-pair', session, mechanism: { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN }, publicTemplate, privateTemplate }, 'C_GenerateKeyPair');
+        await call({ op: 'generate-key', session, mechanism: { mechanism: pkcs11js.CKM_GENERIC_SECRET_KEY_GEN }, template: macTemplate }, 'C_GenerateKey');
+        publicKey = Buffer.from(pair.handles![0]!);
+      } catch (err) {
+        const e = toHsmError(err, 'C_GenerateKeyPair');
+        throw new HsmError(e.kind, e.ckr, e.fn, `creating an import wrapping key: ${e.message}`);
+      }
+      return spkiOf(t, session, publicKey);
+    },
+    true,
+  );
 }
 
 /** HMAC-SHA-256 of `data` under the import's token-held MAC key. */
 export function macImportToken(t: TokenAccess, importId: string, data: Uint8Array): Promise<Buffer> {
-  return t.withSession((session) => {
-    const key = findImportObject(t, session, importId, pkcs11js.CKO_SECRET_KEY);
+  return inLane(t, async (t, session) => {
+    const key = await findImportObject(t, session, importId, pkcs11js.CKO_SECRET_KEY);
     try {
-      t.p.C_SignInit(session, { mechanism: pkcs11js.CKM_SHA256_HMAC }, key);
-      return Buffer.from(t.p.C_Sign(session, Buffer.from(data), Buffer.alloc(32)));
+      return await laneSign(t, session, { mechanism: pkcs11js.CKM_SHA256_HMAC }, key, Buffer.from(data), 32);
     } catch (err) {
       throw toHsmError(err, 'C_Sign', 'authenticating an import token');
     }
@@ -93,34 +99,36 @@ export function macImportToken(t: TokenAccess, importId: string, data: Uint8Arra
 
 /** Destroys the three objects of an import; no error when already gone. */
 export function destroyWrappingKey(t: TokenAccess, importId: string): Promise<void> {
-  return t.tokenWrite(() =>
-    t.withSession((session) => {
-      for (const handle of findObjects(t, session, [{ type: pkcs11js.CKA_ID, value: importObjectId(importId) }])) {
+  return inLane(
+    t,
+    async (t, session) => {
+      for (const handle of await findObjects(t, session, [{ type: pkcs11js.CKA_ID, value: importObjectId(importId) }])) {
         try {
-          t.p.C_DestroyObject(session, handle);
+          await laneCalls(t, session, [{ fn: 'C_DestroyObject', args: [handle] }], 'C_DestroyObject');
         } catch (err) {
           const e = toHsmError(err, 'C_DestroyObject');
           if (e.kind !== 'key-not-found') throw e;
         }
       }
-    }),
+    },
+    true,
   );
 }
 
 /** Import IDs whose wrapping private key is in the token (consistency checks). */
 export function listWrappingKeyIds(t: TokenAccess): Promise<string[]> {
-  return t.withSession((session) => {
+  return inLane(t, async (t, session) => {
     const ids: string[] = [];
-    for (const handle of findObjects(t, session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }])) {
-      const label = readAttribute(t, session, handle, pkcs11js.CKA_LABEL)?.toString('utf8');
+    for (const handle of await findObjects(t, session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }])) {
+      const label = (await laneAttribute(t, session, handle, pkcs11js.CKA_LABEL))?.toString('utf8');
       if (label?.startsWith(IMPORT_LABEL_PREFIX)) ids.push(label.slice(IMPORT_LABEL_PREFIX.length));
     }
     return ids.sort();
   });
 }
 
-export function findImportObject(t: TokenAccess, session: Handle, importId: string, objectClass: number): Handle {
-  const [handle] = findObjects(t, session, [
+export async function findImportObject(t: TokenAccess, session: Handle, importId: string, objectClass: number): Promise<Handle> {
+  const [handle] = await findObjects(t, session, [
     { type: pkcs11js.CKA_CLASS, value: objectClass },
     { type: pkcs11js.CKA_ID, value: importObjectId(importId) },
   ]);
@@ -128,28 +136,17 @@ export function findImportObject(t: TokenAccess, session: Handle, importId: stri
   return handle;
 }
 
-function findObjects(t: TokenAccess, session: Handle, template: P11.Template): Handle[] {
-  let fn = 'C_FindObjectsInit';
+async function findObjects(t: TokenAccess, session: Handle, template: P11.Template): Promise<Handle[]> {
   try {
-    t.p.C_FindObjectsInit(session, template);
-    fn = 'C_FindObjects';
-    const found: Handle[] = [];
-    for (;;) {
-      const batch = t.p.C_FindObjects(session, 100);
-      if (batch.length === 0) break;
-      found.push(...batch);
-    }
-    fn = 'C_FindObjectsFinal';
-    t.p.C_FindObjectsFinal(session);
-    return found;
+    return await laneFindObjects(t, session, template);
   } catch (err) {
-    throw toHsmError(err, fn, 'looking up import objects');
+    throw toHsmError(err, 'C_FindObjects', 'looking up import objects');
   }
 }
 
-function spkiOf(t: TokenAccess, session: Handle, publicKey: Handle): Buffer {
-  const n = readAttribute(t, session, publicKey, pkcs11js.CKA_MODULUS);
-  const e = readAttribute(t, session, publicKey, pkcs11js.CKA_PUBLIC_EXPONENT);
+async function spkiOf(t: TokenAccess, session: Handle, publicKey: Handle): Promise<Buffer> {
+  const n = await laneAttribute(t, session, publicKey, pkcs11js.CKA_MODULUS);
+  const e = await laneAttribute(t, session, publicKey, pkcs11js.CKA_PUBLIC_EXPONENT);
   if (!n || !e) throw new HsmError('other', 'CKR_ATTRIBUTE_TYPE_INVALID', 'C_GetAttributeValue', 'cannot read the wrapping public key');
   const jwk = { kty: 'RSA', n: n.toString('base64url'), e: e.toString('base64url') };
   return createPublicKey({ key: jwk, format: 'jwk' }).export({ type: 'spki', format: 'der' });

@@ -33,6 +33,7 @@ import {
   type WrappingAlgorithm,
   type WrappingKeySpec,
   destroyQuietly,
+  inLane,
   isKeyPair,
   probeOaepSha256,
 } from './key-import-common.js';
@@ -128,10 +129,9 @@ export class KeyImporter {
     if (softwareUnpadding) this.t.log('warn', `import ${request.importId}: ${request.algorithm} emulated with CKM_RSA_X_509 and OAEP unpadding in the service (token lacks OAEP-SHA-256)`);
     const persistent = request.target !== 'probe';
     // The whole unwrap holds a slow-lane thread (lane first, then the write lock when it creates
-    // a token object): its RSA private-key operations run there (key-import-common.ts unwrapKey).
-    return this.t.slowSession(async (session, slowCall) => {
-      const t: TokenAccess = { ...this.t, slowCall };
-      const privateKey = findImportObject(t, session, request.importId, pkcs11js.CKO_PRIVATE_KEY);
+    // a token object), and every token call of it runs there (key-import-common.ts inLane).
+    return inLane(this.t, async (t, session) => {
+      const privateKey = await findImportObject(t, session, request.importId, pkcs11js.CKO_PRIVATE_KEY);
       const kind = request.material;
       if (isKeyPair(kind)) {
         const checkValue = await unwrapKeyPair(t, session, privateKey, Buffer.from(request.wrapped), request.algorithm, hash, softwareUnpadding, request.target, kind);
@@ -147,12 +147,12 @@ export class KeyImporter {
         material = await rsaAesUnwrap(t, session, privateKey, wrapped, hash, softwareUnpadding, template, kind);
       }
       try {
-        const checkValue = checkValueOf(t, session, material, kind);
-        if (!persistent) destroyQuietly(t, session, material);
+        const checkValue = await checkValueOf(t, session, material, kind);
+        if (!persistent) await destroyQuietly(t, session, material);
         else this.t.forget(request.target as BackingKeyRef);
         return { checkValue, custody };
       } catch (err) {
-        destroyQuietly(t, session, material);
+        await destroyQuietly(t, session, material);
         throw err;
       }
     }, persistent);

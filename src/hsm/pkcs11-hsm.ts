@@ -19,17 +19,21 @@
  *    CKR_ENCRYPTED_DATA_INVALID (the profile's dialect, errors.ts).
  *  - Faults: token-guard.ts takes the token down on a lost session, login or device and brings
  *    it back (recover below); async mode runs request-path calls on call-workers.ts.
- *  - Threads: key generation and private-key operations run in the slow lane (slow-lane.ts) in
- *    both modes, never on libuv's pool or the event loop. In async mode every other call of the
- *    request path runs on the call workers. What still runs on the event loop in async mode, and
- *    why: start-up and shutdown (C_Initialize, slot and token info, priming the handle cache);
- *    C_Finalize/C_Initialize in recovery (only after a worker's probe answered, with no call in
- *    flight; the main thread owns the library's initialisation); generateRandom once its reserve
- *    ran dry (synchronous by contract, see there); key deletion (lifecycle.ts sweeps, off the
- *    request path); key import's unwrapping and the audit chain's head objects (key-import*.ts,
- *    audit-signing-key.ts: their key generations and the audit digest signature are in the slow
- *    lane, their remaining short calls are not yet on workers); operator diagnostics (inspect,
- *    its own session).
+ *  - Threads: key generation, private-key operations, every call of key import (key-import*.ts)
+ *    and key destruction (destroyKey) run in the slow lane (slow-lane.ts) in both modes, never on
+ *    libuv's pool or the event loop. In async mode every other call of the request path runs on
+ *    the call workers, random bytes included (generateRandomAsync: the reserve, else a worker).
+ *    What still runs on the event loop in async mode, and why: start-up and shutdown
+ *    (C_Initialize, slot and token info, priming the handle cache, the token identity's
+ *    synchronous generateRandom); C_Finalize/C_Initialize in recovery (only after a worker's
+ *    probe answered, with no call in flight; the main thread owns the library's
+ *    initialisation); the synchronous generateRandom once its reserve ran dry (no request-path
+ *    caller left); the audit chain's head objects and the audit key's lookup (audit-signing-key.ts:
+ *    registered at start-up, published by the background digest and looked up again after a
+ *    recovery, never on a request; the digest's signature is in the slow lane); listBackingKeys
+ *    (consistency checks, in the background); the object index refresh under the cross-process
+ *    write lock (SoftHSM2 shared by several processes, a local token); operator diagnostics
+ *    (inspect, its own session).
  *  - CKA_MODIFIABLE/CKA_COPYABLE=false on generated keys: accepted by SoftHSM2; a token that rejects
  *    them gets keys without them (logged once).
  */
@@ -45,7 +49,7 @@ import { isStaleHandle, isTokenLost, setErrorDialect, toHsmError } from './error
 import { type AuditSigningKey, openAuditSigningKey } from './audit-signing-key.js';
 import { type BackingKeyInspection, inspectOnSession } from './diagnostics.js';
 import { HandleCache } from './handle-cache.js';
-import { enumerateBackingKeys, findKeyObjects, refreshObjectIndex } from './key-objects.js';
+import { enumerateBackingKeys, refreshObjectIndex } from './key-objects.js';
 import { labelFor, objectIdFor, refKey } from './object-naming.js';
 import { PROFILES, type VendorProfile, detectProfile, environmentProblems, sessionLimit } from './profiles.js';
 import { findTokenSlot, trimPadded, withProvisionLock } from './provision.js';
@@ -74,8 +78,8 @@ type Handle = P11.Handle;
 const GCM_IV_BYTES = 12;
 const GCM_TAG_BYTES = 16;
 const AES_KEY_BYTES = 32;
-/** Token random bytes kept ready in async mode, so that generateRandom (synchronous by contract)
- *  rarely waits for a network round trip on the event loop; served bytes are zeroed. */
+/** Token random bytes kept ready in async mode, so that most draws need no token round trip at
+ *  all (and the synchronous generateRandom rarely one on the event loop); served bytes are zeroed. */
 const RANDOM_RESERVE_BYTES = 64 * 1024;
 /** Template errors that mean "this token does not accept one of the hardening attributes". */
 const TEMPLATE_REJECTED = new Set(['CKR_ATTRIBUTE_TYPE_INVALID', 'CKR_ATTRIBUTE_VALUE_INVALID', 'CKR_TEMPLATE_INCONSISTENT', 'CKR_ATTRIBUTE_READ_ONLY']);
@@ -546,22 +550,12 @@ export class Pkcs11Hsm implements Hsm {
   }
 
   generateRandom(length: number): Buffer {
-    if (!Number.isInteger(length) || length < 0) throw new RangeError('random length must be a non-negative integer');
-    if (this.closing) throw closedError('C_GenerateRandom');
+    this.checkRandomRequest(length);
     if (length === 0) return Buffer.alloc(0);
-    this.guard.assertUp('C_GenerateRandom');
-    if (this.workers) {
-      const reserve = this.randomReserve;
-      if (reserve.bytes.length - reserve.used < RANDOM_RESERVE_BYTES / 4) void this.refillRandom().catch(() => undefined);
-      if (reserve.bytes.length - reserve.used >= length) {
-        const served = reserve.bytes.subarray(reserve.used, reserve.used + length);
-        reserve.used += length;
-        const out = Buffer.from(served);
-        served.fill(0);
-        return out;
-      }
-      // Reserve exhausted (a burst of large requests): one call on this thread.
-    }
+    const served = this.fromRandomReserve(length);
+    if (served) return served;
+    // Sync mode, or async mode with the reserve exhausted (a burst of large synchronous draws;
+    // the request path draws through generateRandomAsync): one call on this thread.
     try {
       // Sync by contract and stateless, so it runs on the control session, which no async call
       // ever uses; a pooled session might have an async call in flight.
@@ -571,6 +565,37 @@ export class Pkcs11Hsm implements Hsm {
       this.noteFailure(e);
       throw e;
     }
+  }
+
+  /** The request path's random bytes (GenerateRandom, data keys, IVs): in async mode from the
+   *  reserve, else from a call worker, never a token call on the event loop. */
+  async generateRandomAsync(length: number): Promise<Buffer> {
+    if (!this.workers) return this.generateRandom(length);
+    this.checkRandomRequest(length);
+    if (length === 0) return Buffer.alloc(0);
+    const served = this.fromRandomReserve(length);
+    if (served) return served;
+    return this.pool.withSession(async (session) => Buffer.from(this.answerOf(await this.onWorker({ op: 'random', session, length }, 'C_GenerateRandom'), 'C_GenerateRandom').out!));
+  }
+
+  private checkRandomRequest(length: number): void {
+    if (!Number.isInteger(length) || length < 0) throw new RangeError('random length must be a non-negative integer');
+    if (this.closing) throw closedError('C_GenerateRandom');
+    if (length > 0) this.guard.assertUp('C_GenerateRandom');
+  }
+
+  /** Async mode: `length` bytes from the reserve (zeroed there once served), topping it up from
+   *  a worker when it runs low; undefined when it cannot serve them (or in sync mode). */
+  private fromRandomReserve(length: number): Buffer | undefined {
+    if (!this.workers) return undefined;
+    const reserve = this.randomReserve;
+    if (reserve.bytes.length - reserve.used < RANDOM_RESERVE_BYTES / 4) void this.refillRandom().catch(() => undefined);
+    if (reserve.bytes.length - reserve.used < length) return undefined;
+    const served = reserve.bytes.subarray(reserve.used, reserve.used + length);
+    reserve.used += length;
+    const out = Buffer.from(served);
+    served.fill(0);
+    return out;
   }
 
   /** Async mode: tops the random reserve up from a worker (one refill at a time). */
@@ -591,20 +616,24 @@ export class Pkcs11Hsm implements Hsm {
     if (this.workers) await this.refillRandom();
   }
 
+  /** Destroys every object of `ref` (its key, and the public key of a pair). In the slow lane
+   *  in both modes: ImportKeyMaterial and DeleteImportedKeyMaterial destroy on the request path. */
   async destroyKey(ref: BackingKeyRef): Promise<void> {
     const cacheKey = refKey(ref);
     this.handles.delete(cacheKey);
-    await this.tokenWrite(() => this.pool.withSession((session) => {
-      for (const handle of findKeyObjects(this.p, session, ref)) {
+    this.keyPairs.forgetPublicKey(ref);
+    await this.slowSession(async (session, call) => {
+      const keys = await call({ op: 'find-keys', session, id: objectIdFor(ref) }, 'C_FindObjects');
+      const publicKeys = await call({ op: 'find', session, template: this.keyPairs.publicKeyTemplate(ref), max: 16 }, 'C_FindObjects');
+      for (const handle of [...keys.handles!, ...publicKeys.handles!]) {
         try {
-          this.p.C_DestroyObject(session, handle);
+          await call({ op: 'destroy', session, handles: [Buffer.from(handle)] }, 'C_DestroyObject');
         } catch (err) {
-          const e = toHsmError(err, 'C_DestroyObject');
-          if (!isStaleHandle(e)) throw e; // already destroyed elsewhere: fine
+          // Already destroyed elsewhere: fine.
+          if (!(err instanceof HsmError) || !(isStaleHandle(err) || err.kind === 'key-not-found')) throw err;
         }
       }
-      this.keyPairs.destroyPublicKey(session, ref);
-    }));
+    }, true);
     this.handles.delete(cacheKey);
   }
 

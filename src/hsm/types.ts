@@ -57,8 +57,13 @@ export interface Hsm {
   encryptAesGcm(ref: BackingKeyRef, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Buffer>;
   /** Inverse of encryptAesGcm; a failed tag check throws HsmError kind 'invalid-ciphertext'. */
   decryptAesGcm(ref: BackingKeyRef, iv: Uint8Array, aad: Uint8Array, ciphertextAndTag: Uint8Array): Promise<Buffer>;
-  /** Bytes from the token's RNG (C_GenerateRandom). */
+  /** Bytes from the token's RNG (C_GenerateRandom), synchronously: start-up and tools. In
+   *  async mode it may call the token on the event loop; the request path uses
+   *  generateRandomAsync. */
   generateRandom(length: number): Buffer;
+  /** The same, never calling the token on the event loop in async mode (GenerateRandom, data
+   *  keys, IVs). */
+  generateRandomAsync(length: number): Promise<Buffer>;
   /** Destroys the token object(s) of `ref`; no error when already absent. */
   destroyKey(ref: BackingKeyRef): Promise<void>;
   /** Every p11kms backing-key object present in the token (for consistency checks). */

@@ -16,10 +16,12 @@ import { requireUsableMaterial } from './lifecycle/expiry.js';
 const IV_BLOCK = 12 * 341;
 const ivPools = new WeakMap<object, { block: Buffer; used: number }>();
 
-function nextIv(svc: Services): Buffer {
+async function nextIv(svc: Services): Promise<Buffer> {
   let pool = ivPools.get(svc.hsm);
   if (pool === undefined || pool.used + IV_LENGTH > pool.block.length) {
-    pool = { block: svc.hsm.generateRandom(IV_BLOCK), used: 0 };
+    // Requests that find the block spent at once each draw a block of their own; the last one
+    // drawn stays, the rest of the others is dropped: every IV is still handed out once.
+    pool = { block: await svc.hsm.generateRandomAsync(IV_BLOCK), used: 0 };
     ivPools.set(svc.hsm, pool);
   }
   const iv = pool.block.subarray(pool.used, pool.used + IV_LENGTH);
@@ -39,7 +41,7 @@ export async function sealSymmetric(svc: Services, key: KeyRecord, plaintext: Ui
  *  wear-out: the one place where both front doors (KMS API, XKS) seal. Returns IV and
  *  ciphertext‖tag. */
 export async function sealUnderVersion(svc: Services, ref: BackingKeyRef, aad: Uint8Array, plaintext: Uint8Array): Promise<{ iv: Buffer; sealed: Buffer }> {
-  const iv = nextIv(svc);
+  const iv = await nextIv(svc);
   const sealed = await svc.hsm.encryptAesGcm(ref, iv, aad, plaintext);
   svc.gcmWear?.meter.note(ref.keyId, ref.version);
   return { iv, sealed };

@@ -13,6 +13,7 @@
  *   outage_ckr N        default CKR_DEVICE_REMOVED (0x32)
  *   latency_us N        added to every call (a network HSM)
  *   hang 0|1            every call blocks while set (a stuck connection)
+ *   hang_calls a,b,...  with hang: only these calls block (default: every call)
  *   fail_percent P      this share of the calls in fail_calls fails with fail_ckr
  *   fail_ckr N          default CKR_DEVICE_ERROR (0x30)
  *   fail_calls a,b,...  default C_EncryptInit,C_Encrypt,C_DecryptInit,C_Decrypt,C_GenerateRandom,C_SignInit,C_Sign
@@ -27,8 +28,9 @@
  *   manufacturer S, library S, model S
  *                       replace C_GetInfo/C_GetTokenInfo strings (to look like a vendor)
  *   max_sessions N      ulMaxSessionCount, enforced (CKR_SESSION_COUNT beyond it)
- * Statistics go to <control>.stats, rewritten at every session open/close and login:
- *   logins, sessions_opened, sessions_open, calls, faults.
+ * Statistics go to <control>.stats, rewritten at every session open/close and login, and
+ * whenever a call starts or stops hanging:
+ *   logins, sessions_opened, sessions_open, calls, faults, hanging (calls blocked now).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -56,6 +58,7 @@ struct control {
   CK_RV outage_ckr;
   long latency_us;
   int hang;
+  char hang_calls[512];
   double fail_percent;
   CK_RV fail_ckr;
   char fail_calls[512];
@@ -75,7 +78,7 @@ static int control_present;
 static uint64_t epoch = 1;
 static long applied_logout_seq, applied_wedge_seq;
 static int wedged;
-static long sessions_open, sessions_opened, logins, calls, faults;
+static long sessions_open, sessions_opened, logins, calls, faults, hanging;
 /* A real session that is still open, for C_Logout on command. */
 static CK_SESSION_HANDLE some_inner_session;
 static unsigned int rng_state = 12345;
@@ -108,6 +111,7 @@ static void parse_control(FILE *f, struct control *c) {
     else if (!strcmp(key, "outage_ckr")) c->outage_ckr = strtoul(value, NULL, 0);
     else if (!strcmp(key, "latency_us")) c->latency_us = atol(value);
     else if (!strcmp(key, "hang")) c->hang = atoi(value);
+    else if (!strcmp(key, "hang_calls")) snprintf(c->hang_calls, sizeof c->hang_calls, ",%s,", value);
     else if (!strcmp(key, "fail_percent")) c->fail_percent = atof(value);
     else if (!strcmp(key, "fail_ckr")) c->fail_ckr = strtoul(value, NULL, 0);
     else if (!strcmp(key, "fail_calls")) snprintf(c->fail_calls, sizeof c->fail_calls, ",%s,", value);
@@ -128,7 +132,7 @@ static void write_stats_locked(void) {
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   FILE *f = fopen(tmp, "w");
   if (!f) return;
-  fprintf(f, "logins %ld\nsessions_opened %ld\nsessions_open %ld\ncalls %ld\nfaults %ld\n", logins, sessions_opened, sessions_open, calls, faults);
+  fprintf(f, "logins %ld\nsessions_opened %ld\nsessions_open %ld\ncalls %ld\nfaults %ld\nhanging %ld\n", logins, sessions_opened, sessions_open, calls, faults, hanging);
   fclose(f);
   rename(tmp, path);
 }
@@ -185,6 +189,14 @@ static int listed(const char *fn) {
   return strstr(ctl.fail_calls, needle) != NULL;
 }
 
+static int hangs_locked(const char *fn) {
+  char needle[80];
+  if (!ctl.hang) return 0;
+  if (ctl.hang_calls[0] == 0) return 1;
+  snprintf(needle, sizeof needle, ",%s,", fn);
+  return strstr(ctl.hang_calls, needle) != NULL;
+}
+
 static int draw_failure_locked(const char *fn) {
   if (ctl.fail_percent <= 0 || !listed(fn)) return 0;
   return (unsigned)(rand_r(&rng_state) % 1000000) < (unsigned)(ctl.fail_percent * 10000);
@@ -194,13 +206,23 @@ static int draw_failure_locked(const char *fn) {
  * before reaching the token) the random failure. */
 static CK_RV fault_before(const char *fn, int fail_before) {
   long latency;
+  int hung = 0;
   for (;;) {
     pthread_mutex_lock(&lock);
     refresh_locked();
-    calls++;
-    if (!ctl.hang) break;
+    if (!hung) calls++;
+    if (!hangs_locked(fn)) break;
+    if (!hung) {
+      hung = 1;
+      hanging++;
+      write_stats_locked();
+    }
     pthread_mutex_unlock(&lock);
     usleep(5000);
+  }
+  if (hung) {
+    hanging--;
+    write_stats_locked();
   }
   latency = ctl.latency_us;
   CK_RV rv = CKR_OK;

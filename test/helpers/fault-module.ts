@@ -24,6 +24,8 @@ export interface FaultSettings {
   outage_ckr?: number;
   latency_us?: number;
   hang?: 0 | 1;
+  /** With hang: only these calls block (comma-separated names). */
+  hang_calls?: string;
   fail_percent?: number;
   fail_ckr?: number;
   fail_calls?: string;
@@ -42,6 +44,8 @@ export interface FaultStats {
   sessions_open: number;
   calls: number;
   faults: number;
+  /** Calls blocked in a hang right now. */
+  hanging: number;
 }
 
 export class FaultControl {

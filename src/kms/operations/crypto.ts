@@ -180,7 +180,7 @@ async function generateDataKey(input: Record<string, any>, ctx: RequestContext, 
   const key = await encryptionKey(svc, ctx, input.KeyId, operation);
   const length = dataKeyLength(input);
   if (input.DryRun === true) throw dryRunSucceeded();
-  const plaintext = svc.hsm.generateRandom(length);
+  const plaintext = await svc.hsm.generateRandomAsync(length);
   const blob = await sealSymmetric(svc, key, plaintext, input.EncryptionContext);
   return { key, plaintext, blob, keyMaterialId: await materialIdOf(svc, key.keyId, key.currentVersion) };
 }
@@ -204,7 +204,7 @@ const generateRandom: OperationHandler = async (input, ctx, svc) => {
     throw new KmsError('CustomKeyStoreNotFoundException', `Custom key store ${input.CustomKeyStoreId} does not exist.`);
   }
   if (input.NumberOfBytes === undefined) throw constraintViolation(null, 'numberOfBytes', 'Member must not be null');
-  return { Plaintext: svc.hsm.generateRandom(input.NumberOfBytes) };
+  return { Plaintext: await svc.hsm.generateRandomAsync(input.NumberOfBytes) };
 };
 
 export const cryptoOperations = {
