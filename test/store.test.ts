@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { applyMigrations, currentSchemaVersion, MIGRATIONS } from '../src/store/sqlite/migrations.js';
+import { holdWriteLock } from '../src/store/sqlite/lock-holder.js';
 import { openSqliteDatabase, openSqliteStore } from '../src/store/sqlite/store.js';
 import type { AliasRecord, BackingKeyVersionRecord, KeyRecord, MetadataStore, TagRecord } from '../src/store/types.js';
 import { describeStoreContract } from './store/contract.js';
@@ -154,6 +155,24 @@ describe('migrations', () => {
       for (const row of rows) expect(Math.abs(Date.now() - row.applied_at)).toBeLessThan(60_000);
     } finally {
       db.close();
+    }
+  });
+
+  it('a store opens on a current schema while another process holds the write lock (a backup, a sqlite3 shell)', async () => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'p11kms-locked-')), 'metadata.db');
+    await (await openSqliteStore(file)).close();
+    const lock = await holdWriteLock(file);
+    try {
+      // No migration is due, so opening takes no write lock (it used to wait for it, then fail).
+      const store = await openSqliteStore(file);
+      try {
+        expect(lock.released).toBe(false);
+        expect(await store.countKeys()).toBe(0);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await lock.release();
     }
   });
 

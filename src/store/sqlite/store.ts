@@ -2,9 +2,7 @@
  * The embedded metadata store: one SQLite file, possibly shared by several p11kms processes.
  *
  * better-sqlite3 is synchronous; the methods are async only to satisfy the MetadataStore contract
- * that PostgreSQL also implements. Every statement is prepared once, at open. openSqliteStore runs
- * this class twice, off and on the event loop (store-thread.ts): writes on a thread of their own,
- * the reads requests need on a query-only connection of the event loop.
+ * that PostgreSQL also implements. Every statement is prepared once, at open.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,7 +12,6 @@ import { SqliteAuditChainRegistry } from './audit-chains.js';
 import { SqliteKeyLifecycleStore } from './lifecycle.js';
 import { SqliteGrantTable } from './grants.js';
 import { SqliteTokenBindingStore } from './token-binding.js';
-import { StoreThread, storeOffTheEventLoop, type EventLoopReader } from './store-thread.js';
 import {
   StoreConflictError,
   type AliasRecord,
@@ -30,41 +27,17 @@ import {
 
 export { SchemaTooNewError } from './migrations.js';
 
-/** How long a store call waits, for the calls queued before it and for another process's write
- *  lock, before failing with StoreUnavailableError (the connection's busy timeout at open). */
+/** How long a writer waits for another process's write lock before failing with SQLITE_BUSY. */
 export const BUSY_TIMEOUT_MS = 5000;
-/** A reader in WAL mode waits only for WAL recovery by another connection: on the event loop, briefly. */
-const READ_BUSY_TIMEOUT_MS = 100;
 /** Bound on how late getKey sees a commit by another process (P11KMS_WORKERS > 1, CLI tools). */
 const KEY_CACHE_RECHECK_MS = 20;
 const KEY_CACHE_SIZE = 10_000;
 
-/** Opens (creating and migrating if needed) the store at `file`: its writes off the event loop. */
+/** Opens (creating and migrating if needed) the store at `file`. */
 export async function openSqliteStore(file: string): Promise<MetadataStore> {
-  const thread = await StoreThread.start(file, BUSY_TIMEOUT_MS); // opens and migrates the file first
+  const db = openSqliteDatabase(file);
   try {
-    const reader = openSqliteReader(file);
-    try {
-      return storeOffTheEventLoop(new SqliteMetadataStore(reader), thread);
-    } catch (err) {
-      reader.close();
-      throw err;
-    }
-  } catch (err) {
-    await thread.close();
-    throw err;
-  }
-}
-
-/** The event loop's connection to a file the store thread has opened: reads only. */
-function openSqliteReader(file: string): Database.Database {
-  const db = new Database(file, { fileMustExist: true, timeout: READ_BUSY_TIMEOUT_MS });
-  try {
-    // Not readonly: SQLite then refuses WAL files it cannot write; query_only refuses writes.
-    db.pragma('query_only = ON');
-    const journalMode = db.pragma('journal_mode', { simple: true });
-    if (journalMode !== 'wal') throw new Error(`${db.name} is not in WAL mode (got "${String(journalMode)}")`);
-    return db;
+    return new SqliteMetadataStore(db);
   } catch (err) {
     db.close();
     throw err;
@@ -172,7 +145,7 @@ const UPDATABLE_KEY_COLUMNS: Record<keyof KeyUpdate, string> = {
   currentVersion: 'current_version',
 };
 
-export class SqliteMetadataStore implements EventLoopReader {
+class SqliteMetadataStore implements MetadataStore {
   private readonly insertKeyStmt;
   private readonly selectKeyStmt;
   private readonly selectKeysFirstPageStmt;
@@ -365,12 +338,6 @@ export class SqliteMetadataStore implements EventLoopReader {
     // Misses are not cached: a key created by another process must not stay "not found".
     if (key) this.keyCache.set(keyId, key);
     return key;
-  }
-
-  /** On the event loop's connection, another connection (the store thread) wrote: the next read
-   *  checks data_version at once instead of within KEY_CACHE_RECHECK_MS (read-your-writes). */
-  forgetCachedReads(): void {
-    this.dataVersionCheckedAt = -Infinity;
   }
 
   private validateKeyCache(): void {
