@@ -11,7 +11,6 @@
  *   GET /service                                                 p11kms:DescribeService
  */
 import { randomUUID } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
 import type { Request, Response, Router } from 'express';
 import express from 'express';
 import { z } from 'zod';
@@ -30,7 +29,7 @@ import type { Metrics } from '../metrics.js';
 import { PRODUCT_VERSION } from '../package-info.js';
 import { dailyUsage } from '../usage/daily.js';
 import { usageReport } from '../usage/report.js';
-import { httpStatusOf } from './error-response.js';
+import { sendJsonAnswer, sendKmsError } from './error-response.js';
 
 export interface OperatorApiDeps {
   services: Services;
@@ -189,8 +188,8 @@ function operatorRoute<T extends z.ZodType>(deps: OperatorApiDeps, operation: st
         error = new KmsError('KMSInternalException', 'An internal error occurred.');
       }
       deps.metrics?.request(operation, error ? error.type : 'OK', Number(process.hrtime.bigint() - started) / 1e9);
-      if (error) sendError(res, requestId, error);
-      else sendJson(res, requestId, body);
+      if (error) sendKmsError(res, requestId, error);
+      else sendJsonAnswer(res, requestId, body);
     })();
   };
 }
@@ -200,13 +199,4 @@ function internalError(log: Logger, requestId: string, e: unknown): KmsError {
   return new KmsError('KMSInternalException', 'An internal error occurred.');
 }
 
-function sendError(res: ServerResponse, requestId: string, error: KmsError): void {
-  res.writeHead(httpStatusOf(error), { 'Content-Type': 'application/json', 'x-amzn-RequestId': requestId, 'X-Amzn-ErrorType': error.type });
-  res.end(JSON.stringify({ __type: error.type, message: error.message }));
-}
-
-function sendJson(res: ServerResponse, requestId: string, body: unknown): void {
-  res.writeHead(200, { 'Content-Type': 'application/json', 'x-amzn-RequestId': requestId, 'Cache-Control': 'no-store' });
-  res.end(JSON.stringify(body));
-}
 

@@ -12,7 +12,6 @@
  *   POST /p11kms/peer/deletions  a replica of a primary here was deleted at the peer's site
  */
 import { randomUUID } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
 import express from 'express';
 import type { Request, Response } from 'express';
 import { SigV4Verifier } from '../auth/sigv4.js';
@@ -30,7 +29,7 @@ import {
   acceptVersions,
 } from '../kms/site-replication.js';
 import type { Logger } from '../log.js';
-import { httpStatusOf } from './error-response.js';
+import { sendJsonAnswer, sendKmsError } from './error-response.js';
 
 export interface PeerApiDeps {
   peers: Peers;
@@ -74,14 +73,14 @@ export function createPeerRoutes(deps: PeerApiDeps): { handles: (method: string,
         }
         const answer = await accept(svc, peer, parsed, { whole: deps.whole, principalOf: deps.principalOf, sourceIp: req.socket.remoteAddress ?? '', secureTransport: req.secure });
         deps.log.info({ requestId, operation, peerRegion, keyId: answer.KeyId }, 'peer deployment request served');
-        sendJson(res, requestId, 200, answer);
+        sendJsonAnswer(res, requestId, answer);
       } catch (e) {
         const error = e instanceof KmsError ? e : internalError(deps.log, requestId, e);
         await svc.audit
           ?.recordServiceEvent({ eventName: operation, region: svc.account.region, errorCode: error.type, errorMessage: error.message, additionalEventData: { sourceIp: req.socket.remoteAddress ?? '', ...(peerRegion ? { peerRegion } : {}) } })
           .catch(() => undefined);
         deps.log.warn({ requestId, operation, peerRegion, error: error.type, message: error.message }, 'peer deployment request refused');
-        sendJson(res, requestId, httpStatusOf(error), { __type: error.type, message: error.message }, error.type);
+        sendKmsError(res, requestId, error);
       }
     })();
   };
@@ -95,9 +94,4 @@ export function createPeerRoutes(deps: PeerApiDeps): { handles: (method: string,
 function internalError(log: Logger, requestId: string, e: unknown): KmsError {
   log.error({ requestId, err: e instanceof Error ? { name: e.name, message: e.message, stack: e.stack } : String(e) }, 'peer API failed');
   return new KmsError('KMSInternalException', 'An internal error occurred.');
-}
-
-function sendJson(res: ServerResponse, requestId: string, status: number, body: unknown, errorType?: string): void {
-  res.writeHead(status, { 'Content-Type': 'application/json', 'x-amzn-RequestId': requestId, 'Cache-Control': 'no-store', ...(errorType ? { 'X-Amzn-ErrorType': errorType } : {}) });
-  res.end(JSON.stringify(body));
 }

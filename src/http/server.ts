@@ -21,7 +21,7 @@ import type { Metrics } from '../metrics.js';
 import { KmsError, accessDenied, internal, unsupported } from '../kms/errors.js';
 import { type RequestQuotas, Throttled } from '../kms/quotas/quotas.js';
 import type { ConnectionGuard } from './connections.js';
-import { httpStatusOf } from './error-response.js';
+import { httpStatusOf, sendKmsError } from './error-response.js';
 import { notHttp, readBody } from './body.js';
 import { parseJsonBody } from './json-body.js';
 import { operationNames, parseInput, serializeOutput } from './model.js';
@@ -350,9 +350,7 @@ function toKmsError(e: unknown, log: Logger, requestId: string, operation: strin
 }
 
 function sendError(res: ServerResponse, requestId: string, error: KmsError): void {
-  if (res.headersSent) return;
-  res.writeHead(httpStatusOf(error), { 'Content-Type': JSON_CONTENT_TYPE, 'x-amzn-RequestId': requestId, 'X-Amzn-ErrorType': error.type });
-  res.end(JSON.stringify({ __type: error.type, message: error.message }));
+  sendKmsError(res, requestId, error, JSON_CONTENT_TYPE);
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
