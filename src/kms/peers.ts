@@ -16,7 +16,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { readStructuredFile } from '../structured-file.js';
 import { z } from 'zod';
 
 const peerSchema = z
@@ -77,8 +77,7 @@ export class Peers {
 export function loadPeers(file: string, served: readonly string[]): Peers {
   let raw: unknown;
   try {
-    const text = fs.readFileSync(file, 'utf8');
-    raw = /\.ya?ml$/i.test(file) ? parseYaml(text) : JSON.parse(text);
+    raw = readStructuredFile(file);
   } catch (e) {
     throw new PeersConfigError(`P11KMS_PEERS_FILE ${file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }

@@ -6,8 +6,7 @@
  * backoff. Each quota is a token bucket holding one second of its rate (at least one request),
  * refilled continuously, so a burst of N requests passes a quota of N/s and the next must wait.
  */
-import fs from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { readStructuredFile } from '../../structured-file.js';
 import { z } from 'zod';
 import { KmsError } from '../errors.js';
 import { awsDefaultQuotas } from './aws-defaults.js';
@@ -186,8 +185,7 @@ export function loadRequestQuotas(setting: string, region: string, knownOperatio
   if (setting === 'aws') return new RequestQuotas(awsDefaultQuotas(region));
   let raw: unknown;
   try {
-    const text = fs.readFileSync(setting, 'utf8');
-    raw = /\.ya?ml$/i.test(setting) ? parseYaml(text) : JSON.parse(text);
+    raw = readStructuredFile(setting);
   } catch (e) {
     throw new QuotaConfigError(`P11KMS_QUOTAS ${setting} cannot be read: ${(e as Error).message}`);
   }

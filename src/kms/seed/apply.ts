@@ -10,8 +10,7 @@
  * unwrapped by the token only (this process sees just the transport key).
  */
 import { constants, createCipheriv, createPublicKey, publicEncrypt, randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { readStructuredFile } from '../../structured-file.js';
 import type { Logger } from '../../log.js';
 import type { KeyRecord } from '../../store/types.js';
 import { keyArn } from '../arn.js';
@@ -53,8 +52,7 @@ type PlanContext = Pick<Services, 'store' | 'account' | 'now'>;
 export function readSeedFile(file: string): SeedFile {
   let raw: unknown;
   try {
-    const text = fs.readFileSync(file, 'utf8');
-    raw = /\.ya?ml$/i.test(file) ? parseYaml(text) : JSON.parse(text);
+    raw = readStructuredFile(file);
   } catch (err) {
     throw new SeedError(`seed file ${file}: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
   }
